@@ -1,0 +1,307 @@
+"""Losses with one interface: ERM, Mixup, MixupE (four official versions), Manifold Mixup(+E).
+
+Every loss function returns `(loss, LossAux(model_state, metrics))`, so it composes with
+`jax.value_and_grad(..., has_aux=True)` in a plain optax loop:
+
+    loss_fn = functools.partial(mixupe_loss_fn, apply_fn=apply_fn, alpha=1.0, eta=0.1, variant="v1")
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, model_state, mixed=mixed, clean_inputs=x, clean_labels=y, x_bar=x_bar)
+
+`make_loss_fn` builds the uniform `loss_fn(params, model_state, inputs, labels, key)` that a
+training loop calls without knowing which method it runs.
+
+The MixupE loss (see `regularizers` for the versions):
+
+    L = L_mix + eta * m_1 * P,     m_1 = alpha / (2 alpha + 1),
+
+then, with `rescale`, L <- stopgrad(|L_mix| / |L|) * L (the official code's rescaling: the value
+reported equals |L_mix| while the gradient carries the regularizer). The clean pass runs after the
+mixed pass with the model state it returned, in the same (train) mode, so BatchNorm's running
+statistics see both batches as in the official code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mixupe_jax import analysis, directional, mixing, regularizers
+from mixupe_jax.models.apply import ApplyFn, ModelState, Params
+
+METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
+MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
+
+
+class LossAux(NamedTuple):
+  model_state: ModelState
+  metrics: dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
+  """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x)."""
+  if logits.shape != soft_labels.shape:
+    raise ValueError(f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
+                     f"{tuple(logits.shape)} (expected soft labels [batch, num_classes]).")
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), soft_labels))
+
+
+def _check_eta(eta: float) -> float:
+  eta = float(eta)
+  if not np.isfinite(eta) or eta < 0:
+    raise ValueError(f"eta must be a finite number >= 0, got {eta} "
+                     "(use flip_sign=True to reverse the direction of the regularizer).")
+  return eta
+
+
+def _accuracy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(soft_labels, -1))
+
+
+def erm_loss_fn(params: Params, model_state: ModelState, inputs: jax.Array, labels: jax.Array,
+                *, apply_fn: ApplyFn, num_classes: int | None = None
+                ) -> tuple[jax.Array, LossAux]:
+  """L_std = (1/B) sum_i l(x_i, y_i)."""
+  soft = mixing.to_soft_labels(labels, num_classes)
+  logits, model_state = apply_fn(params, model_state, inputs)
+  loss = cross_entropy(logits, soft)
+  return loss, LossAux(model_state, {"cross_entropy": loss, "accuracy": _accuracy(logits, soft)})
+
+
+def mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
+                  *, apply_fn: ApplyFn) -> tuple[jax.Array, LossAux]:
+  """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch."""
+  logits, model_state = apply_fn(params, model_state, mixed.inputs)
+  loss = cross_entropy(logits, mixed.labels)
+  return loss, LossAux(model_state, {"mixup_loss": loss})
+
+
+def _regularized(
+    mix_loss: jax.Array,
+    model_state: ModelState,
+    params: Params,
+    apply_fn: ApplyFn,
+    clean_inputs: jax.Array,
+    clean_labels: jax.Array,
+    *,
+    x_bar: jax.Array | None,
+    layer: int,
+    alpha: float,
+    eta: float,
+    variant: str,
+    threshold: float | None,
+    rescale: bool,
+    scale_by_moment: bool,
+    flip_sign: bool,
+    num_classes: int | None,
+) -> tuple[jax.Array, LossAux]:
+  """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss."""
+  chosen = regularizers.get_variant(variant)
+  alpha = mixing.check_alpha(alpha)
+  eta = _check_eta(eta)
+  soft = mixing.to_soft_labels(clean_labels, num_classes)
+  chex.assert_equal_shape_prefix([clean_inputs, soft], 1)
+  if chosen.uses_derivative:
+    if x_bar is not None:
+      x_bar = directional.check_x_bar(x_bar, clean_inputs)
+      logits, tangents, model_state = directional.logit_directional_derivative(
+          apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
+    else:
+      logits, tangents, model_state = directional.hidden_directional_derivative(
+          apply_fn, params, model_state, clean_inputs, layer)
+    cross_entropy(logits, soft)  # Checks the label shape against the logits.
+    statistic = directional.directional_term(logits, tangents, soft)
+  else:
+    logits, model_state = apply_fn(params, model_state, clean_inputs)
+    cross_entropy(logits, soft)
+    statistic = regularizers.logit_term(logits, soft, chosen.detach_probabilities)
+  penalty, active_fraction = regularizers.penalty(statistic, chosen, threshold, flip_sign)
+  weight = eta * (analysis.first_order_moment(alpha) if scale_by_moment else 1.0)
+  regularizer = weight * penalty
+  total = mix_loss + regularizer
+  scale = jnp.ones_like(total)
+  if rescale:
+    magnitude = jnp.abs(total)
+    scale = jax.lax.stop_gradient(
+        jnp.where(magnitude > 0, jnp.abs(mix_loss) / jnp.where(magnitude > 0, magnitude, 1), 1))
+  loss = scale * total
+  metrics = {
+      "mixup_loss": mix_loss,
+      "regularizer": regularizer,
+      "penalty": penalty,
+      "unscaled_loss": total,
+      "rescale_factor": scale,
+      "term_mean": jnp.mean(statistic),
+      "term_std": jnp.std(statistic),
+      "term_min": jnp.min(statistic),
+      "term_max": jnp.max(statistic),
+      "active_fraction": active_fraction,
+      "clean_accuracy": _accuracy(logits, soft),
+  }
+  return loss, LossAux(model_state, metrics)
+
+
+def mixupe_loss_fn(
+    params: Params,
+    model_state: ModelState,
+    mixed: mixing.MixedBatch,
+    clean_inputs: jax.Array,
+    clean_labels: jax.Array,
+    x_bar: jax.Array | None,
+    *,
+    apply_fn: ApplyFn,
+    alpha: float,
+    eta: float,
+    variant: str = "v1",
+    threshold: float | None = None,
+    rescale: bool = True,
+    scale_by_moment: bool = True,
+    flip_sign: bool = False,
+    num_classes: int | None = None,
+) -> tuple[jax.Array, LossAux]:
+  """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to |L_mix| when `rescale`.
+
+  Args:
+    params, model_state: the model's parameters and non-trainable state (`{}` if none).
+    mixed: the mixed batch (from `mixing.mixup` etc.), soft labels.
+    clean_inputs, clean_labels: the unmixed batch; integer labels need `num_classes`.
+    x_bar: the training-set mean input (per-example shape); needed by v1/v2.
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    alpha: the Beta(alpha, alpha) parameter of the mixing, for m_1 = alpha / (2 alpha + 1).
+    eta: the weight of the regularizer, >= 0.
+    variant: "v1" (= "exact"), "v2", "v3" (= "fast") or "v4"; see `regularizers`.
+    threshold: tau; None uses the variant's default (-1 for v1, 1.0 for v3, none otherwise).
+    rescale: multiply the loss by the constant |L_mix| / |L| (official behaviour).
+    scale_by_moment: multiply eta by m_1 (official behaviour).
+    flip_sign: negate the penalty (to test the opposite direction of v1/v3).
+
+  Returns:
+    (loss, LossAux(model_state after both passes, metrics)).
+  """
+  if regularizers.get_variant(variant).uses_derivative and x_bar is None:
+    raise ValueError(f"Variant {variant!r} needs x_bar, the training-set mean input.")
+  mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
+  if _check_eta(eta) == 0:
+    return mix_loss, aux
+  return _regularized(
+      mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=x_bar,
+      layer=0, alpha=alpha, eta=eta, variant=variant, threshold=threshold, rescale=rescale,
+      scale_by_moment=scale_by_moment, flip_sign=flip_sign, num_classes=num_classes)
+
+
+def manifold_mixupe_loss_fn(
+    params: Params,
+    model_state: ModelState,
+    mixed: mixing.MixedBatch,
+    clean_inputs: jax.Array,
+    clean_labels: jax.Array,
+    *,
+    apply_fn: ApplyFn,
+    layer: int,
+    alpha: float,
+    eta: float = 0.0,
+    variant: str = "v1",
+    threshold: float | None = None,
+    rescale: bool = True,
+    scale_by_moment: bool = True,
+    flip_sign: bool = False,
+    num_classes: int | None = None,
+) -> tuple[jax.Array, LossAux]:
+  """Manifold Mixup at hidden layer k, plus (eta > 0) the MixupE term at the same layer.
+
+  h~_i = lambda_i h_i + (1 - lambda_i) h_j(i) at layer k, with `mixed`'s lambda, partner and
+  labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i). For v1/v2 the direction at layer k is
+  d_i = h_bar - h_i with h_bar the batch mean of h (x_bar is not known at hidden layers).
+  With eta = 0 this is plain Manifold Mixup (Verma et al. 2019).
+  """
+  mix_at_layer = functools.partial(mixing.mix_like, lam=mixed.lam, partner=mixed.partner)
+  logits, model_state = apply_fn(params, model_state, clean_inputs, hidden_layer=layer,
+                                 hidden_transform=mix_at_layer)
+  mix_loss = cross_entropy(logits, mixed.labels)
+  if _check_eta(eta) == 0:
+    return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
+  return _regularized(
+      mix_loss, model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=None,
+      layer=layer, alpha=alpha, eta=eta, variant=variant, threshold=threshold, rescale=rescale,
+      scale_by_moment=scale_by_moment, flip_sign=flip_sign, num_classes=num_classes)
+
+
+Mixer = Callable[[jax.Array, jax.Array, jax.Array], mixing.MixedBatch]
+LossFn = Callable[[Params, ModelState, jax.Array, jax.Array, jax.Array],
+                  tuple[jax.Array, LossAux]]
+
+
+def make_mixer(name: str = "mixup", *, alpha: float, num_classes: int | None, **options: Any
+               ) -> Mixer:
+  """mixer(key, inputs, labels) -> MixedBatch for "mixup", "cutmix" or "mixup_or_cutmix".
+
+  For "mixup_or_cutmix", `alpha` is Mixup's and `cutmix_alpha` (default alpha) CutMix's.
+  """
+  if name not in MIXERS:
+    raise ValueError(f"Unknown mixer {name!r}; valid mixers are {', '.join(MIXERS)}.")
+  if name == "mixup_or_cutmix":
+    options.setdefault("cutmix_alpha", alpha)
+    return functools.partial(mixing.mixup_or_cutmix, mixup_alpha=alpha, num_classes=num_classes,
+                             **options)
+  return functools.partial(getattr(mixing, name), alpha=alpha, num_classes=num_classes, **options)
+
+
+def make_loss_fn(
+    method: str,
+    *,
+    apply_fn: ApplyFn,
+    num_classes: int,
+    alpha: float = 1.0,
+    eta: float = 0.0,
+    variant: str = "v1",
+    threshold: float | None = None,
+    rescale: bool = True,
+    scale_by_moment: bool = True,
+    flip_sign: bool = False,
+    x_bar: jax.Array | None = None,
+    mixer: Mixer | None = None,
+    manifold_layers: Sequence[int] = (0, 1, 2),
+) -> LossFn:
+  """The uniform loss a training loop calls: loss_fn(params, model_state, inputs, labels, key).
+
+  `method` is one of METHODS. The mixed batch comes from `mixer` (default: Mixup with lambda per
+  batch and a random permutation). Manifold methods draw the layer uniformly from
+  `manifold_layers` for every batch.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
+  alpha = mixing.check_alpha(alpha)
+  _check_eta(eta)
+  regularizer_options = dict(alpha=alpha, eta=eta, variant=variant, threshold=threshold,
+                             rescale=rescale, scale_by_moment=scale_by_moment,
+                             flip_sign=flip_sign, num_classes=num_classes)
+  if method in ("mixupe", "manifold_mixupe"):
+    regularizers.get_variant(variant)  # Fail on an unknown variant before training starts.
+  if mixer is None:
+    mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
+
+  def loss_fn(params, model_state, inputs, labels, key):
+    if method == "erm":
+      return erm_loss_fn(params, model_state, inputs, labels, apply_fn=apply_fn,
+                         num_classes=num_classes)
+    mix_key, layer_key = jax.random.split(key)
+    mixed = mixer(mix_key, inputs, labels)
+    if method == "mixup":
+      return mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
+    if method == "mixupe":
+      return mixupe_loss_fn(params, model_state, mixed, inputs, labels, x_bar,
+                            apply_fn=apply_fn, **regularizer_options)
+    options = dict(regularizer_options, eta=eta if method == "manifold_mixupe" else 0.0)
+    branches = [
+        functools.partial(manifold_mixupe_loss_fn, apply_fn=apply_fn, layer=layer, **options)
+        for layer in manifold_layers
+    ]
+    index = jax.random.randint(layer_key, (), 0, len(branches))
+    return jax.lax.switch(index, branches, params, model_state, mixed, inputs, labels)
+
+  return loss_fn

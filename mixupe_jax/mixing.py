@@ -1,0 +1,327 @@
+"""Mixup-family batch operations: pure functions of an explicit `jax.random` key.
+
+Every op returns a `MixedBatch` holding the mixed inputs x~, the soft mixed labels y~, the
+per-example weight lambda_i of the example's own input and the index j(i) of its partner:
+
+    x~_i = lambda_i x_i + (1 - lambda_i) x_j(i),    y~_i = lambda_i y_i + (1 - lambda_i) y_j(i).
+
+`lambda` and `partner` are kept so the same mixing can be replayed on any other array of the
+batch, e.g. on hidden features (Manifold Mixup, `mix_like`).
+
+Mixing granularity (how many lambdas are drawn):
+  * "batch":   one lambda ~ Beta(alpha, alpha) for the whole batch (the MixupE paper's choice).
+  * "pair":    one lambda per pair {i, j}, shared by both members; the pairing must be an
+               involution (j(j(i)) = i): "flip" or "matching".
+  * "example": one lambda per example.
+
+Pairing (who j(i) is):
+  * "permutation": j = pi(i) for a uniformly random permutation pi (the paper's choice).
+  * "matching":    a uniformly random perfect matching (an involutive permutation; even batch).
+  * "flip":        j = B - 1 - i (the batch reversed, as timm does).
+  * "roll":        j = (i + 1) mod B.
+
+Inputs may have any rank: images [B, H, W, C], tables [B, D], spectrograms [B, T, F, 1], node
+features [N, D]. Labels are integer class ids [B] (then `num_classes` is required) or soft /
+one-hot labels [B, C]; the output labels are always soft, float32, and sum to one.
+
+Global vs per-shard mixing: under `jax.jit` with a batch-sharded input these functions mix across
+the global batch (partners may live on other devices). To mix within each device's shard call them
+through `mixupe_jax.parallel.mix_per_shard`, which passes `shard_index`: the batch-level random
+choices (lambda for granularity "batch", the CutMix box, the Mixup/CutMix switch) then stay the
+same on every device, and the pairing (and per-example lambdas) differ per shard.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+GRANULARITIES = ("batch", "pair", "example")
+PAIRINGS = ("permutation", "matching", "flip", "roll")
+_INVOLUTIVE_PAIRINGS = ("matching", "flip")
+
+
+class MixedBatch(NamedTuple):
+  """A mixed batch: x~ = lam x + (1 - lam) x[partner], y~ likewise (soft labels)."""
+
+  inputs: jax.Array  # x~, same shape and dtype as the clean inputs.
+  labels: jax.Array  # y~ [B, C], float32, rows sum to one.
+  lam: jax.Array  # [B] float32: weight of the example's own label (kept area for CutMix).
+  partner: jax.Array  # [B] int32: index j(i) of the partner in the (shard-local) batch.
+
+
+def check_alpha(alpha: float, name: str = "alpha") -> float:
+  """Returns alpha as a float, raising a ValueError naming it unless 0 <= alpha < inf."""
+  alpha = float(alpha)
+  if not np.isfinite(alpha) or alpha < 0:
+    raise ValueError(f"{name} must be a finite number >= 0 (0 means no mixing), got {alpha}.")
+  return alpha
+
+
+def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
+  if value not in valid:
+    raise ValueError(f"Unknown {name} {value!r}; valid values are {', '.join(valid)}.")
+
+
+def to_soft_labels(labels: jax.Array, num_classes: int | None = None) -> jax.Array:
+  """Integer labels [B] -> one-hot float32 [B, C]; soft labels [B, C] -> float32 [B, C].
+
+  Integer labels that are concrete (not traced) are checked to lie in [0, num_classes); traced
+  integer labels cannot be checked here, so loaders validate them (an out-of-range id would give
+  an all-zero row).
+  """
+  labels = jnp.asarray(labels)
+  if jnp.issubdtype(labels.dtype, jnp.integer):
+    chex.assert_rank(labels, 1)
+    if num_classes is None:
+      raise ValueError("Integer labels need num_classes to be converted to one-hot labels.")
+    if not isinstance(labels, jax.core.Tracer) and labels.size:
+      concrete = np.asarray(labels)
+      low, high = int(concrete.min()), int(concrete.max())
+      if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"Label {bad} is out of range for num_classes={num_classes} "
+            f"(labels must lie in [0, {num_classes - 1}]).")
+    return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  chex.assert_rank(labels, 2)
+  if num_classes is not None and labels.shape[-1] != num_classes:
+    raise ValueError(
+        f"Soft labels have {labels.shape[-1]} classes but num_classes={num_classes}.")
+  return labels.astype(jnp.float32)
+
+
+def smooth_labels(labels: jax.Array, smoothing: float) -> jax.Array:
+  """Label smoothing: y <- (1 - epsilon) y + epsilon / C, for soft labels [B, C]."""
+  if not 0.0 <= smoothing < 1.0:
+    raise ValueError(f"label_smoothing must lie in [0, 1), got {smoothing}.")
+  chex.assert_rank(labels, 2)
+  num_classes = labels.shape[-1]
+  return (1.0 - smoothing) * labels + smoothing / num_classes
+
+
+def pair_indices(key: jax.Array, batch_size: int, pairing: str = "permutation") -> jax.Array:
+  """The partner index j(i) of every example, int32 [B]."""
+  _check_choice(pairing, PAIRINGS, "pairing")
+  if pairing == "permutation":
+    return jax.random.permutation(key, batch_size).astype(jnp.int32)
+  if pairing == "flip":
+    return jnp.arange(batch_size - 1, -1, -1, dtype=jnp.int32)
+  if pairing == "roll":
+    return (jnp.arange(batch_size, dtype=jnp.int32) + 1) % batch_size
+  # "matching": shuffle, then pair consecutive entries of the shuffled order with each other.
+  if batch_size % 2:
+    raise ValueError(f"pairing='matching' needs an even batch size, got {batch_size}.")
+  order = jax.random.permutation(key, batch_size).astype(jnp.int32)
+  swapped = order.reshape(-1, 2)[:, ::-1].reshape(-1)
+  return jnp.zeros(batch_size, jnp.int32).at[order].set(swapped)
+
+
+def sample_lambda(
+    key: jax.Array,
+    alpha: float,
+    batch_size: int,
+    granularity: str = "batch",
+    partner: jax.Array | None = None,
+) -> jax.Array:
+  """lambda ~ Beta(alpha, alpha), float32 [B]; alpha = 0 gives lambda = 1 (no mixing).
+
+  For granularity "pair", lambda_i = lambda_{min(i, j(i))} so both members of a pair share it;
+  `partner` must then be given.
+  """
+  alpha = check_alpha(alpha)
+  _check_choice(granularity, GRANULARITIES, "granularity")
+  shape = (1,) if granularity == "batch" else (batch_size,)
+  if alpha == 0.0:
+    lam = jnp.ones(shape, jnp.float32)
+  else:
+    lam = jax.random.beta(key, alpha, alpha, shape, dtype=jnp.float32)
+  if granularity == "batch":
+    return jnp.broadcast_to(lam, (batch_size,))
+  if granularity == "pair":
+    if partner is None:
+      raise ValueError("granularity='pair' needs the partner indices.")
+    lam = lam[jnp.minimum(jnp.arange(batch_size), partner)]
+  return lam
+
+
+def _broadcast_per_example(weights: jax.Array, like: jax.Array) -> jax.Array:
+  return weights.reshape(weights.shape + (1,) * (like.ndim - 1)).astype(like.dtype)
+
+
+def mix_like(values: jax.Array, lam: jax.Array, partner: jax.Array) -> jax.Array:
+  """lam_i v_i + (1 - lam_i) v_j(i) for any per-example array v [B, ...]."""
+  chex.assert_equal_shape_prefix([values, lam, partner], 1)
+  weight = _broadcast_per_example(lam, values)
+  return weight * values + (1 - weight) * values[partner]
+
+
+def _split_keys(key: jax.Array, shard_index: jax.Array | int | None):
+  """(batch-level key, shard-level key): the latter differs per shard when shard_index is set."""
+  batch_key, shard_key = jax.random.split(key)
+  if shard_index is not None:
+    shard_key = jax.random.fold_in(shard_key, shard_index)
+  return batch_key, shard_key
+
+
+def _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing):
+  chex.assert_rank(inputs, {2, 3, 4, 5})
+  _check_choice(granularity, GRANULARITIES, "granularity")
+  _check_choice(pairing, PAIRINGS, "pairing")
+  if granularity == "pair" and pairing not in _INVOLUTIVE_PAIRINGS:
+    raise ValueError(
+        f"granularity='pair' needs an involutive pairing ({', '.join(_INVOLUTIVE_PAIRINGS)}), "
+        f"got pairing={pairing!r}.")
+  soft = to_soft_labels(labels, num_classes)
+  chex.assert_equal_shape_prefix([inputs, soft], 1)
+  if label_smoothing:
+    soft = smooth_labels(soft, label_smoothing)
+  return soft
+
+
+def mixup(
+    key: jax.Array,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    alpha: float,
+    num_classes: int | None = None,
+    granularity: str = "batch",
+    pairing: str = "permutation",
+    label_smoothing: float = 0.0,
+    shard_index: jax.Array | int | None = None,
+) -> MixedBatch:
+  """Mixup (Zhang et al. 2018): x~ = lambda x_i + (1 - lambda) x_j, y~ likewise.
+
+  lambda ~ Beta(alpha, alpha) per batch, pair or example; j = pairing(i).
+  """
+  soft = _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
+  batch_size = inputs.shape[0]
+  batch_key, shard_key = _split_keys(key, shard_index)
+  pair_key, example_lambda_key = jax.random.split(shard_key)
+  partner = pair_indices(pair_key, batch_size, pairing)
+  lambda_key = batch_key if granularity == "batch" else example_lambda_key
+  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner)
+  return MixedBatch(mix_like(inputs, lam, partner), mix_like(soft, lam, partner), lam, partner)
+
+
+def _default_spatial_axes(ndim: int) -> tuple[int, ...]:
+  # Channel-last layouts: cut over the axes between batch and channel; [B, D] or [B, T, D]
+  # (no channel axis worth keeping whole) cut a contiguous segment of axis 1.
+  return tuple(range(1, ndim - 1)) if ndim >= 4 else (1,)
+
+
+def cutmix_mask(
+    key: jax.Array,
+    lam: jax.Array,
+    shape: tuple[int, ...],
+    spatial_axes: tuple[int, ...],
+) -> jax.Array:
+  """Box masks for CutMix, float32 of `shape` with 1 = keep own pixel, 0 = take the partner's.
+
+  The box has side (1 - lambda_i)^(1/k) of every one of the k spatial axes (sqrt for images, as
+  in Yun et al. 2019), a uniformly random centre, and is clipped at the borders.
+  """
+  batch_size = shape[0]
+  keep = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), jnp.float32)
+  side_fraction = (1.0 - lam) ** (1.0 / len(spatial_axes))
+  for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes))):
+    size = shape[axis]
+    cut = jnp.floor(side_fraction * size).astype(jnp.int32)
+    center = jax.random.randint(axis_key, (batch_size,), 0, size)
+    low = jnp.clip(center - cut // 2, 0, size)
+    high = jnp.clip(center + cut // 2 + cut % 2, 0, size)
+    position_shape = [1] * len(shape)
+    position_shape[axis] = size
+    position = jnp.arange(size).reshape(position_shape)
+    bounds_shape = (batch_size,) + (1,) * (len(shape) - 1)
+    inside = (position >= low.reshape(bounds_shape)) & (position < high.reshape(bounds_shape))
+    keep = keep * (1.0 - inside.astype(jnp.float32))
+  # Axes that are not cut (channels) keep the box constant along them.
+  return jnp.broadcast_to(keep, shape)
+
+
+def cutmix(
+    key: jax.Array,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    alpha: float,
+    num_classes: int | None = None,
+    granularity: str = "batch",
+    pairing: str = "permutation",
+    label_smoothing: float = 0.0,
+    correct_lambda: bool = True,
+    spatial_axes: tuple[int, ...] | None = None,
+    shard_index: jax.Array | int | None = None,
+) -> MixedBatch:
+  """CutMix (Yun et al. 2019): x~ = M * x_i + (1 - M) * x_j for a box mask M, y~ mixed by lambda.
+
+  With `correct_lambda`, the label weight is the kept area lambda_i = mean(M_i) (the box is
+  clipped at the borders, so it can differ from the sampled lambda); otherwise the sampled one.
+  """
+  soft = _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
+  batch_size = inputs.shape[0]
+  axes = tuple(spatial_axes) if spatial_axes is not None else _default_spatial_axes(inputs.ndim)
+  if not axes or any(not 1 <= axis < inputs.ndim for axis in axes):
+    raise ValueError(f"spatial_axes {axes} must name axes in [1, {inputs.ndim - 1}].")
+  batch_key, shard_key = _split_keys(key, shard_index)
+  lambda_key, box_key = jax.random.split(batch_key)
+  pair_key, example_lambda_key, example_box_key = jax.random.split(shard_key, 3)
+  partner = pair_indices(pair_key, batch_size, pairing)
+  if granularity != "batch":
+    lambda_key, box_key = example_lambda_key, example_box_key
+  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner)
+  if granularity == "pair":
+    # Both members of a pair cut the same box (each keeping its own outside of it).
+    box_partner = jnp.minimum(jnp.arange(batch_size), partner)
+    keep = cutmix_mask(box_key, lam, inputs.shape, axes)[box_partner]
+  else:
+    keep = cutmix_mask(box_key, lam, inputs.shape, axes)
+  if granularity == "batch":
+    keep = jnp.broadcast_to(keep[:1], keep.shape)
+  mixed_inputs = (keep * inputs + (1 - keep) * inputs[partner]).astype(inputs.dtype)
+  if correct_lambda:
+    lam = jnp.mean(keep, axis=tuple(axes)).reshape(batch_size, -1)[:, 0]
+  return MixedBatch(mixed_inputs, mix_like(soft, lam, partner), lam, partner)
+
+
+def mixup_or_cutmix(
+    key: jax.Array,
+    inputs: jax.Array,
+    labels: jax.Array,
+    *,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    switch_prob: float = 0.5,
+    num_classes: int | None = None,
+    granularity: str = "batch",
+    pairing: str = "permutation",
+    label_smoothing: float = 0.0,
+    correct_lambda: bool = True,
+    spatial_axes: tuple[int, ...] | None = None,
+    shard_index: jax.Array | int | None = None,
+) -> MixedBatch:
+  """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does)."""
+  if not 0.0 <= switch_prob <= 1.0:
+    raise ValueError(f"switch_prob must lie in [0, 1], got {switch_prob}.")
+  common = dict(num_classes=num_classes, granularity=granularity, pairing=pairing,
+                label_smoothing=label_smoothing, shard_index=shard_index)
+  switch_key, mix_key = jax.random.split(key)
+  use_cutmix = jax.random.bernoulli(switch_key, switch_prob)
+  mixed_by_mixup = mixup(mix_key, inputs, labels, alpha=mixup_alpha, **common)
+  mixed_by_cutmix = cutmix(mix_key, inputs, labels, alpha=cutmix_alpha,
+                           correct_lambda=correct_lambda, spatial_axes=spatial_axes, **common)
+  return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup)
+
+
+def no_mixing(inputs: jax.Array, labels: jax.Array, num_classes: int | None = None) -> MixedBatch:
+  """The identity mixing (lambda = 1, j(i) = i): ERM through the same interface."""
+  soft = to_soft_labels(labels, num_classes)
+  batch_size = inputs.shape[0]
+  return MixedBatch(inputs, soft, jnp.ones(batch_size, jnp.float32),
+                    jnp.arange(batch_size, dtype=jnp.int32))

@@ -1,0 +1,87 @@
+"""Pre-activation ResNets (He et al. 2016) for 32x32/64x64 inputs, as in the Mixup literature.
+
+PreActResNet-18/34 use basic blocks [2, 2, 2, 2] / [3, 4, 6, 3]; PreActResNet-50 uses
+bottleneck blocks [3, 4, 6, 3]. Stem: one 3x3 convolution (no downsampling, CIFAR style).
+Hidden layer k (1..4) is the output of stage k; 0 is the input (Manifold Mixup's numbering).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixupe_jax.models.apply import HiddenTransform, check_hidden_layer, maybe_transform
+
+
+class PreActBlock(nn.Module):
+  """BN-ReLU-conv3x3-BN-ReLU-conv3x3 with an identity (or 1x1 projection) shortcut."""
+
+  features: int
+  strides: int
+  norm: functools.partial
+  conv: functools.partial
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = nn.relu(self.norm()(x))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = self.conv(self.features, (1, 1), strides=self.strides)(out)
+    out = self.conv(self.features, (3, 3), strides=self.strides)(out)
+    out = self.conv(self.features, (3, 3))(nn.relu(self.norm()(out)))
+    return out + shortcut
+
+
+class PreActBottleneck(nn.Module):
+  """BN-ReLU-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1 (4x expansion)."""
+
+  features: int
+  strides: int
+  norm: functools.partial
+  conv: functools.partial
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = nn.relu(self.norm()(x))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != 4 * self.features:
+      shortcut = self.conv(4 * self.features, (1, 1), strides=self.strides)(out)
+    out = self.conv(self.features, (1, 1))(out)
+    out = self.conv(self.features, (3, 3), strides=self.strides)(nn.relu(self.norm()(out)))
+    out = self.conv(4 * self.features, (1, 1))(nn.relu(self.norm()(out)))
+    return out + shortcut
+
+
+class PreActResNet(nn.Module):
+  num_classes: int
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  bottleneck: bool = False
+  width: int = 64
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
+               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+    check_hidden_layer(hidden_layer, len(self.stage_sizes), "PreActResNet")
+    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    block = PreActBottleneck if self.bottleneck else PreActBlock
+    h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
+    h = conv(self.width, (3, 3))(h)
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for index in range(num_blocks):
+        strides = 2 if stage > 0 and index == 0 else 1
+        h = block(self.width * 2**stage, strides, norm, conv)(h)
+      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(jnp.float32)
+
+
+PreActResNet18 = functools.partial(PreActResNet, stage_sizes=(2, 2, 2, 2))
+PreActResNet34 = functools.partial(PreActResNet, stage_sizes=(3, 4, 6, 3))
+PreActResNet50 = functools.partial(PreActResNet, stage_sizes=(3, 4, 6, 3), bottleneck=True)

@@ -1,0 +1,70 @@
+"""Data parallelism with `jax.jit` over a device `Mesh`: batch sharded, parameters replicated.
+
+Under `jax.jit`, a loss of a batch-sharded array is the loss of the GLOBAL batch: XLA inserts the
+collectives (the mean over the batch, BatchNorm's batch statistics, a permutation that pairs
+examples across devices), so the result equals the single-device one up to float reassociation.
+`mix_per_shard` instead mixes within each device's shard (no cross-device traffic for the pairing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mixupe_jax import mixing
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices: Any = None, axis_name: str = DATA_AXIS) -> Mesh:
+  """A 1-D mesh over `devices` (default: every device of every process)."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (axis_name,))
+
+
+def batch_sharding(mesh: Mesh, axis_name: str = DATA_AXIS) -> NamedSharding:
+  """Leading (batch) axis split over the mesh, other axes whole."""
+  return NamedSharding(mesh, PartitionSpec(axis_name))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_divisible(batch_size: int, mesh: Mesh) -> None:
+  """The global batch must split evenly over the mesh's devices."""
+  if batch_size % mesh.size:
+    raise ValueError(f"The batch size {batch_size} is not divisible by the number of devices "
+                     f"{mesh.size}; choose a batch size that is a multiple of {mesh.size}.")
+
+
+def shard_batch(tree: Any, mesh: Mesh, axis_name: str = DATA_AXIS) -> Any:
+  """Places a host-global batch (every leaf [B, ...]) batch-sharded on the mesh (one process)."""
+  for leaf in jax.tree.leaves(tree):
+    check_divisible(leaf.shape[0], mesh)
+  return jax.device_put(tree, batch_sharding(mesh, axis_name))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
+  """Runs `mixer(key, inputs, labels, shard_index=...)` on each device's shard via shard_map.
+
+  The key is the same on every device, so batch-level choices (lambda for granularity "batch",
+  the CutMix box, the Mixup/CutMix switch) are the same everywhere; the pairing, and per-example
+  lambdas, differ per shard (the shard index is folded into their key). Partner indices are local
+  to the shard.
+  """
+  sharded = PartitionSpec(axis_name)
+
+  def per_shard(key, inputs, labels):
+    return mixer(key, inputs, labels, shard_index=jax.lax.axis_index(axis_name))
+
+  return jax.shard_map(
+      per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),
+      out_specs=mixing.MixedBatch(sharded, sharded, sharded, sharded))
