@@ -227,7 +227,7 @@ def cutmix_mask(
   in Yun et al. 2019), a uniformly random centre, and is clipped at the borders.
   """
   batch_size = shape[0]
-  keep = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), jnp.float32)
+  in_box = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), bool)
   side_fraction = (1.0 - lam) ** (1.0 / len(spatial_axes))
   for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes))):
     size = shape[axis]
@@ -240,9 +240,9 @@ def cutmix_mask(
     position = jnp.arange(size).reshape(position_shape)
     bounds_shape = (batch_size,) + (1,) * (len(shape) - 1)
     inside = (position >= low.reshape(bounds_shape)) & (position < high.reshape(bounds_shape))
-    keep = keep * (1.0 - inside.astype(jnp.float32))
+    in_box = in_box & inside  # The box is the intersection of one band per axis.
   # Axes that are not cut (channels) keep the box constant along them.
-  return jnp.broadcast_to(keep, shape)
+  return jnp.broadcast_to(1.0 - in_box.astype(jnp.float32), shape)
 
 
 def cutmix(

@@ -69,3 +69,9 @@ def check_hidden_layer(hidden_layer: int | None, num_layers: int, model_name: st
   if hidden_layer is not None and not 0 <= hidden_layer <= num_layers:
     raise ValueError(f"{model_name} exposes hidden layers 0..{num_layers}, "
                      f"got hidden_layer={hidden_layer}.")
+
+
+def output_dtype(compute_dtype: Any) -> Any:
+  """Logits leave the model in float32 (float64 when computing in float64), whatever the
+  compute dtype, so losses are never taken in bfloat16."""
+  return jax.numpy.promote_types(compute_dtype, jax.numpy.float32)

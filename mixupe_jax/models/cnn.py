@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import HiddenTransform, check_hidden_layer, maybe_transform
+from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
+                                     output_dtype)
 
 
 class SmallCNN(nn.Module):
@@ -33,4 +34,4 @@ class SmallCNN(nn.Module):
       h = nn.max_pool(nn.relu(h), (2, 2), strides=(2, 2))
       h = maybe_transform(h, stage, hidden_layer, hidden_transform)
     h = jnp.mean(h, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(jnp.float32)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import HiddenTransform, check_hidden_layer, maybe_transform
+from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
+                                     output_dtype)
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu, "softplus": nn.softplus}
 
@@ -42,4 +43,4 @@ class MLP(nn.Module):
         h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       h = maybe_transform(h, layer, hidden_layer, hidden_transform)
     logits = nn.Dense(self.num_classes, use_bias=self.use_bias, dtype=self.dtype)(h)
-    return logits.astype(jnp.float32)
+    return logits.astype(output_dtype(self.dtype))

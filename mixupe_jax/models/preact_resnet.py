@@ -14,7 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import HiddenTransform, check_hidden_layer, maybe_transform
+from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
+                                     output_dtype)
 
 
 class PreActBlock(nn.Module):
@@ -79,7 +80,7 @@ class PreActResNet(nn.Module):
         h = block(self.width * 2**stage, strides, norm, conv)(h)
       h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
     h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(jnp.float32)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 
 
 PreActResNet18 = functools.partial(PreActResNet, stage_sizes=(2, 2, 2, 2))

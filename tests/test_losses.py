@@ -1,0 +1,147 @@
+"""The loss interface: composition with jit/vmap/grad, BatchNorm state, all methods, errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixupe_jax import losses, mixing
+
+NUM_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def cnn_problem():
+  from conftest import make_model
+  key = jax.random.key(0)
+  inputs = jax.random.normal(key, (8, 8, 8, 1))
+  labels = jnp.arange(8) % NUM_CLASSES
+  module, params, state = make_model("cnn", key, inputs, NUM_CLASSES)
+  from mixupe_jax.models import flax_apply_fn
+  return inputs, labels, jnp.mean(inputs, 0), flax_apply_fn(module), params, state
+
+
+ALL_METHODS = [("erm", {}), ("mixup", {}), ("manifold_mixup", {}),
+               ("mixupe", dict(eta=0.5, variant="v1", threshold=1.0)),
+               ("mixupe", dict(eta=0.5, variant="v2")), ("mixupe", dict(eta=0.5, variant="v3")),
+               ("mixupe", dict(eta=0.5, variant="v4")),
+               ("manifold_mixupe", dict(eta=0.5, variant="v2"))]
+
+
+@pytest.mark.parametrize("method,options", ALL_METHODS,
+                         ids=[f"{m}-{o.get('variant', '')}" for m, o in ALL_METHODS])
+def test_every_method_has_finite_gradients_and_composes(method, options, cnn_problem):
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  loss_fn = losses.make_loss_fn(method, apply_fn=apply_fn, num_classes=NUM_CLASSES, alpha=1.0,
+                                x_bar=x_bar, **options)
+  grad_fn = jax.jit(jax.grad(lambda p, k: loss_fn(p, state, inputs, labels, k)[0]))
+  keys = jax.random.split(jax.random.key(1), 3)
+  batched = jax.jit(jax.vmap(grad_fn, in_axes=(None, 0)))(params, keys)
+  for index, key in enumerate(keys):
+    single = grad_fn(params, key)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(single))
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(single))
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-4, atol=1e-6),
+                 jax.tree.map(lambda b: b[index], batched), single)
+  # The same key gives the same loss (determinism).
+  first = loss_fn(params, state, inputs, labels, keys[0])[0]
+  assert float(first) == float(loss_fn(params, state, inputs, labels, keys[0])[0])
+
+
+def test_mixupe_runs_both_passes_in_train_mode_updating_batchnorm(cnn_problem):
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  _, aux = losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar, apply_fn=apply_fn,
+                                 alpha=1.0, eta=0.5, num_classes=NUM_CLASSES)
+  _, after_mixed = apply_fn(params, state, mixed.inputs)
+  _, after_both = apply_fn(params, after_mixed, inputs)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), aux.model_state,
+               after_both)
+  mixup_state = losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)[1].model_state
+  assert not np.allclose(jax.tree.leaves(mixup_state)[0], jax.tree.leaves(after_both)[0])
+
+
+def test_eta_zero_is_mixup_and_manifold_layer_zero_is_input_mixup(cnn_problem):
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  mix_loss = losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)[0]
+  mixupe_zero = losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar,
+                                      apply_fn=apply_fn, alpha=1.0, eta=0.0,
+                                      num_classes=NUM_CLASSES)[0]
+  manifold_zero = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
+                                                 apply_fn=apply_fn, layer=0, alpha=1.0)[0]
+  np.testing.assert_allclose(mixupe_zero, mix_loss, rtol=1e-6)
+  np.testing.assert_allclose(manifold_zero, mix_loss, rtol=1e-5)
+  manifold_hidden = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
+                                                   apply_fn=apply_fn, layer=1, alpha=1.0)[0]
+  assert abs(float(manifold_hidden - mix_loss)) > 1e-6
+  unmixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=0.0, num_classes=NUM_CLASSES)
+  manifold_unmixed = losses.manifold_mixupe_loss_fn(params, state, unmixed, inputs, labels,
+                                                    apply_fn=apply_fn, layer=1, alpha=0.0)[0]
+  erm = losses.erm_loss_fn(params, state, inputs, labels, apply_fn=apply_fn,
+                           num_classes=NUM_CLASSES)[0]
+  np.testing.assert_allclose(manifold_unmixed, erm, rtol=1e-6)
+
+
+def test_manifold_mixupe_term_at_hidden_layer(cnn_problem):
+  """At hidden layer k the v1 statistic is stopgrad(p - y)^T J_g(h) (mean(h) - h)."""
+  inputs, labels, _, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  _, aux = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels, apply_fn=apply_fn,
+                                          layer=1, alpha=1.0, eta=0.5, variant="v2",
+                                          num_classes=NUM_CLASSES)
+  _, mixed_state = apply_fn(params, state, inputs, hidden_layer=1,
+                            hidden_transform=functools.partial(mixing.mix_like, lam=mixed.lam,
+                                                               partner=mixed.partner))
+  soft = jax.nn.one_hot(labels, NUM_CLASSES)
+
+  def b_dot_logits(t):
+    shift = lambda h: h + t * jax.lax.stop_gradient(jnp.mean(h, 0) - h)
+    logits = apply_fn(params, mixed_state, inputs, hidden_layer=1, hidden_transform=shift)[0]
+    return logits
+
+  step = 1e-3
+  tangents = (b_dot_logits(step) - b_dot_logits(-step)) / (2 * step)
+  b = jax.nn.softmax(b_dot_logits(0.0)) - soft
+  r = jnp.sum(b * tangents, -1)
+  np.testing.assert_allclose(aux.metrics["penalty"], jnp.mean(jnp.abs(r)), rtol=2e-2)
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(alpha=-1.0), r"alpha must be .* got -1.0"),
+    (dict(eta=-0.1), r"eta must be .* got -0.1"),
+    (dict(variant="v7"), r"Unknown MixupE variant 'v7'"),
+    (dict(x_bar=jnp.zeros((7, 7, 1))), r"x_bar has shape \(7, 7, 1\).*\(8, 8, 1\)"),
+    (dict(x_bar=None), r"Variant 'v1' needs x_bar"),
+    (dict(clean_labels=jnp.zeros((8, 4))), r"Labels of shape \(8, 4\) do not match logits .*\(8, 3\)"),
+    (dict(clean_labels=jnp.array([0, 1, 2, 3, 0, 1, 2, 0])), r"Label 3 is out of range"),
+])
+def test_bad_input_is_a_clear_error(change, message, cnn_problem):
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  kwargs = dict(clean_inputs=inputs, clean_labels=labels, x_bar=x_bar, alpha=1.0, eta=0.5,
+                variant="v1", num_classes=None if "clean_labels" in change else NUM_CLASSES)
+  if "clean_labels" in change and change["clean_labels"].dtype != jnp.float32:
+    kwargs["num_classes"] = NUM_CLASSES
+  kwargs.update(change)
+  with pytest.raises(ValueError, match=message):
+    losses.mixupe_loss_fn(params, state, mixed, apply_fn=apply_fn, **kwargs)
+
+
+def test_mixup_labels_must_match_logits(cnn_problem):
+  inputs, _, _, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, jnp.arange(8) % 5, alpha=1.0, num_classes=5)
+  with pytest.raises(ValueError, match=r"Labels of shape \(8, 5\) do not match logits"):
+    losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)
+
+
+def test_make_loss_fn_rejects_unknown_names(cnn_problem):
+  apply_fn = cnn_problem[3]
+  with pytest.raises(ValueError, match=r"Unknown method 'cutout'; valid methods are erm, mixup"):
+    losses.make_loss_fn("cutout", apply_fn=apply_fn, num_classes=3)
+  with pytest.raises(ValueError, match=r"Unknown MixupE variant 'v0'"):
+    losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=3, variant="v0")
+  with pytest.raises(ValueError, match=r"Unknown mixer 'mixer'"):
+    losses.make_mixer("mixer", alpha=1.0, num_classes=3)
