@@ -1,0 +1,118 @@
+"""Median train-step time of ERM, Mixup, MixupE-exact (v1, jvp) and MixupE-fast (v3).
+
+PreActResNet-18 on a CIFAR-shaped batch (default 32 x 32 x 32 x 3), SGD with Nesterov momentum,
+each step jitted and warmed up, then the methods timed round-robin `--repeats` times; the table
+gives the medians and the ratios to Mixup measured in the same run, and the JSON every sample.
+
+    python benchmarks/step_cost.py --out benchmarks/results/step_cost_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mixupe_jax import losses
+from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
+
+METHODS = {
+    "erm": dict(method="erm"),
+    "mixup": dict(method="mixup"),
+    "mixupe_exact_v1": dict(method="mixupe", variant="v1", eta=0.1),
+    "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.001),
+}
+
+
+def make_step(loss_fn, optimizer):
+  @jax.jit
+  def step(params, model_state, opt_state, inputs, labels, key):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, inputs,
+                                                                   labels, key)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), aux.model_state, opt_state, loss
+
+  return step
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--image-size", type=int, default=32)
+  parser.add_argument("--width", type=int, default=64, help="PreActResNet-18 base width.")
+  parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--out", default="benchmarks/step_cost.json")
+  args = parser.parse_args()
+
+  key = jax.random.key(0)
+  inputs = jax.random.normal(key, (args.batch_size, args.image_size, args.image_size, 3))
+  labels = jnp.arange(args.batch_size) % 10
+  module = PreActResNet18(num_classes=10, width=args.width)
+  params, model_state = init_model(module, key, inputs)
+  optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
+  x_bar = jnp.mean(inputs, axis=0)
+
+  # Compile and warm up every method first, then time them round-robin: one step of each per
+  # round, so that drifts in machine load hit all methods alike; ratios are taken per round.
+  steps, states, warmup_seconds = {}, {}, {}
+  for name, options in METHODS.items():
+    loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0,
+                                  x_bar=x_bar, **options)
+    steps[name] = make_step(loss_fn, optimizer)
+    state = (params, model_state, optimizer.init(params))
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+      *state, loss = steps[name](*state, inputs, labels, key)
+      loss.block_until_ready()
+    states[name], warmup_seconds[name] = state, time.perf_counter() - start
+    print(f"  compiled and warmed up {name} in {warmup_seconds[name]:.1f} s", flush=True)
+
+  samples = {name: [] for name in METHODS}
+  for repeat in range(args.repeats):
+    for name in METHODS:
+      start = time.perf_counter()
+      *states[name], loss = steps[name](*states[name], inputs, labels,
+                                        jax.random.fold_in(key, repeat))
+      loss.block_until_ready()
+      samples[name].append(time.perf_counter() - start)
+    print(f"  round {repeat + 1}/{args.repeats}: "
+          + ", ".join(f"{name} {samples[name][-1]:.2f} s" for name in METHODS), flush=True)
+
+  results = {}
+  for name in METHODS:
+    round_ratios = [t / m for t, m in zip(samples[name], samples["mixup"])]
+    results[name] = dict(median_s=statistics.median(samples[name]), samples_s=samples[name],
+                         ratio_to_mixup=statistics.median(samples[name]) /
+                         statistics.median(samples["mixup"]),
+                         median_round_ratio_to_mixup=statistics.median(round_ratios),
+                         warmup_s=warmup_seconds[name])
+
+  print(f"\nPreActResNet-18 (width {args.width}), batch {args.batch_size}x{args.image_size}x"
+        f"{args.image_size}x3, {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+        f"median of {args.repeats}:")
+  print("| method | median step (s) | ratio of medians to Mixup | median per-round ratio |")
+  print("|---|---|---|---|")
+  for name, result in results.items():
+    print(f"| {name} | {result['median_s']:.3f} | {result['ratio_to_mixup']:.2f}x "
+          f"| {result['median_round_ratio_to_mixup']:.2f}x |")
+  report = dict(
+      benchmark="step_cost", model="PreActResNet-18", width=args.width,
+      batch_shape=[args.batch_size, args.image_size, args.image_size, 3],
+      backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
+      device_count=jax.device_count(), jax_version=jax.__version__,
+      machine=platform.machine(), processor=platform.processor(), repeats=args.repeats,
+      results=results)
+  with open(args.out, "w") as file:
+    json.dump(report, file, indent=2)
+  print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
