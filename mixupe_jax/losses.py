@@ -43,11 +43,15 @@ class LossAux(NamedTuple):
   metrics: dict[str, jax.Array]
 
 
-def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
-  """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x)."""
+def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None:
   if logits.shape != soft_labels.shape:
     raise ValueError(f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
                      f"{tuple(logits.shape)} (expected soft labels [batch, num_classes]).")
+
+
+def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
+  """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x)."""
+  check_labels_match_logits(logits, soft_labels)
   return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), soft_labels))
 
 
@@ -114,11 +118,11 @@ def _regularized(
     else:
       logits, tangents, model_state = directional.hidden_directional_derivative(
           apply_fn, params, model_state, clean_inputs, layer)
-    cross_entropy(logits, soft)  # Checks the label shape against the logits.
+    check_labels_match_logits(logits, soft)
     statistic = directional.directional_term(logits, tangents, soft)
   else:
     logits, model_state = apply_fn(params, model_state, clean_inputs)
-    cross_entropy(logits, soft)
+    check_labels_match_logits(logits, soft)
     statistic = regularizers.logit_term(logits, soft, chosen.detach_probabilities)
   penalty, active_fraction = regularizers.penalty(statistic, chosen, threshold, flip_sign)
   weight = eta * (analysis.first_order_moment(alpha) if scale_by_moment else 1.0)
