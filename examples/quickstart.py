@@ -10,34 +10,24 @@ accuracy of each:
 from __future__ import annotations
 
 import argparse
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import sklearn.datasets
-import sklearn.model_selection
 
 import mixupe_jax
+from mixupe_jax import data
 from mixupe_jax.models import MLP, flax_apply_fn, init_model
 
 NUM_CLASSES = 10
 
 
-def load_digits(seed: int = 0):
-  """1,797 8x8 digit images as 64 standardized features; a stratified 75/25 split."""
-  features, labels = sklearn.datasets.load_digits(return_X_y=True)
-  x_train, x_test, y_train, y_test = sklearn.model_selection.train_test_split(
-      features.astype(np.float32), labels, test_size=0.25, stratify=labels, random_state=seed)
-  mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # Fit on the training split only.
-  return (x_train - mean) / std, y_train, (x_test - mean) / std, y_test
-
-
 def train(method: str, seed: int = 0, epochs: int = 60, batch_size: int = 64,
           alpha: float = 1.0, eta: float = 1.0, learning_rate: float = 0.05) -> float:
   """Trains an MLP with `method` in {"erm", "mixup", "mixupe"}; returns the test accuracy."""
-  x_train, y_train, x_test, y_test = load_digits()
+  digits = data.load("sklearn:digits")  # Standardized on the training split; 1,347 / 450.
+  (x_train, y_train), (x_test, y_test) = digits.splits["train"], digits.splits["test"]
   x_bar = jnp.asarray(x_train.mean(0))  # MixupE's x_bar: the training-set mean input.
   model = MLP(NUM_CLASSES, hidden_sizes=(128, 128))
   apply_fn = flax_apply_fn(model)

@@ -1,0 +1,11 @@
+"""Data for the four domains of the paper: images, tabular data, speech and graphs.
+
+`load(spec)` reads a dataset named by a string (see `registry`); `statistics.x_bar` computes the
+training-set mean input MixupE needs, in one streaming pass, cached next to the dataset.
+"""
+
+from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
+from mixupe_jax.data.registry import dataset_path, load
+from mixupe_jax.data.statistics import x_bar
+
+__all__ = ["ArrayDataset", "DataError", "GraphDataset", "dataset_path", "load", "x_bar"]

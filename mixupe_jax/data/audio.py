@@ -1,0 +1,96 @@
+"""Spoken digits: wav files (FSDD naming `{digit}_{speaker}_{index}.wav`) to log-mel spectrograms.
+
+    mel(f) = 2595 log10(1 + f / 700)                     (HTK mel scale)
+    S[t, m] = log(sum_k |STFT[t, k]|^2 W[m, k] + 1e-6)    (Hann window, triangular mel filters W)
+
+Every clip is zero-padded or cut to `duration` seconds, so all spectrograms share one shape
+[frames, num_mels, 1]. FSDD's own split: index 0-4 of each speaker and digit is test, 5-49 train.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+
+import numpy as np
+import scipy.io.wavfile
+
+from mixupe_jax.data.base import ArrayDataset, DataError, require_file
+
+FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def mel_filterbank(num_mels: int, fft_size: int, sample_rate: int) -> np.ndarray:
+  """Triangular filters [num_mels, fft_size // 2 + 1], equally spaced on the HTK mel scale."""
+  to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)
+  to_hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+  edges = to_hz(np.linspace(0.0, to_mel(sample_rate / 2), num_mels + 2))
+  frequencies = np.linspace(0.0, sample_rate / 2, fft_size // 2 + 1)
+  low, center, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+  rising = (frequencies - low) / (center - low)
+  falling = (high - frequencies) / (high - center)
+  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, fft_size: int = 256,
+                        hop: int = 80, num_mels: int = 40) -> np.ndarray:
+  """log-mel spectrogram [frames, num_mels] of a mono float signal."""
+  if len(signal) < fft_size:
+    signal = np.pad(signal, (0, fft_size - len(signal)))
+  frames = 1 + (len(signal) - fft_size) // hop
+  index = np.arange(fft_size)[None] + hop * np.arange(frames)[:, None]
+  windowed = signal[index] * np.hanning(fft_size)[None]
+  power = np.abs(np.fft.rfft(windowed, axis=-1)) ** 2
+  return np.log(power @ mel_filterbank(num_mels, fft_size, sample_rate).T + 1e-6).astype(
+      np.float32)
+
+
+def read_wav(data: bytes, where: str, sample_rate: int) -> np.ndarray:
+  """A mono wav at `sample_rate` -> float32 in [-1, 1]."""
+  try:
+    rate, samples = scipy.io.wavfile.read(io.BytesIO(data))
+  except Exception as error:
+    raise DataError(f"{where} is not a readable wav file ({error}).") from error
+  if rate != sample_rate:
+    raise DataError(f"{where} has sample rate {rate} Hz; expected {sample_rate} Hz.")
+  if samples.ndim != 1:
+    raise DataError(f"{where} has {samples.shape[1]} channels; expected mono.")
+  if np.issubdtype(samples.dtype, np.integer):
+    return samples.astype(np.float32) / np.iinfo(samples.dtype).max
+  return samples.astype(np.float32)
+
+
+def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
+              test_indices: range = range(5), name: str = "fsdd") -> ArrayDataset:
+  """The Free Spoken Digit Dataset from its recordings folder or zip -> float32 [N, T, 40, 1]."""
+  require_file(path, "FSDD recordings folder or zip")
+  if zipfile.is_zipfile(path):
+    archive = zipfile.ZipFile(path)
+    members, read = archive.namelist(), archive.read
+  elif os.path.isdir(path):
+    members = sorted(os.listdir(path))
+
+    def read(member):
+      with open(os.path.join(path, member), "rb") as file:
+        return file.read()
+  else:
+    raise DataError(f"{path} is neither a folder nor a zip of {{digit}}_{{speaker}}_{{index}}.wav.")
+  length = int(round(duration * sample_rate))
+  splits = {"train": ([], []), "test": ([], [])}
+  for member in sorted(members):
+    match = FSDD_NAME.search(member)
+    if not match:
+      continue
+    digit, _, index = match.groups()
+    signal = read_wav(read(member), f"{path}:{member}", sample_rate)[:length]
+    signal = np.pad(signal, (0, length - len(signal)))
+    split = "test" if int(index) in test_indices else "train"
+    splits[split][0].append(log_mel_spectrogram(signal, sample_rate)[..., None])
+    splits[split][1].append(int(digit))
+  if not splits["train"][0]:
+    raise DataError(f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files.")
+  arrays = {split: (np.stack(x) if x else np.zeros((0,)), np.asarray(y, np.int32))
+            for split, (x, y) in splits.items()}
+  return ArrayDataset(name, arrays, 10, tuple(str(d) for d in range(10)))

@@ -1,0 +1,112 @@
+"""Image classification data from an image folder or zip (`<split>/<class>/*.jpg|png`) or from the
+official CIFAR-10/100 python pickles."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+from mixupe_jax.data.base import ArrayDataset, DataError, require_file
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _decode(data: bytes, where: str) -> np.ndarray:
+  try:
+    image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+  except Exception as error:  # PIL raises several types for corrupt files.
+    raise DataError(f"{where} is not a readable image ({error}).") from error
+  return image
+
+
+def _list_members(path: str) -> tuple[list[str], callable]:
+  """(relative file names, reader(name) -> bytes) for a directory or a zip file."""
+  if zipfile.is_zipfile(path):
+    archive = zipfile.ZipFile(path)
+    return [n for n in archive.namelist() if not n.endswith("/")], archive.read
+  if os.path.isdir(path):
+    names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
+             for root, _, files in os.walk(path) for f in files]
+
+    def read(name):
+      with open(os.path.join(path, name), "rb") as file:
+        return file.read()
+
+    return names, read
+  raise DataError(f"{path} is neither a directory nor a zip file of <split>/<class>/<image>.")
+
+
+def load_image_folder(path: str, name: str = "imagefolder",
+                      splits: tuple[str, ...] = ("train", "test")) -> ArrayDataset:
+  """Reads `<split>/<class>/<image>` (a leading folder inside a zip is allowed) into uint8 NHWC.
+
+  Classes are the sorted folder names of the first split; every split must use the same ones.
+  """
+  require_file(path, "image folder or zip")
+  names, read = _list_members(path)
+  by_split: dict[str, dict[str, list[str]]] = {}
+  for member in sorted(names):
+    parts = member.split("/")
+    if len(parts) < 3 or not member.lower().endswith(IMAGE_SUFFIXES):
+      continue
+    split, label = parts[-3], parts[-2]
+    by_split.setdefault(split, {}).setdefault(label, []).append(member)
+  missing = [s for s in splits if s not in by_split]
+  if missing:
+    raise DataError(f"{path} has no {', '.join(missing)} folder of <class>/<image> files "
+                    f"(found: {', '.join(sorted(by_split)) or 'none'}).")
+  class_names = tuple(sorted(by_split[splits[0]]))
+  arrays = {}
+  for split in splits:
+    if tuple(sorted(by_split[split])) != class_names:
+      raise DataError(f"{path}: the classes of {split} differ from those of {splits[0]}.")
+    images, labels = [], []
+    for label, class_name in enumerate(class_names):
+      for member in by_split[split][class_name]:
+        images.append(_decode(read(member), f"{path}:{member}"))
+        labels.append(label)
+    shapes = {image.shape for image in images}
+    if len(shapes) != 1:
+      raise DataError(f"{path} {split}: images of different shapes {sorted(shapes)[:3]}.")
+    arrays[split] = (np.stack(images), np.asarray(labels, np.int32))
+  return ArrayDataset(name, arrays, len(class_names), class_names)
+
+
+def _unpickle(path: str) -> dict:
+  require_file(path, "CIFAR python pickle")
+  try:
+    with open(path, "rb") as file:
+      return pickle.load(file, encoding="bytes")
+  except Exception as error:
+    raise DataError(f"{path} is not a readable CIFAR pickle ({error}).") from error
+
+
+def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
+  """The official `cifar-10-batches-py` (data_batch_1..5, test_batch) or `cifar-100-python`
+  (train, test; fine labels) directory -> uint8 [N, 32, 32, 3]."""
+  require_file(directory, "CIFAR pickle directory")
+  if os.path.exists(os.path.join(directory, "data_batch_1")):
+    parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+    label_key, meta, names_key = b"labels", "batches.meta", b"label_names"
+  else:
+    parts = {"train": ["train"], "test": ["test"]}
+    label_key, meta, names_key = b"fine_labels", "meta", b"fine_label_names"
+  splits = {}
+  for split, files in parts.items():
+    images, labels = [], []
+    for file_name in files:
+      path = os.path.join(directory, file_name)
+      batch = _unpickle(path)
+      data = np.asarray(batch[b"data"], np.uint8)
+      if data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: expected data [N, 3072], got {data.shape}.")
+      images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+      labels.append(np.asarray(batch[label_key], np.int32))
+    splits[split] = (np.concatenate(images), np.concatenate(labels))
+  class_names = tuple(n.decode() for n in _unpickle(os.path.join(directory, meta))[names_key])
+  return ArrayDataset(name, splits, len(class_names), class_names)

@@ -1,0 +1,64 @@
+"""Datasets named by a string, as configs name them:
+
+    idx:<dir>                     MNIST / Fashion-MNIST idx(.gz) files
+    imagefolder:<dir or zip>      <split>/<class>/<image> (e.g. the CIFAR-10 JPEG zip)
+    cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
+    fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
+    planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
+    uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
+    sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mixupe_jax.data import audio, graphs, idx, images, tabular
+from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
+
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+SCHEMES = ("idx", "imagefolder", "cifar_pickle", "fsdd", "planetoid", "uci", "sklearn")
+
+
+def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
+  """A scikit-learn bundled dataset: stratified seeded split, features standardized on train."""
+  if name not in SKLEARN_DATASETS:
+    raise DataError(f"Unknown scikit-learn dataset {name!r}; valid: {', '.join(SKLEARN_DATASETS)}.")
+  import sklearn.datasets
+  features, labels = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
+  train, test = tabular._stratified_split(labels, test_fraction, seed)
+  mean, std = features[train].mean(0), features[train].std(0)
+  std[std == 0] = 1.0
+  standardized = ((features - mean) / std).astype(np.float32)
+  labels = labels.astype(np.int32)
+  return ArrayDataset(f"sklearn:{name}", {"train": (standardized[train], labels[train]),
+                                          "test": (standardized[test], labels[test])},
+                      int(labels.max()) + 1)
+
+
+def dataset_path(spec: str) -> str | None:
+  """The file or folder a spec reads (None for bundled data): where x_bar is cached."""
+  scheme, _, rest = spec.partition(":")
+  if scheme in ("planetoid", "uci"):
+    return rest.partition(":")[2]
+  return None if scheme == "sklearn" else rest
+
+
+def load(spec: str) -> ArrayDataset | GraphDataset:
+  """The dataset a spec string names; a DataError lists the valid schemes."""
+  scheme, _, rest = spec.partition(":")
+  if scheme not in SCHEMES or not rest:
+    raise DataError(f"Unknown dataset {spec!r}; valid forms: idx:<dir>, imagefolder:<path>, "
+                    "cifar_pickle:<dir>, fsdd:<path>, planetoid:<name>:<dir>, uci:<name>:<dir>, "
+                    f"sklearn:<{'|'.join(SKLEARN_DATASETS)}>.")
+  if scheme in ("planetoid", "uci"):
+    name, _, directory = rest.partition(":")
+    if not directory:
+      raise DataError(f"{spec!r}: expected {scheme}:<name>:<dir>.")
+    return graphs.load_planetoid(directory, name) if scheme == "planetoid" else \
+        tabular.load_uci(name, directory)
+  loaders = {"idx": idx.load_idx_dataset, "imagefolder": images.load_image_folder,
+             "cifar_pickle": images.load_cifar_pickles, "fsdd": audio.load_fsdd}
+  if scheme == "sklearn":
+    return load_sklearn(rest)
+  return loaders[scheme](rest)

@@ -1,0 +1,90 @@
+"""x_bar, the training-set mean of the preprocessed inputs: one streaming pass, cached.
+
+    x_bar = (1 / N) sum_n x_n,   over every training example of every host,
+
+accumulated in float64 batch by batch, so the data never needs to be in memory at once. With
+several processes, each streams its own shard and the means are combined weighted by the counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Callable, Iterable
+
+import numpy as np
+
+
+def streaming_mean(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
+  """(mean over the leading axis of all batches, number of examples), in one pass."""
+  total, count = None, 0
+  for batch in batches:
+    batch = np.asarray(batch)
+    partial = batch.sum(axis=0, dtype=np.float64)
+    total = partial if total is None else total + partial
+    count += len(batch)
+  if not count:
+    raise ValueError("Cannot take the mean of an empty dataset.")
+  return total / count, count
+
+
+def combine_across_processes(local_mean: np.ndarray, local_count: int) -> np.ndarray:
+  """The global mean from per-process means, weighted by the per-process example counts."""
+  import jax  # Imported here: the data package does not need jax otherwise.
+  if jax.process_count() == 1:
+    return local_mean
+  from jax.experimental import multihost_utils
+  sums = multihost_utils.process_allgather(local_mean * local_count)
+  counts = multihost_utils.process_allgather(np.asarray(local_count, np.float64))
+  return np.sum(sums, axis=0) / np.sum(counts)
+
+
+def array_batches(inputs: np.ndarray, batch_size: int,
+                  preprocess: Callable[[np.ndarray], np.ndarray] | None = None):
+  for start in range(0, len(inputs), batch_size):
+    batch = inputs[start:start + batch_size]
+    yield batch if preprocess is None else preprocess(batch)
+
+
+def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
+  """`<dataset>.x_bar-<hash>.npy` next to the dataset when its folder is writable, else under
+  $MIXUPE_JAX_CACHE (default ~/.cache/mixupe_jax)."""
+  digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+  if dataset_path:
+    base = os.path.abspath(dataset_path).rstrip(os.sep)
+    folder = os.path.dirname(base)
+    if os.access(folder, os.W_OK):
+      return f"{base}.x_bar-{digest}.npy"
+  folder = os.environ.get("MIXUPE_JAX_CACHE", os.path.expanduser("~/.cache/mixupe_jax"))
+  return os.path.join(folder, f"x_bar-{digest}.npy")
+
+
+def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+  """Loads x_bar from `path`, or computes and saves it there atomically (never a partial file)."""
+  if os.path.exists(path):
+    return np.load(path)
+  value = np.asarray(compute(), np.float32)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+  try:
+    with os.fdopen(handle, "wb") as file:
+      np.save(file, value)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+  return value
+
+
+def x_bar(inputs: np.ndarray, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+          batch_size: int = 4096, cache_path: str | None = None) -> np.ndarray:
+  """x_bar of `inputs` after `preprocess`, streamed in batches, averaged across processes."""
+
+  def compute():
+    mean, count = streaming_mean(array_batches(inputs, batch_size, preprocess))
+    return combine_across_processes(mean, count)
+
+  if cache_path is None:
+    return np.asarray(compute(), np.float32)
+  return cached_x_bar(cache_path, compute)

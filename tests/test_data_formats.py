@@ -1,0 +1,180 @@
+"""Loader edge cases on small files the tests write: truncated, corrupt, wrong rate, missing values."""
+
+import gzip
+import io
+import os
+import pickle
+import wave
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixupe_jax import data
+from mixupe_jax.data import audio, idx, images, statistics, tabular
+from mixupe_jax.data.base import ArrayDataset, DataError
+
+
+def write_idx(path, array, type_code=0x08):
+  header = bytes([0, 0, type_code, array.ndim]) + b"".join(
+      int(n).to_bytes(4, "big") for n in array.shape)
+  opener = gzip.open if str(path).endswith(".gz") else open
+  with opener(path, "wb") as file:
+    file.write(header + array.astype(">u1").tobytes())
+
+
+def write_wav(path, rate, samples, channels=1):
+  with wave.open(path if isinstance(path, io.BytesIO) else str(path), "wb") as file:
+    file.setnchannels(channels)
+    file.setsampwidth(2)
+    file.setframerate(rate)
+    file.writeframes(np.asarray(samples, "<i2").tobytes())
+
+
+def test_idx_roundtrip_and_truncation(tmp_path):
+  images_array = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+  write_idx(tmp_path / "a.gz", images_array)
+  np.testing.assert_array_equal(idx.read_idx(str(tmp_path / "a.gz")), images_array)
+  raw = (tmp_path / "a.gz").read_bytes()
+  with gzip.open(tmp_path / "a.gz") as file:
+    content = file.read()
+  with gzip.open(tmp_path / "cut.gz", "wb") as file:
+    file.write(content[:-7])
+  with pytest.raises(DataError, match=r"cut.gz has 69 bytes but its header \(shape \(3, 4, 5\).*"
+                                      r"needs 76: the file is truncated"):
+    idx.read_idx(str(tmp_path / "cut.gz"))
+  (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x03" + raw[4:])
+  with pytest.raises(DataError, match=r"bad is not an idx file: bad magic number 01020803"):
+    idx.read_idx(str(tmp_path / "bad"))
+  with pytest.raises(DataError, match=r"Missing idx file: neither train-images-idx3-ubyte.gz"):
+    idx.load_idx_dataset(str(tmp_path))
+
+
+def test_idx_dataset_labels_out_of_range_name_the_split(tmp_path):
+  for prefix in ("train", "t10k"):
+    write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.zeros((4, 2, 2), np.uint8))
+    write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.array([0, 1, 2, 3], np.uint8))
+  dataset = idx.load_idx_dataset(str(tmp_path))
+  assert dataset.inputs("train").shape == (4, 2, 2, 1) and dataset.num_classes == 4
+  with pytest.raises(DataError, match=r"mnist test: label 9 is out of range \[0, 3\]"):
+    ArrayDataset("mnist", {"test": (np.zeros((2, 1)), np.array([0, 9]))}, 4)
+
+
+def test_wav_of_the_wrong_rate_or_channels_is_named(tmp_path):
+  write_wav(tmp_path / "3_alice_7.wav", 16000, np.zeros(800))
+  with pytest.raises(DataError, match=r"3_alice_7.wav has sample rate 16000 Hz; expected 8000"):
+    audio.load_fsdd(str(tmp_path))
+  os.remove(tmp_path / "3_alice_7.wav")
+  write_wav(tmp_path / "3_alice_7.wav", 8000, np.zeros(1600), channels=2)
+  with pytest.raises(DataError, match=r"3_alice_7.wav has 2 channels; expected mono"):
+    audio.load_fsdd(str(tmp_path))
+
+
+def test_fsdd_split_by_index_and_zip(tmp_path):
+  tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(4000) / 8000)).astype(np.int16)
+  archive = zipfile.ZipFile(tmp_path / "recordings.zip", "w")
+  for digit, speaker, index in [(1, "bob", 0), (2, "bob", 4), (3, "bob", 5), (4, "eve", 49)]:
+    buffer = io.BytesIO()
+    write_wav(buffer, 8000, tone)
+    archive.writestr(f"recordings/{digit}_{speaker}_{index}.wav", buffer.getvalue())
+  archive.close()
+  dataset = audio.load_fsdd(str(tmp_path / "recordings.zip"))
+  np.testing.assert_array_equal(dataset.labels("test"), [1, 2])
+  np.testing.assert_array_equal(dataset.labels("train"), [3, 4])
+  assert dataset.inputs("train").shape == (2, 97, 40, 1)
+
+
+def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency():
+  rate, frequency = 8000, 1000.0
+  spectrogram = audio.log_mel_spectrogram(np.sin(2 * np.pi * frequency * np.arange(8000) / rate),
+                                          rate)
+  filters = audio.mel_filterbank(40, 256, rate)
+  bin_of_tone = int(round(frequency / (rate / 2) * 128))
+  assert np.argmax(spectrogram.mean(0)) == np.argmax(filters[:, bin_of_tone])
+  # The filters tile the spectrum: between the first and last centre they sum to one.
+  total = filters.sum(0)
+  np.testing.assert_allclose(total[10:120], 1.0, atol=1e-5)
+
+
+def test_uci_missing_values_are_imputed_from_training_rows_only(tmp_path):
+  rows = ["1.0,a,0", "3.0,b,0", "?,a,1", "5.0,?,1", "100.0,b,0", "7.0,a,1"]
+  table = tmp_path / "t.csv"
+  table.write_text("\n".join(rows) + "\n")
+  parsed = tabular.read_rows(str(table), ",")
+  train, other = [r[:-1] for r in parsed[:4]], [r[:-1] for r in parsed[4:]]
+  train_x, other_x = tabular.preprocess_columns(train, other, "t")
+  # Column 0: training mean of 1, 3, 5 is 3 (the test row's 100 does not enter it), std of
+  # [1, 3, 3, 5] is sqrt(2); the missing value becomes 3, i.e. z = 0.
+  np.testing.assert_allclose(train_x[:, 0], np.array([-2, 0, 0, 2]) / np.sqrt(2), rtol=1e-6)
+  np.testing.assert_allclose(other_x[:, 0], np.array([97, 4]) / np.sqrt(2), rtol=1e-6)
+  # Column 1: categorical, one-hot over {a, b}; the missing value takes the mode "a".
+  np.testing.assert_array_equal(train_x[:, 1:], [[1, 0], [0, 1], [1, 0], [1, 0]])
+  np.testing.assert_array_equal(other_x[:, 1:], [[0, 1], [1, 0]])
+
+
+def test_uci_ragged_row_and_arff_header(tmp_path):
+  (tmp_path / "r.csv").write_text("1,2,0\n3,4\n5,6,1\n")
+  with pytest.raises(DataError, match=r"r.csv: data row 2 has 2 values; the others have 3"):
+    tabular.read_rows(str(tmp_path / "r.csv"), ",")
+  (tmp_path / "h.arff").write_text("@relation x\n@attribute a numeric\n@data\n1,0\n% note\n2,1\n")
+  assert tabular.read_rows(str(tmp_path / "h.arff"), ",") == [["1", "0"], ["2", "1"]]
+
+
+def test_image_folder_and_its_errors(tmp_path):
+  for split in ("train", "test"):
+    for label, colour in (("cat", 10), ("dog", 200)):
+      folder = tmp_path / "imgs" / split / label
+      folder.mkdir(parents=True)
+      for n in range(2):
+        Image.fromarray(np.full((4, 4, 3), colour + n, np.uint8)).save(folder / f"{n}.png")
+  dataset = images.load_image_folder(str(tmp_path / "imgs"))
+  assert dataset.class_names == ("cat", "dog")
+  assert dataset.inputs("train").shape == (4, 4, 4, 3)
+  np.testing.assert_array_equal(dataset.inputs("test")[:, 0, 0, 0], [10, 11, 200, 201])
+  (tmp_path / "imgs" / "test" / "dog" / "2.png").write_bytes(b"not a png")
+  with pytest.raises(DataError, match=r"test/dog/2.png is not a readable image"):
+    images.load_image_folder(str(tmp_path / "imgs"))
+  with pytest.raises(DataError, match=r"imgs/train has no train, test folder .*found: none"):
+    images.load_image_folder(str(tmp_path / "imgs" / "train"))
+
+
+def test_cifar_pickles(tmp_path):
+  rng = np.random.default_rng(0)
+  for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+    batch = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [0, 1, 2]}
+    (tmp_path / name).write_bytes(pickle.dumps(batch))
+  (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b", b"c"]}))
+  dataset = images.load_cifar_pickles(str(tmp_path))
+  assert dataset.inputs("train").shape == (15, 32, 32, 3) and dataset.class_names == ("a", "b", "c")
+  first = pickle.loads((tmp_path / "test_batch").read_bytes())[b"data"][0]
+  np.testing.assert_array_equal(dataset.inputs("test")[0, :, :, 0], first[:1024].reshape(32, 32))
+  (tmp_path / "test_batch").write_bytes(b"garbage")
+  with pytest.raises(DataError, match=r"test_batch is not a readable CIFAR pickle"):
+    images.load_cifar_pickles(str(tmp_path))
+
+
+def test_x_bar_streams_and_caches_atomically(tmp_path):
+  inputs = np.random.default_rng(0).normal(size=(1001, 3, 2)).astype(np.float32)
+  np.testing.assert_allclose(data.x_bar(inputs, batch_size=64), inputs.mean(0), atol=1e-6)
+  scaled = data.x_bar(inputs, preprocess=lambda b: 2 * b + 1, batch_size=100)
+  np.testing.assert_allclose(scaled, 2 * inputs.mean(0) + 1, atol=1e-5)
+  path = statistics.cache_path_for(str(tmp_path / "set.zip"), "set|preprocess-v1")
+  assert path.startswith(str(tmp_path / "set.zip.x_bar-"))
+  calls = []
+  first = statistics.cached_x_bar(path, lambda: calls.append(1) or inputs.mean(0))
+  second = statistics.cached_x_bar(path, lambda: calls.append(1) or inputs.mean(0))
+  assert calls == [1] and np.array_equal(first, second)
+  assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+  assert statistics.cache_path_for(str(tmp_path / "set.zip"), "other") != path
+
+
+def test_unknown_dataset_specs_list_the_valid_ones():
+  with pytest.raises(DataError, match=r"Unknown dataset 'mnist'; valid forms: idx:<dir>"):
+    data.load("mnist")
+  with pytest.raises(DataError, match=r"Unknown UCI dataset 'adult'; valid: abalone, arcene"):
+    data.load("uci:adult:/tmp")
+  with pytest.raises(DataError, match=r"Unknown scikit-learn dataset 'boston'"):
+    data.load("sklearn:boston")
+  with pytest.raises(DataError, match=r"Missing image folder or zip: /nonexistent"):
+    data.load("imagefolder:/nonexistent")
