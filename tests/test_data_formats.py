@@ -167,6 +167,18 @@ def test_x_bar_streams_and_caches_atomically(tmp_path):
   assert calls == [1] and np.array_equal(first, second)
   assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
   assert statistics.cache_path_for(str(tmp_path / "set.zip"), "other") != path
+  assert data.dataset_path("uci:iris:/data/uci") == "/data/uci"
+  assert data.dataset_path("fsdd:/data/fsdd.zip") == "/data/fsdd.zip"
+  assert data.dataset_path("sklearn:digits") is None
+
+
+def test_stratified_split_is_seeded_and_keeps_class_proportions():
+  labels = np.repeat([0, 1, 2], [50, 30, 20])
+  train, test = tabular.stratified_split(labels, 0.2, seed=3)
+  np.testing.assert_array_equal(np.bincount(labels[test]), [10, 6, 4])
+  assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+  np.testing.assert_array_equal(test, tabular.stratified_split(labels, 0.2, seed=3)[1])
+  assert not np.array_equal(test, tabular.stratified_split(labels, 0.2, seed=4)[1])
 
 
 def test_unknown_dataset_specs_list_the_valid_ones():

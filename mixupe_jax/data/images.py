@@ -7,6 +7,7 @@ import io
 import os
 import pickle
 import zipfile
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -24,7 +25,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
   return image
 
 
-def _list_members(path: str) -> tuple[list[str], callable]:
+def _list_members(path: str) -> tuple[list[str], Callable[[str], bytes]]:
   """(relative file names, reader(name) -> bytes) for a directory or a zip file."""
   if zipfile.is_zipfile(path):
     archive = zipfile.ZipFile(path)

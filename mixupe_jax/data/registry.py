@@ -26,7 +26,7 @@ def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> Ar
     raise DataError(f"Unknown scikit-learn dataset {name!r}; valid: {', '.join(SKLEARN_DATASETS)}.")
   import sklearn.datasets
   features, labels = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
-  train, test = tabular._stratified_split(labels, test_fraction, seed)
+  train, test = tabular.stratified_split(labels, test_fraction, seed)
   mean, std = features[train].mean(0), features[train].std(0)
   std[std == 0] = 1.0
   standardized = ((features - mean) / std).astype(np.float32)

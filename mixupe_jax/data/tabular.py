@@ -76,7 +76,9 @@ def _is_number(value: str) -> bool:
     return False
 
 
-def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int):
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """(train, test) row indices: a seeded `test_fraction` of every class goes to test."""
   rng = np.random.default_rng(seed)
   train, test = [], []
   for label in np.unique(labels):
@@ -148,7 +150,7 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
     (train_rows, test_rows), (train_labels, test_labels) = tables, labels
   else:
     ids = np.asarray([label_ids[label] for label in labels[0]])
-    train_index, test_index = _stratified_split(ids, test_fraction, seed)
+    train_index, test_index = stratified_split(ids, test_fraction, seed)
     train_rows = [tables[0][i] for i in train_index]
     test_rows = [tables[0][i] for i in test_index]
     train_labels = [labels[0][i] for i in train_index]
