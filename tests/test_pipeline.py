@@ -1,0 +1,103 @@
+"""Input pipelines: TFDS sources under tfds.testing.mock_data, and exact sharding/determinism on
+in-memory sources."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from mixupe_jax.data import pipeline
+
+
+def first(iterator, count):
+  return list(itertools.islice(iterator, count))
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn_cropped"])
+def test_tfds_small_image_pipelines(name):
+  with tfds.testing.mock_data(num_examples=64):
+    source = pipeline.tfds_source(name, "train")
+    stream = pipeline.train_batches(source, batch_size=16, seed=0, process_index=0,
+                                    process_count=1, augment=pipeline.cifar_augment,
+                                    normalize=pipeline.normalizer(name))
+    batches = first(stream, 5)  # More than one epoch (64 / 16 = 4 batches).
+    again = first(pipeline.train_batches(source, batch_size=16, seed=0, process_index=0,
+                                         process_count=1, augment=pipeline.cifar_augment,
+                                         normalize=pipeline.normalizer(name)), 5)
+  images, labels = batches[0]
+  assert images.shape == (16, 32, 32, 3) and images.dtype == np.float32
+  assert labels.shape == (16,) and labels.dtype == np.int32
+  mean, std = (np.asarray(v) for v in pipeline.CHANNEL_STATISTICS[name])
+  assert images.min() >= (-mean / std).min() - 1e-5 and images.max() <= ((1 - mean) / std).max() + 1e-5
+  for (a_images, a_labels), (b_images, b_labels) in zip(batches, again):
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_tfds_imagenet_train_and_eval_at_reduced_size():
+  with tfds.testing.mock_data(num_examples=8):
+    source = pipeline.tfds_source("imagenet2012", "train")
+    augment = lambda image, rng: pipeline.random_resized_crop(image, rng, size=64)
+    images, labels = next(pipeline.train_batches(
+        source, batch_size=4, seed=1, augment=augment, process_index=0, process_count=1,
+        normalize=pipeline.normalizer("imagenet2012")))
+    assert images.shape == (4, 64, 64, 3) and images.dtype == np.float32
+    evaluation = list(pipeline.eval_batches(
+        pipeline.tfds_source("imagenet2012", "validation"), batch_size=3, process_index=0,
+        process_count=1, preprocess=lambda image: pipeline.resize_center_crop(image, 64)))
+  assert [len(b[1]) for b in evaluation] == [3, 3, 2]
+  assert evaluation[0][0].shape == (3, 64, 64, 3) and evaluation[0][0].dtype == np.uint8
+
+
+def test_unknown_tfds_dataset_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"Unknown TFDS image dataset 'mnist2'; valid: cifar10"):
+    pipeline.tfds_source("mnist2", "train")
+
+
+def _indexed_source(count=40):
+  # Each image holds its own index, so a batch shows which examples it contains.
+  return pipeline.ArraySource(np.arange(count, dtype=np.uint8).reshape(count, 1, 1, 1),
+                              np.arange(count) % 10)
+
+
+def _indices(batch):
+  return batch[0].reshape(len(batch[0])).tolist()
+
+
+def test_hosts_read_disjoint_shards_and_epochs_reshuffle():
+  seen = []
+  for process in range(4):
+    batches = first(pipeline.train_batches(_indexed_source(), batch_size=5, seed=3,
+                                           process_index=process, process_count=4), 4)
+    epoch1, epoch2 = sum(map(_indices, batches[:2]), []), sum(map(_indices, batches[2:]), [])
+    assert sorted(epoch1) == sorted(epoch2) == list(range(process, 40, 4))
+    assert epoch1 != epoch2  # A new permutation every epoch.
+    seen.append(set(epoch1))
+  assert set.union(*seen) == set(range(40)) and sum(map(len, seen)) == 40
+
+
+def test_resuming_at_a_step_continues_the_same_stream():
+  full = first(pipeline.train_batches(_indexed_source(), batch_size=4, seed=7, process_index=0,
+                                      process_count=1), 12)
+  resumed = first(pipeline.train_batches(_indexed_source(), batch_size=4, seed=7,
+                                         process_index=0, process_count=1, start_step=9), 3)
+  assert [_indices(b) for b in resumed] == [_indices(b) for b in full[9:]]
+  other_seed = first(pipeline.train_batches(_indexed_source(), batch_size=4, seed=8,
+                                            process_index=0, process_count=1), 12)
+  assert [_indices(b) for b in other_seed] != [_indices(b) for b in full]
+
+
+def test_cifar_augment_is_a_shifted_possibly_flipped_copy():
+  image = np.arange(32 * 32 * 3, dtype=np.int32).reshape(32, 32, 3)
+  out = pipeline.cifar_augment(image, np.random.default_rng(0))
+  assert out.shape == image.shape
+  unflipped = out if np.all(np.diff(out[16, :, 0]) >= 0) else out[:, ::-1]
+  nonzero = unflipped[unflipped[..., 0] > 0]
+  assert len(nonzero) >= (32 - 8) ** 2  # At most 4 rows/columns of zero padding each way.
+
+
+def test_shard_smaller_than_batch_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"shard has 10 examples, fewer than the batch size 16"):
+    pipeline.train_batches(_indexed_source(40), batch_size=16, seed=0, process_index=0,
+                           process_count=4)
