@@ -190,3 +190,13 @@ def test_unknown_dataset_specs_list_the_valid_ones():
     data.load("sklearn:boston")
   with pytest.raises(DataError, match=r"Missing image folder or zip: /nonexistent"):
     data.load("imagefolder:/nonexistent")
+
+
+def test_a_plain_file_is_neither_folder_nor_zip(tmp_path):
+  (tmp_path / "notes.txt").write_text("hello")
+  with pytest.raises(DataError, match=r"notes.txt is neither a folder nor a zip file of "
+                                      r"\{digit\}_\{speaker\}_\{index\}.wav files"):
+    audio.load_fsdd(str(tmp_path / "notes.txt"))
+  with pytest.raises(DataError, match=r"notes.txt is neither a folder nor a zip file of "
+                                      r"<split>/<class>/<image>"):
+    images.load_image_folder(str(tmp_path / "notes.txt"))

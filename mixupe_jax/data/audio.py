@@ -10,14 +10,12 @@ Every clip is zero-padded or cut to `duration` seconds, so all spectrograms shar
 from __future__ import annotations
 
 import io
-import os
 import re
-import zipfile
 
 import numpy as np
 import scipy.io.wavfile
 
-from mixupe_jax.data.base import ArrayDataset, DataError, require_file
+from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
 
 FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
 
@@ -66,17 +64,7 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
               test_indices: range = range(5), name: str = "fsdd") -> ArrayDataset:
   """The Free Spoken Digit Dataset from its recordings folder or zip -> float32 [N, T, 40, 1]."""
   require_file(path, "FSDD recordings folder or zip")
-  if zipfile.is_zipfile(path):
-    archive = zipfile.ZipFile(path)
-    members, read = archive.namelist(), archive.read
-  elif os.path.isdir(path):
-    members = sorted(os.listdir(path))
-
-    def read(member):
-      with open(os.path.join(path, member), "rb") as file:
-        return file.read()
-  else:
-    raise DataError(f"{path} is neither a folder nor a zip of {{digit}}_{{speaker}}_{{index}}.wav.")
+  members, read = list_members(path, "{digit}_{speaker}_{index}.wav files")
   length = int(round(duration * sample_rate))
   splits = {"train": ([], []), "test": ([], [])}
   for member in sorted(members):

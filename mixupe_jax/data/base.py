@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+import zipfile
+from typing import Any, Callable
 
 import numpy as np
 
@@ -18,6 +19,24 @@ def require_file(path: str | os.PathLike, what: str) -> str:
   if not os.path.exists(path):
     raise DataError(f"Missing {what}: {path} does not exist.")
   return path
+
+
+def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], bytes]]:
+  """(file names relative to `path`, '/'-separated; reader(name) -> bytes) for a folder (walked
+  recursively) or a zip file; `layout` describes the expected content for the error message."""
+  if zipfile.is_zipfile(path):
+    archive = zipfile.ZipFile(path)
+    return [n for n in archive.namelist() if not n.endswith("/")], archive.read
+  if os.path.isdir(path):
+    names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
+             for root, _, files in os.walk(path) for f in files]
+
+    def read(name):
+      with open(os.path.join(path, name), "rb") as file:
+        return file.read()
+
+    return names, read
+  raise DataError(f"{path} is neither a folder nor a zip file of {layout}.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import zipfile
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from mixupe_jax.data.base import ArrayDataset, DataError, require_file
+from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -25,23 +23,6 @@ def _decode(data: bytes, where: str) -> np.ndarray:
   return image
 
 
-def _list_members(path: str) -> tuple[list[str], Callable[[str], bytes]]:
-  """(relative file names, reader(name) -> bytes) for a directory or a zip file."""
-  if zipfile.is_zipfile(path):
-    archive = zipfile.ZipFile(path)
-    return [n for n in archive.namelist() if not n.endswith("/")], archive.read
-  if os.path.isdir(path):
-    names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
-             for root, _, files in os.walk(path) for f in files]
-
-    def read(name):
-      with open(os.path.join(path, name), "rb") as file:
-        return file.read()
-
-    return names, read
-  raise DataError(f"{path} is neither a directory nor a zip file of <split>/<class>/<image>.")
-
-
 def load_image_folder(path: str, name: str = "imagefolder",
                       splits: tuple[str, ...] = ("train", "test")) -> ArrayDataset:
   """Reads `<split>/<class>/<image>` (a leading folder inside a zip is allowed) into uint8 NHWC.
@@ -49,7 +30,7 @@ def load_image_folder(path: str, name: str = "imagefolder",
   Classes are the sorted folder names of the first split; every split must use the same ones.
   """
   require_file(path, "image folder or zip")
-  names, read = _list_members(path)
+  names, read = list_members(path, "<split>/<class>/<image>")
   by_split: dict[str, dict[str, list[str]]] = {}
   for member in sorted(names):
     parts = member.split("/")

@@ -27,12 +27,10 @@ def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> Ar
   import sklearn.datasets
   features, labels = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
   train, test = tabular.stratified_split(labels, test_fraction, seed)
-  mean, std = features[train].mean(0), features[train].std(0)
-  std[std == 0] = 1.0
-  standardized = ((features - mean) / std).astype(np.float32)
+  train_x, test_x = tabular.standardize(features[train], features[test])
   labels = labels.astype(np.int32)
-  return ArrayDataset(f"sklearn:{name}", {"train": (standardized[train], labels[train]),
-                                          "test": (standardized[test], labels[test])},
+  return ArrayDataset(f"sklearn:{name}", {"train": (train_x.astype(np.float32), labels[train]),
+                                          "test": (test_x.astype(np.float32), labels[test])},
                       int(labels.max()) + 1)
 
 

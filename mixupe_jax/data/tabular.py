@@ -47,7 +47,7 @@ def read_rows(path: str, delimiter: str | None) -> list[list[str]]:
   rows = []
   in_arff_header = False
   with open(path, encoding="utf-8", errors="replace") as file:
-    for number, line in enumerate(file, 1):
+    for line in file:
       line = line.strip()
       if not line or line.startswith("%"):
         continue
@@ -89,6 +89,13 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
   return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(test, np.int64))
 
 
+def standardize(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """z = (x - mean_train) / std_train per column, for the train and the other rows (std 0 -> 1)."""
+  mean, std = train.mean(axis=0), train.std(axis=0)
+  std = np.where(std == 0, 1.0, std)
+  return (train - mean) / std, (other - mean) / std
+
+
 def preprocess_columns(train_rows: list[list[str]], other_rows: list[list[str]], where: str
                        ) -> tuple[np.ndarray, np.ndarray]:
   """Features of the train and the other rows, with every statistic fit on the train rows."""
@@ -102,11 +109,10 @@ def preprocess_columns(train_rows: list[list[str]], other_rows: list[list[str]],
     if all(_is_number(v) for v in present + [v for v in other_values if v not in MISSING]):
       mean = float(np.mean([float(v) for v in present]))
       to_float = lambda values: np.asarray(
-          [mean if v in MISSING else float(v) for v in values], np.float64)
-      train_column, other_column = to_float(train_values), to_float(other_values)
-      std = train_column.std() or 1.0
-      train_blocks.append(((train_column - mean) / std)[:, None])
-      other_blocks.append(((other_column - mean) / std)[:, None])
+          [mean if v in MISSING else float(v) for v in values], np.float64)[:, None]
+      train_column, other_column = standardize(to_float(train_values), to_float(other_values))
+      train_blocks.append(train_column)
+      other_blocks.append(other_column)
     else:
       categories = sorted(set(present))
       mode = max(categories, key=present.count)
