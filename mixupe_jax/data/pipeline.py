@@ -62,7 +62,20 @@ def normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
   """uint8 images -> float32 (x / 255 - mean) / std with the dataset's channel statistics."""
   if name not in CHANNEL_STATISTICS:
     raise ValueError(f"No channel statistics for {name!r}; known: {', '.join(CHANNEL_STATISTICS)}.")
-  mean, std = (np.asarray(v, np.float32) for v in CHANNEL_STATISTICS[name])
+  return channel_normalizer(*CHANNEL_STATISTICS[name])
+
+
+def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of uint8 images [N, H, W, C] scaled to [0, 1]."""
+  scaled = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+  return scaled.mean(axis=0), scaled.std(axis=0)
+
+
+def channel_normalizer(mean, std) -> Callable[[np.ndarray], np.ndarray]:
+  """uint8 images -> float32 (x / 255 - mean) / std per channel."""
+  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+  if np.any(std <= 0):
+    raise ValueError(f"Channel std must be positive, got {std}.")
   return lambda images: (images.astype(np.float32) / 255.0 - mean) / std
 
 

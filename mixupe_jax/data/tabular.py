@@ -89,11 +89,12 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
   return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(test, np.int64))
 
 
-def standardize(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """z = (x - mean_train) / std_train per column, for the train and the other rows (std 0 -> 1)."""
+def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+  """z = (x - mean_train) / std_train per column, for the train rows and each other array of rows
+  (std 0 -> 1): (z_train, *z_others)."""
   mean, std = train.mean(axis=0), train.std(axis=0)
   std = np.where(std == 0, 1.0, std)
-  return (train - mean) / std, (other - mean) / std
+  return tuple((rows - mean) / std for rows in (train, *others))
 
 
 def preprocess_columns(train_rows: list[list[str]], other_rows: list[list[str]], where: str

@@ -20,6 +20,9 @@ class SmallCNN(nn.Module):
 
   num_classes: int
   channels: Sequence[int] = (32, 64)
+  # "average": global average pooling (position-free); "flatten": keep where each feature is,
+  # which spectrograms need (a frequency band's position is its meaning).
+  readout: str = "average"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -33,5 +36,7 @@ class SmallCNN(nn.Module):
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
       h = nn.max_pool(nn.relu(h), (2, 2), strides=(2, 2))
       h = maybe_transform(h, stage, hidden_layer, hidden_transform)
-    h = jnp.mean(h, axis=(1, 2))
+    if self.readout not in ("average", "flatten"):
+      raise ValueError(f"Unknown readout {self.readout!r}; valid: average, flatten.")
+    h = jnp.mean(h, axis=(1, 2)) if self.readout == "average" else h.reshape(h.shape[0], -1)
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))

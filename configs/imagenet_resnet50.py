@@ -1,0 +1,35 @@
+"""ImageNet (TFDS imagenet2012), ResNet-50 at 224x224, MixupE fast (v3, the official recipe).
+
+Goyal et al.'s large-batch schedule: batch 1024, learning rate 0.1 x 1024 / 256 = 0.4 with SGD
+Nesterov, 5 warm-up epochs, / 10 at epochs 30, 60 and 80 of 90; weight decay 1e-4; bfloat16
+compute with float32 parameters. Prepare the data once with `tfds build imagenet2012` (manual
+download of the ILSVRC2012 tars), then on a GPU host or a TPU VM / pod:
+
+    python train.py --config=configs/imagenet_resnet50.py --workdir=gs://.../imagenet
+    python train.py --config=configs/imagenet_resnet50.py --config.distributed=True  # every host
+"""
+
+from mixupe_jax.train.defaults import default_config
+
+
+def get_config():
+  config = default_config()
+  config.name = "imagenet_resnet50"
+  config.dataset = "tfds:imagenet2012"
+  config.image_size = 224
+  config.augment = "inception"
+  config.input_threads = 16
+  config.model.name = "resnet50"
+  config.dtype = "bfloat16"
+  config.method, config.alpha, config.eta, config.variant = "mixupe", 0.2, 0.1, "fast"
+  config.batch_size = 1024
+  config.eval_batch_size = 1024
+  config.num_epochs = 90
+  config.learning_rate = 0.1 * config.batch_size / 256
+  config.warmup_epochs = 5.0
+  config.schedule = "step"
+  config.decay_epochs = (30, 60, 80)
+  config.weight_decay = 1e-4
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 5000
+  return config

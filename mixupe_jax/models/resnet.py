@@ -1,0 +1,66 @@
+"""ResNet-50 for ImageNet (He et al. 2016, the "v1.5" variant: stride on the 3x3 convolution).
+
+Stem: 7x7/2 convolution, BatchNorm, ReLU, 3x3/2 max-pool; bottleneck stages [3, 4, 6, 3] with
+64..512 (x4) channels; the last BatchNorm of each block starts at zero scale (Goyal et al. 2017),
+so every block starts as the identity, which large-batch training needs. Hidden layer k (1..4) is
+the output of stage k; 0 is the input.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
+                                     output_dtype)
+
+
+class Bottleneck(nn.Module):
+  """conv1x1-BN-ReLU-conv3x3(stride)-BN-ReLU-conv1x1-BN(zero init), projection shortcut."""
+
+  features: int
+  strides: int
+  norm: functools.partial
+  conv: functools.partial
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = nn.relu(self.norm()(self.conv(self.features, (1, 1))(x)))
+    out = nn.relu(self.norm()(self.conv(self.features, (3, 3), strides=self.strides)(out)))
+    out = self.norm(scale_init=nn.initializers.zeros)(self.conv(4 * self.features, (1, 1))(out))
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != 4 * self.features:
+      shortcut = self.norm()(self.conv(4 * self.features, (1, 1), strides=self.strides)(x))
+    return nn.relu(out + shortcut)
+
+
+class ResNet(nn.Module):
+  num_classes: int
+  stage_sizes: Sequence[int] = (3, 4, 6, 3)
+  width: int = 64
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
+               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+    check_hidden_layer(hidden_layer, len(self.stage_sizes), "ResNet")
+    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
+    h = nn.relu(norm()(conv(self.width, (7, 7), strides=2)(h)))
+    h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for index in range(num_blocks):
+        strides = 2 if stage > 0 and index == 0 else 1
+        h = Bottleneck(self.width * 2**stage, strides, norm, conv)(h)
+      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = jnp.mean(h, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
+
+
+ResNet50 = functools.partial(ResNet, stage_sizes=(3, 4, 6, 3))

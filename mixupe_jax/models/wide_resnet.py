@@ -1,0 +1,48 @@
+"""Wide residual networks (Zagoruyko & Komodakis 2016), WRN-d-k for 32x32 / 64x64 inputs.
+
+Depth d = 6n + 4: three stages of n pre-activation basic blocks with 16k, 32k, 64k channels;
+WRN-28-10 (n = 4, k = 10) is the Mixup literature's large CIFAR model. Hidden layer k (1..3) is the
+output of stage k; 0 is the input.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
+                                     output_dtype)
+from mixupe_jax.models.preact_resnet import PreActBlock
+
+
+class WideResNet(nn.Module):
+  num_classes: int
+  depth: int = 28
+  widen_factor: int = 10
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
+               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+    if (self.depth - 4) % 6:
+      raise ValueError(f"WideResNet depth must be 6n + 4 (e.g. 16, 22, 28), got {self.depth}.")
+    blocks_per_stage = (self.depth - 4) // 6
+    check_hidden_layer(hidden_layer, 3, "WideResNet")
+    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
+    h = conv(16, (3, 3))(h)
+    for stage in range(3):
+      for index in range(blocks_per_stage):
+        strides = 2 if stage > 0 and index == 0 else 1
+        h = PreActBlock(16 * self.widen_factor * 2**stage, strides, norm, conv)(h)
+      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
+
+
+WideResNet28x10 = functools.partial(WideResNet, depth=28, widen_factor=10)

@@ -1,0 +1,6 @@
+"""Training: configs in, a trained and evaluated model, checkpoints and metrics out."""
+
+from mixupe_jax.train.loop import Preempted, train_and_evaluate
+from mixupe_jax.train.step import TrainState, make_eval_step, make_train_step
+
+__all__ = ["Preempted", "TrainState", "make_eval_step", "make_train_step", "train_and_evaluate"]

@@ -1,0 +1,66 @@
+"""Every config field with its default; the files in configs/ start from this and change what
+their experiment needs. The config is locked, so a misspelled field is an error, not a no-op."""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def default_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.name = "experiment"  # The default workdir is workdir/<name>.
+  config.seed = 0  # Every random choice (init, data order, augmentation, mixing) derives from it.
+
+  # Data (see mixupe_jax.train.inputs).
+  config.dataset = "sklearn:digits"
+  config.data_dir = config_dict.placeholder(str)  # TFDS data_dir.
+  config.image_size = 0  # TFDS images: crop/resize to this size (0: keep the native size).
+  config.validation_fraction = 0.0  # Stratified, seeded validation split carved from train.
+  config.standardize = False  # Float inputs: zero mean, unit variance per position (train fit).
+  config.augment = "none"  # "none", "crop_flip" (pad-crop + flip) or "inception".
+  config.crop_padding = 4
+  config.flip = True
+  config.input_threads = 2
+
+  # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
+  config.model = ml_collections.ConfigDict({"name": "mlp"})
+  config.dtype = "float32"  # Compute dtype; "bfloat16" on accelerators. Params stay float32.
+
+  # Method (see mixupe_jax.losses.make_loss_fn).
+  config.method = "mixupe"  # erm, mixup, mixupe, manifold_mixup, manifold_mixupe.
+  config.alpha = 1.0
+  config.eta = 1.0
+  config.variant = "v1"  # v1 (= exact), v2, v3 (= fast), v4.
+  config.threshold = config_dict.placeholder(float)  # tau; None: the variant's default.
+  config.rescale = True
+  config.scale_by_moment = True
+  config.flip_sign = False
+  config.mixer = "mixup"  # mixup, cutmix, mixup_or_cutmix.
+  config.mixer_options = ml_collections.ConfigDict()  # E.g. granularity, pairing, switch_prob.
+  config.manifold_layers = (0, 1, 2)
+
+  # Optimization (see mixupe_jax.train.optim).
+  config.batch_size = 128  # Global, over all devices and hosts.
+  config.eval_batch_size = 256
+  config.num_epochs = 10
+  config.num_train_steps = 0  # > 0: stop after this many steps instead (smoke tests, budgets).
+  config.optimizer = "sgd"  # sgd (Nesterov momentum) or adam.
+  config.learning_rate = 0.1
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 1e-4
+  config.weight_decay_kernels_only = False
+  config.schedule = "step"  # step, cosine, constant.
+  config.warmup_epochs = 0.0
+  config.decay_epochs = (100, 150)
+  config.decay_factor = 0.1
+
+  # Bookkeeping.
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.progress_bar = True
+  config.distributed = False  # jax.distributed.initialize() first (multi-host GPU / TPU pods).
+  return config

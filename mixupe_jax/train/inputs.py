@@ -1,0 +1,208 @@
+"""The input side of training, built from the config: data, batches per process, x_bar.
+
+`config.dataset` is `tfds:<name>` (cifar10, cifar100, svhn_cropped, imagenet2012, through
+`tfds.data_source`) or any spec `mixupe_jax.data.load` reads (idx:, imagefolder:, cifar_pickle:,
+fsdd:, planetoid:, uci:, sklearn:). Images are normalized per channel (published statistics for
+the TFDS sets, training-split statistics otherwise); features and spectrograms are used as loaded.
+Graphs train full-batch on the training nodes.
+
+Every process reads its own shard: training batches are this process's `batch_size / P` examples
+of the global batch; evaluation batches are padded with mask-0 rows so that every process runs the
+same number of equally shaped steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mixupe_jax import data as data_lib
+from mixupe_jax.data import pipeline, statistics, tabular
+
+Batch = tuple[np.ndarray, np.ndarray]
+EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
+TFDS_EVAL_SPLIT = {"imagenet2012": "validation"}
+AUGMENTATIONS = ("none", "crop_flip", "inception")
+
+
+@dataclasses.dataclass
+class Inputs:
+  """What the training loop reads. `train_batches(start_step)` is this process's infinite stream
+  from global step `start_step`; `eval_batches[split]()` one padded pass over a split."""
+
+  name: str
+  num_classes: int
+  num_train: int
+  example_shape: tuple[int, ...]
+  train_batches: Callable[[int], Iterator[Batch]]
+  eval_batches: dict[str, Callable[[], Iterator[EvalBatch]]]
+  preprocess: Callable[[np.ndarray], np.ndarray] | None
+  train_inputs: Callable[[], Iterator[np.ndarray]]  # Preprocessed, unaugmented: for x_bar.
+  dataset_path: str | None = None
+  x_bar_fingerprint: str = ""  # What x_bar depends on: names its cache file.
+  graph: data_lib.GraphDataset | None = None
+
+
+def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
+                        process_count: int, preprocess=None, normalize=None
+                        ) -> Iterator[EvalBatch]:
+  """This process's shard in order as (inputs, labels, mask), every batch `local_batch_size`
+  long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size)."""
+  num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch_size)
+  batches = pipeline.eval_batches(source, batch_size=local_batch_size, preprocess=preprocess,
+                                  normalize=normalize, process_index=process_index,
+                                  process_count=process_count)
+  template = None
+  for _ in range(num_batches):
+    inputs, labels = next(batches, (None, None))
+    if inputs is None:  # This process's shard is one example short: a fully masked batch.
+      inputs, labels = np.zeros_like(template[0]), np.zeros_like(template[1])
+    count = len(labels)
+    mask = np.zeros(local_batch_size, np.float32)
+    mask[:count] = 1.0
+    pad = local_batch_size - count
+    inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    template = (inputs, labels)
+    yield inputs, labels, mask
+
+
+def _augmentation(config, image_size: int | None):
+  if config.augment not in AUGMENTATIONS:
+    raise ValueError(f"Unknown augment {config.augment!r}; valid: {', '.join(AUGMENTATIONS)}.")
+  if config.augment == "crop_flip":
+    return functools.partial(pipeline.cifar_augment, padding=config.crop_padding, flip=config.flip)
+  if config.augment == "inception":
+    return functools.partial(pipeline.random_resized_crop, size=image_size)
+  return None
+
+
+def _split_for_validation(dataset, fraction: float, seed: int):
+  """Carves a seeded, stratified validation split out of the training split."""
+  if not fraction:
+    return dataset.splits
+  inputs, labels = dataset.splits["train"]
+  train, validation = tabular.stratified_split(labels, fraction, seed)
+  return {**dataset.splits, "train": (inputs[train], labels[train]),
+          "validation": (inputs[validation], labels[validation])}
+
+
+def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
+                 process_index: int, process_count: int) -> Inputs:
+  """The `Inputs` for `config.dataset`; a clear error for an unknown dataset."""
+  spec = config.dataset
+  shard = dict(process_index=process_index, process_count=process_count)
+  padded = functools.partial(padded_eval_batches, local_batch_size=local_eval_batch_size, **shard)
+
+  def train_stream(source, augment, normalize):
+    return lambda start_step: pipeline.train_batches(
+        source, batch_size=local_batch_size, seed=config.seed, augment=augment,
+        normalize=normalize, start_step=start_step, num_threads=config.input_threads, **shard)
+
+  if spec.startswith("tfds:"):
+    name = spec.removeprefix("tfds:")
+    data_dir = config.get("data_dir") or None
+    train_source = pipeline.tfds_source(name, "train", data_dir)
+    eval_split = TFDS_EVAL_SPLIT.get(name, "test")
+    eval_source = pipeline.tfds_source(name, eval_split, data_dir)
+    image_size = config.get("image_size") or None
+    resize = (functools.partial(pipeline.resize_center_crop, size=image_size)
+              if image_size else None)
+    normalize = pipeline.normalizer(name)
+    num_classes = train_source.dataset_info.features["label"].num_classes
+
+    def train_inputs():
+      for images, _ in pipeline.eval_batches(train_source, batch_size=256, preprocess=resize,
+                                             normalize=normalize, **shard):
+        yield images
+
+    example = np.asarray(train_source[0]["image"])
+    shape = (image_size, image_size, example.shape[-1]) if image_size else example.shape
+    return Inputs(
+        name=spec, num_classes=num_classes, num_train=len(train_source), example_shape=shape,
+        train_batches=train_stream(train_source, _augmentation(config, image_size), normalize),
+        eval_batches={eval_split: functools.partial(
+            padded, eval_source, num_examples=len(eval_source), preprocess=resize,
+            normalize=normalize)},
+        preprocess=normalize, train_inputs=train_inputs,
+        dataset_path=data_dir or None, x_bar_fingerprint=f"{spec}|{image_size}")
+
+  dataset = data_lib.load(spec)
+  if isinstance(dataset, data_lib.GraphDataset):
+    return _graph_inputs(spec, dataset)
+  splits = _split_for_validation(dataset, config.validation_fraction, config.seed)
+  if config.standardize:
+    if splits["train"][0].dtype == np.uint8:
+      raise ValueError(f"standardize=True is for float features; {spec} holds uint8 images, "
+                       "which are normalized per channel already.")
+    # Per input position, fit on the training split only (e.g. per mel band and frame).
+    names = ["train"] + [name for name in splits if name != "train"]
+    fitted = tabular.standardize(*(splits[name][0].reshape(len(splits[name][0]), -1)
+                                   for name in names))
+    splits = {name: (z.reshape(splits[name][0].shape).astype(np.float32), splits[name][1])
+              for name, z in zip(names, fitted)}
+  train_x, train_y = splits["train"]
+  normalize = None
+  if train_x.dtype == np.uint8:
+    normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train_x))
+  augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)
+  if augment is not None and train_x.ndim != 4:
+    raise ValueError(f"augment={config.augment!r} needs images; {spec} has inputs of shape "
+                     f"{train_x.shape[1:]}.")
+
+  def train_inputs():
+    yield from statistics.array_batches(train_x[process_index::process_count], 4096, normalize)
+
+  return Inputs(
+      name=spec, num_classes=dataset.num_classes, num_train=len(train_x),
+      example_shape=train_x.shape[1:],
+      train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, normalize),
+      eval_batches={split: functools.partial(padded, pipeline.ArraySource(x, y),
+                                             num_examples=len(x), normalize=normalize)
+                    for split, (x, y) in splits.items() if split != "train"},
+      preprocess=normalize, train_inputs=train_inputs,
+      dataset_path=data_lib.dataset_path(spec),
+      x_bar_fingerprint=f"{spec}|validation={config.validation_fraction}|seed={config.seed}")
+
+
+def _graph_inputs(spec: str, graph: data_lib.GraphDataset) -> Inputs:
+  """Full-batch node classification: every step is all training nodes, evaluation one batch per
+  split (the model sees the whole graph; see `models.gcn.node_apply_fn`)."""
+  features, labels = graph.features, graph.labels
+  ids = graph.split_indices
+
+  def train_batches(start_step):
+    del start_step  # Every step reads the same batch.
+    while True:
+      yield features[ids["train"]], labels[ids["train"]]
+
+  def one_batch(split):
+    yield (features[ids[split]], labels[ids[split]],
+           np.ones(len(ids[split]), np.float32))
+
+  return Inputs(
+      name=spec, num_classes=graph.num_classes, num_train=len(ids["train"]),
+      example_shape=features.shape[1:], train_batches=train_batches,
+      eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
+      preprocess=None, train_inputs=lambda: iter([features[ids["train"]]]),
+      dataset_path=None, graph=graph)
+
+
+def compute_x_bar(inputs: Inputs, process_count: int) -> np.ndarray:
+  """x_bar over the preprocessed training inputs of every process, cached next to the dataset.
+
+  With several processes the cache is bypassed: each process streams its shard and the means are
+  combined by a collective every process must join, which a cache hit on one host would skip.
+  """
+  def compute():
+    mean, count = statistics.streaming_mean(inputs.train_inputs())
+    return statistics.combine_across_processes(mean, count)
+
+  if inputs.dataset_path is None or process_count > 1:
+    return np.asarray(compute(), np.float32)
+  return statistics.cached_x_bar(
+      statistics.cache_path_for(inputs.dataset_path, inputs.x_bar_fingerprint), compute)

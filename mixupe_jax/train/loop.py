@@ -1,0 +1,224 @@
+"""The training loop: data-parallel steps on every device, evaluation every epoch, checkpoints,
+metrics. It knows nothing of the method it trains beyond calling one loss function.
+
+    summary = train_and_evaluate(config, workdir)
+
+Resuming is automatic: when `workdir/checkpoints` holds a finished checkpoint, training continues
+from it and reproduces the uninterrupted run exactly. SIGTERM saves a checkpoint at the next step
+boundary and exits with status 143; a NaN or infinite loss stops training with the step named,
+before any checkpoint of the diverged state is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from mixupe_jax import evaluation, losses, parallel, regularizers
+from mixupe_jax.models import flax_apply_fn, init_model, node_apply_fn, normalized_edges
+from mixupe_jax.models.registry import build_model
+from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting
+from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
+
+PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
+
+
+class Preempted(SystemExit):
+  def __init__(self, step: int):
+    super().__init__(PREEMPTED_EXIT_STATUS)
+    self.step = step
+
+
+def _needs_x_bar(config) -> bool:
+  return config.method == "mixupe" and regularizers.get_variant(config.variant).uses_derivative
+
+
+def _check_batch_sizes(config, mesh) -> None:
+  for name in ("batch_size", "eval_batch_size"):
+    size = config[name]
+    if size < 1:
+      raise ValueError(f"{name} must be >= 1, got {size}.")
+    if size % jax.process_count():
+      raise ValueError(f"{name} {size} is not divisible by the number of processes "
+                       f"{jax.process_count()}.")
+    parallel.check_divisible(size, mesh)
+
+
+def _truncate_log(path: str, last_step: int) -> None:
+  """Drops records past the resumed step, so a resumed run's log reads like an uninterrupted one."""
+  if os.path.exists(path):
+    kept = [r for r in reporting.read_log(path) if r["step"] <= last_step]
+    with open(path, "w") as file:
+      file.writelines(json.dumps(r) + "\n" for r in kept)
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir` (created if needed); returns the final evaluation."""
+  if config.distributed:
+    jax.distributed.initialize()  # Coordinator and process ids from the environment (TPU pods, SLURM).
+  process_index, process_count = jax.process_index(), jax.process_count()
+  is_chief = process_index == 0
+  os.makedirs(workdir, exist_ok=True)
+  data = inputs_lib.build_inputs(
+      config, local_batch_size=config.batch_size // process_count,
+      local_eval_batch_size=config.eval_batch_size // process_count,
+      process_index=process_index, process_count=process_count)
+
+  if data.graph is not None:
+    # One graph, full batch: a single device (there is no batch worth splitting).
+    if process_count > 1:
+      raise ValueError(f"{data.name}: graph datasets train on one process.")
+    mesh = parallel.data_mesh(jax.local_devices()[:1])
+    batch_size = data.num_train
+  else:
+    mesh = parallel.data_mesh()
+    _check_batch_sizes(config, mesh)
+    batch_size = config.batch_size
+  steps_per_epoch = data.num_train // batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"batch_size {batch_size} is larger than the {data.num_train} training "
+                     f"examples of {data.name}.")
+  total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+
+  model_options = {k: v for k, v in config.model.items() if k != "name"}
+  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  if data.graph is None:
+    model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
+                        **model_options)
+    train_apply = flax_apply_fn(model, train=True)
+    eval_apply = {split: flax_apply_fn(model, train=False) for split in data.eval_batches}
+    sample = jnp.zeros((1,) + tuple(data.example_shape), jnp.float32)
+  else:
+    graph = data.graph
+    model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
+                        edges=normalized_edges(graph.adjacency), **model_options)
+    ids = graph.split_indices
+    train_apply = node_apply_fn(model, graph.features, ids["train"], train=True)
+    eval_apply = {split: node_apply_fn(model, graph.features, ids[split], train=False)
+                  for split in data.eval_batches}
+    sample = jnp.asarray(graph.features)
+  params, model_state = init_model(model, init_key, sample)
+
+  x_bar = None
+  if _needs_x_bar(config):
+    x_bar = jnp.asarray(inputs_lib.compute_x_bar(data, process_count))
+  mixer = losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
+                            **config.mixer_options)
+  loss_fn = losses.make_loss_fn(
+      config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
+      eta=config.eta, variant=config.variant, threshold=config.threshold,
+      rescale=config.rescale, scale_by_moment=config.scale_by_moment,
+      flip_sign=config.flip_sign, x_bar=x_bar, mixer=mixer,
+      manifold_layers=tuple(config.manifold_layers))
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
+  optimizer = optim.make_optimizer(config, schedule)
+  state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
+  state = parallel.replicate(state, mesh)
+
+  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                         max_to_keep=config.keep_checkpoints)
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    state = restored
+  start_step = int(state.step)
+  log = reporting.MetricLog(workdir, enabled=is_chief)
+  if is_chief:
+    _truncate_log(log.path, start_step)
+    with open(os.path.join(workdir, "config.json"), "w") as file:
+      file.write(config.to_json_best_effort(indent=2))
+  logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
+               data.name, data.num_train, data.num_classes, steps_per_epoch, total_steps,
+               mesh.size, f", resuming at step {start_step}" if start_step else "")
+
+  train_step = make_train_step(loss_fn, optimizer, schedule, mesh, step_key)
+  eval_steps = {split: make_eval_step(apply_fn, mesh) for split, apply_fn in eval_apply.items()}
+
+  def evaluate(state) -> dict[str, dict[str, float]]:
+    results = {}
+    for split, batches in data.eval_batches.items():
+      totals = None
+      for batch in batches():
+        sums = eval_steps[split](state, *global_batch(batch, mesh))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      results[split] = evaluation.summarize(jax.device_get(totals))
+    return results
+
+  pending: list[tuple[int, dict]] = []
+  last_flush = [time.perf_counter(), start_step]
+
+  def flush(step: int) -> dict[str, float]:
+    """Fetches the metrics of the steps since the last flush; stops on a non-finite loss."""
+    if not pending:
+      return {}
+    fetched = jax.device_get([m for _, m in pending])
+    for (metric_step, _), metrics in zip(pending, fetched):
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(
+            f"The training loss is {metrics['loss']} at step {metric_step} (the update from step "
+            f"{metric_step - 1}); training stopped. The last good checkpoint is step "
+            f"{checkpointer.latest_step()} in {os.path.join(workdir, 'checkpoints')}.")
+    pending.clear()
+    now = time.perf_counter()
+    elapsed, steps = now - last_flush[0], step - last_flush[1]
+    last_flush[:] = [now, step]
+    mean = {name: float(np.mean([m[name] for m in fetched])) for name in fetched[-1]}
+    mean["examples_per_second"] = steps * batch_size / max(elapsed, 1e-9)
+    log.write(step, "train", mean)
+    return mean
+
+  from tqdm.auto import tqdm
+  progress = tqdm(total=total_steps, initial=start_step, unit="step", mininterval=1.0,
+                  disable=not (is_chief and config.progress_bar), file=sys.stdout)
+  batches = data.train_batches(start_step)
+  results: dict[str, dict[str, float]] = {}
+  postfix: dict[str, str] = {}
+  try:
+    with checkpoint.PreemptionFlag() as preemption:
+      for step in range(start_step, total_steps):
+        state, metrics = train_step(state, *global_batch(next(batches), mesh))
+        done = step + 1
+        pending.append((done, metrics))
+        progress.update(1)
+        end_of_epoch = done % steps_per_epoch == 0
+        save = done % config.checkpoint_every_steps == 0 or done == total_steps
+        preempted = preemption.reached(done)
+        if done % config.log_every_steps == 0 or end_of_epoch or save or preempted:
+          train_metrics = flush(done)
+          if train_metrics:
+            postfix.update(loss=f"{train_metrics['loss']:.4f}",
+                           ex_per_s=f"{train_metrics['examples_per_second']:.0f}")
+        if end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0 \
+            or done == total_steps:
+          results = evaluate(state)
+          for split, split_metrics in results.items():
+            log.write(done, split, split_metrics)
+            postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
+        progress.set_postfix(postfix, refresh=False)
+        if save or preempted:
+          checkpointer.save(done, state, force=True)
+        if preempted:
+          checkpointer.wait()
+          logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
+          raise Preempted(done)
+  finally:
+    progress.close()
+    checkpointer.wait()
+    checkpointer.close()
+    log.close()
+
+  summary = {"dataset": data.name, "method": config.method, "steps": total_steps,
+             "epochs": config.num_epochs, **results}
+  if is_chief:
+    with open(os.path.join(workdir, "summary.json"), "w") as file:
+      json.dump(summary, file, indent=2)
+    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"))
+  return summary
+

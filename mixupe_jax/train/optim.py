@@ -1,0 +1,55 @@
+"""The paper's optimizer and learning-rate schedules, from optax.
+
+SGD with Nesterov momentum and L2 weight decay (added to the gradient, as PyTorch's SGD does):
+    g <- g + wd * theta,   v <- mu v + g,   theta <- theta - lr_t (g + mu v)
+Schedules, over global steps t with E steps per epoch:
+    "step":     linear warm-up from 0 over `warmup_epochs`, then lr * decay_factor^(number of
+                `decay_epochs` boundaries passed)  (Goyal et al. 2017 for ImageNet; the Mixup
+                CIFAR recipe with warmup_epochs = 0)
+    "cosine":   linear warm-up, then lr * (1 + cos(pi t' / T')) / 2, reaching 0 at the last step
+    "constant": lr
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+SCHEDULES = ("step", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  if config.schedule not in SCHEDULES:
+    raise ValueError(f"Unknown schedule {config.schedule!r}; valid: {', '.join(SCHEDULES)}.")
+  base = config.learning_rate
+  total = total_steps
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if config.schedule == "constant":
+    after = optax.constant_schedule(base)
+  elif config.schedule == "cosine":
+    after = optax.cosine_decay_schedule(base, max(total - warmup, 1))
+  else:
+    boundaries = {int(round(epoch * steps_per_epoch)) - warmup: config.decay_factor
+                  for epoch in config.decay_epochs}
+    after = optax.piecewise_constant_schedule(base, boundaries)
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), after], [warmup])
+
+
+def _kernels_only(params):
+  """Weight decay on weight matrices and convolution kernels, not on biases or BatchNorm."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}.")
+  decay = optax.add_decayed_weights(
+      config.weight_decay, mask=_kernels_only if config.weight_decay_kernels_only else None)
+  if config.optimizer == "sgd":
+    update = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
+  else:
+    update = optax.adam(schedule)
+  return optax.chain(decay, update)

@@ -1,0 +1,69 @@
+"""The train and eval steps, jitted over a device mesh: batch sharded, everything else replicated.
+
+Under `jax.jit` with these shardings the step computes the loss of the GLOBAL batch (BatchNorm's
+batch statistics and the pairing of the mixing included); XLA inserts the collectives. The step's
+random key is fold_in(base_key, step), so a step's randomness depends only on the seed and the
+step number: resuming from a checkpoint replays the same keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import optax
+from jax.sharding import Mesh
+
+from mixupe_jax import evaluation, parallel
+from mixupe_jax.losses import LossFn
+from mixupe_jax.models.apply import ApplyFn
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: the number of updates applied.
+  params: Any
+  model_state: Any
+  opt_state: Any
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, mesh: Mesh, base_key: jax.Array) -> Callable:
+  """step(state, inputs, labels) -> (state, metrics); inputs/labels are global, batch-sharded.
+  The loss's key at step t is fold_in(base_key, t)."""
+
+  def train_step(state: TrainState, inputs: jax.Array, labels: jax.Array):
+    key = jax.random.fold_in(base_key, state.step)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.model_state, inputs, labels, key)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "learning_rate": schedule(state.step),
+               "gradient_norm": optax.tree.norm(grads), **aux.metrics}
+    new_state = TrainState(state.step + 1, params, aux.model_state, opt_state)
+    return new_state, metrics
+
+  replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, batch, batch),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(apply_fn: ApplyFn, mesh: Mesh) -> Callable:
+  """step(state, inputs, labels, mask) -> summed metrics of the batch (see `evaluation`)."""
+
+  def eval_step(state: TrainState, inputs, labels, mask):
+    logits, _ = apply_fn(state.params, state.model_state, inputs)
+    return evaluation.batch_sums(logits, labels, mask)
+
+  replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(eval_step, in_shardings=(replicated, batch, batch, batch),
+                 out_shardings=replicated)
+
+
+def global_batch(local_arrays: tuple, mesh: Mesh) -> tuple[jax.Array, ...]:
+  """This process's rows of the global batch -> global arrays sharded over the mesh's batch axis
+  (`jax.make_array_from_process_local_data`; one process: a plain sharded device_put)."""
+  sharding = parallel.batch_sharding(mesh)
+  return tuple(jax.make_array_from_process_local_data(sharding, a)
+               for a in local_arrays)

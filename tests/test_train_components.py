@@ -1,0 +1,130 @@
+"""Schedules, the optimizer, the sharded train step and the config checks of the training system."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mixupe_jax import losses, parallel
+from mixupe_jax.models import SmallCNN, flax_apply_fn, init_model
+from mixupe_jax.models.registry import build_model
+from mixupe_jax.train import optim, step as step_lib
+from mixupe_jax.train.defaults import default_config
+from mixupe_jax.train.loop import train_and_evaluate
+
+
+def test_step_schedule_warms_up_then_decays_at_the_boundaries():
+  config = default_config()
+  config.learning_rate, config.schedule = 0.4, "step"
+  config.warmup_epochs, config.decay_epochs, config.decay_factor = 2, (5, 8), 0.1
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(10)) == pytest.approx(0.2)  # Half-way through the linear warm-up.
+  assert float(schedule(20)) == pytest.approx(0.4)
+  assert float(schedule(49)) == pytest.approx(0.4)
+  assert float(schedule(50)) == pytest.approx(0.04)
+  assert float(schedule(80)) == pytest.approx(0.004)
+
+
+def test_cosine_schedule_reaches_zero_at_the_last_step():
+  config = default_config()
+  config.learning_rate, config.schedule, config.warmup_epochs = 0.1, "cosine", 0
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
+  assert float(schedule(0)) == pytest.approx(0.1)
+  assert float(schedule(50)) == pytest.approx(0.05)
+  assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_sgd_nesterov_with_weight_decay_matches_the_update_rule():
+  config = default_config()
+  config.momentum, config.weight_decay = 0.9, 0.01
+  optimizer = optim.make_optimizer(config, optax.constant_schedule(0.1))
+  theta = {"w": jnp.array([[1.0, -2.0]])}
+  state = optimizer.init(theta)
+  gradients = [jnp.array([[0.5, 0.25]]), jnp.array([[-1.0, 2.0]])]
+  velocity, expected = np.zeros((1, 2)), np.array([[1.0, -2.0]])
+  for g in gradients:
+    updates, state = optimizer.update({"w": g}, state, theta)
+    theta = optax.apply_updates(theta, updates)
+    decayed = np.asarray(g) + 0.01 * expected
+    velocity = 0.9 * velocity + decayed
+    expected = expected - 0.1 * (decayed + 0.9 * velocity)
+  np.testing.assert_allclose(theta["w"], expected, rtol=1e-6)
+
+
+def test_unknown_names_are_errors_listing_the_valid_ones():
+  config = default_config()
+  config.schedule = "linear"
+  with pytest.raises(ValueError, match="'linear'.*step, cosine, constant"):
+    optim.learning_rate_schedule(config, 10, 100)
+  config.optimizer = "lamb"
+  with pytest.raises(ValueError, match="'lamb'.*sgd, adam"):
+    optim.make_optimizer(config, optax.constant_schedule(0.1))
+  with pytest.raises(ValueError, match="'resnet9'.*preact_resnet18"):
+    build_model("resnet9", num_classes=10)
+  with pytest.raises(ValueError, match="'float8'.*bfloat16"):
+    build_model("mlp", num_classes=10, dtype="float8")
+
+
+def test_unknown_config_field_is_an_error():
+  config = default_config()
+  config.lock()
+  with pytest.raises(AttributeError, match="learning_rat"):
+    config.learning_rat = 0.1
+
+
+def _sharded_step(devices, inputs, labels):
+  module = SmallCNN(4, channels=(4, 8))
+  params, model_state = init_model(module, jax.random.key(1), inputs[:1])
+  loss_fn = losses.make_loss_fn("mixupe", apply_fn=flax_apply_fn(module), num_classes=4,
+                                alpha=1.0, eta=1.0, variant="v1", x_bar=inputs.mean(0))
+  config = default_config()
+  schedule = optax.constant_schedule(0.05)
+  optimizer = optim.make_optimizer(config, schedule)
+  mesh = parallel.data_mesh(devices)
+  state = parallel.replicate(step_lib.TrainState(jnp.zeros((), jnp.int32), params, model_state,
+                                                 optimizer.init(params)), mesh)
+  train_step = step_lib.make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(2))
+  global_inputs, global_labels = step_lib.global_batch((inputs, labels), mesh)
+  for _ in range(2):
+    state, metrics = train_step(state, global_inputs, global_labels)
+  return state, metrics, global_inputs
+
+
+def test_mixupe_train_step_on_8_devices_equals_1_device():
+  assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
+  rng = np.random.default_rng(0)
+  inputs = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+  labels = rng.integers(0, 4, 16).astype(np.int32)
+  one_state, one_metrics, _ = _sharded_step(jax.devices()[:1], inputs, labels)
+  eight_state, eight_metrics, sharded_inputs = _sharded_step(jax.devices(), inputs, labels)
+  # The batch really is split: 8 shards of 2 examples, one per device.
+  assert sharded_inputs.sharding.spec == jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+  shards = sharded_inputs.addressable_shards
+  assert len({s.device for s in shards}) == 8 and {s.data.shape[0] for s in shards} == {2}
+  np.testing.assert_allclose(one_metrics["loss"], eight_metrics["loss"], rtol=1e-5)
+  for one, eight in zip(jax.tree.leaves(one_state), jax.tree.leaves(eight_state)):
+    np.testing.assert_allclose(one, eight, rtol=2e-4, atol=2e-6)
+  assert int(eight_state.step) == 2
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
+  config = default_config()
+  config.batch_size = 12
+  with pytest.raises(ValueError, match="batch size 12 is not divisible by the number of "
+                     "devices 8"):
+    train_and_evaluate(config, str(tmp_path))
+
+
+def test_unknown_dataset_and_method_are_clear_errors(tmp_path):
+  config = default_config()
+  config.dataset = "mnist"
+  with pytest.raises(ValueError, match="Unknown dataset 'mnist'"):
+    train_and_evaluate(config, str(tmp_path))
+  config = default_config()
+  config.method = "mixupp"
+  with pytest.raises(ValueError, match="Unknown method 'mixupp'.*erm, mixup, mixupe"):
+    train_and_evaluate(config, str(tmp_path))

@@ -1,0 +1,177 @@
+"""train.py end to end in subprocesses (8 simulated devices, inherited from conftest): every offline
+config trains and writes metrics and checkpoints; the default reaches its stated accuracy; a run
+killed by SIGTERM or SIGKILL resumes to exactly the parameters of an uninterrupted run; ImageNet's
+config runs a step on mock data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from mixupe_jax.train.loop import PREEMPTED_EXIT_STATUS, train_and_evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("MIXUPE_JAX_DATA", os.path.join(ROOT, "..", "shared", "data"))
+UCI_SETS = ("abalone", "arcene", "arrhythmia", "htru2", "iris", "phishing")
+
+
+def command(config, workdir, *overrides):
+  return [sys.executable, os.path.join(ROOT, "train.py"), f"--config={config}",
+          f"--workdir={workdir}", "--config.progress_bar=False", *overrides]
+
+
+def run(config, workdir, *overrides, timeout=600):
+  result = subprocess.run(command(config, workdir, *overrides), cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def require_shared(folder):
+  path = os.path.join(SHARED, folder)
+  if not os.path.exists(path):
+    pytest.skip(f"Needs the offline data folder {path} (set MIXUPE_JAX_DATA to the folder that "
+                f"holds {folder}); it is absent here.")
+  return path
+
+
+def final_params(workdir):
+  checkpoints = os.path.join(workdir, "checkpoints")
+  step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+  restored = ocp.StandardCheckpointer().restore(os.path.join(checkpoints, str(step), "default"))
+  return step, restored["params"]
+
+
+def test_default_config_reaches_its_accuracy_on_digits(tmp_path):
+  workdir = str(tmp_path / "digits")
+  result = run("configs/digits_mlp.py", workdir)
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  # Measured 0.980 for seed 0 (README); 0.96 leaves room for other platforms' float order.
+  assert summary["test"]["accuracy"] >= 0.96, summary
+  assert "test: accuracy" in result.stdout
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert {r["split"] for r in records} == {"train", "test"}
+  assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+  assert {"accuracy", "accuracy_top5", "nll", "ece"} <= set(records[-1])
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+  assert os.path.getsize(os.path.join(workdir, "curves.png")) > 10_000
+  assert final_params(workdir)[0] == 1260
+
+
+OFFLINE_CONFIGS = [
+    ("configs/fashion_mnist_cnn.py", "fashion_mnist", ()),
+    ("configs/fsdd_cnn.py", "fsdd", ()),
+    ("configs/cora_gcn.py", "planetoid", ()),
+] + [(f"configs/uci_mlp.py:{name}", "uci", ()) for name in UCI_SETS]
+
+
+@pytest.mark.parametrize("config,folder,extra", OFFLINE_CONFIGS,
+                         ids=[c[0].split("/")[-1] for c in OFFLINE_CONFIGS])
+def test_offline_config_trains_a_few_steps(tmp_path, config, folder, extra):
+  require_shared(folder)
+  workdir = str(tmp_path / "run")
+  dataset_override = []
+  if folder != "uci":  # Point the config at the data wherever it is.
+    spec = {"fashion_mnist": f"idx:{SHARED}/fashion_mnist",
+            "fsdd": f"fsdd:{SHARED}/fsdd/fsdd_recordings.zip",
+            "planetoid": f"planetoid:cora:{SHARED}/planetoid"}[folder]
+    dataset_override = [f"--config.dataset={spec}"]
+  else:
+    name = config.split(":")[1]
+    dataset_override = [f"--config.dataset=uci:{name}:{SHARED}/uci"]
+  run(config, workdir, "--config.num_train_steps=3", "--config.checkpoint_every_steps=2",
+      "--config.log_every_steps=1", *dataset_override, *extra)
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
+  evaluated = [r for r in records if r["split"] != "train"]
+  assert evaluated and all(0 <= r["accuracy"] <= 1 for r in evaluated)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "3"
+
+
+def _wait_for_checkpoint(workdir, process, timeout=300):
+  checkpoints = os.path.join(workdir, "checkpoints")
+  start = time.time()
+  while time.time() - start < timeout:
+    if os.path.isdir(checkpoints) and any(
+        os.path.exists(os.path.join(checkpoints, n, "commit_success.txt")) or
+        os.path.exists(os.path.join(checkpoints, n, "_CHECKPOINT_METADATA"))
+        for n in os.listdir(checkpoints) if n.isdigit()):
+      return
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    time.sleep(0.05)
+  raise TimeoutError("no checkpoint appeared")
+
+
+RESUME = ("--config.num_train_steps=600", "--config.checkpoint_every_steps=100",
+          "--config.eval_every_epochs=100")
+
+
+@pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path, kill_signal):
+  reference = str(tmp_path / "reference")
+  run("configs/digits_mlp.py", reference, *RESUME)
+  interrupted = str(tmp_path / "interrupted")
+  process = subprocess.Popen(command("configs/digits_mlp.py", interrupted, *RESUME), cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(interrupted, process)
+  process.send_signal(kill_signal)
+  _, stderr = process.communicate(timeout=300)
+  if process.returncode == 0:
+    pytest.fail("the run finished before the signal landed; lengthen it")
+  if kill_signal == signal.SIGTERM:
+    assert process.returncode == PREEMPTED_EXIT_STATUS, stderr[-3000:]
+    assert "Preempted: saved a checkpoint at step" in stderr
+  else:
+    assert process.returncode == -signal.SIGKILL
+  stopped_at, _ = final_params(interrupted)
+  assert 0 < stopped_at < 600
+  run("configs/digits_mlp.py", interrupted, *RESUME)
+  step, params = final_params(interrupted)
+  reference_step, reference_params = final_params(reference)
+  assert step == reference_step == 600
+  for leaf, reference_leaf in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+    np.testing.assert_array_equal(leaf, reference_leaf)
+  steps = [r["step"] for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
+           if r["split"] == "train"]
+  assert steps == sorted(set(steps)), "the resumed log repeats steps"
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path / "nan")
+  result = subprocess.run(
+      command("configs/digits_mlp.py", workdir, "--config.learning_rate=1e6",
+              "--config.method=erm", "--config.schedule=constant", "--config.num_train_steps=400",
+              "--config.checkpoint_every_steps=1", "--config.log_every_steps=1"),
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode != 0
+  assert "FloatingPointError: The training loss is nan at step" in result.stderr or \
+      "FloatingPointError: The training loss is inf at step" in result.stderr, \
+      result.stderr[-3000:]
+  bad_step = int(result.stderr.split("at step ")[1].split(" ")[0])
+  saved_step, params = final_params(workdir)
+  assert saved_step == bad_step - 1
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def test_imagenet_config_runs_a_step_on_mock_data_at_reduced_size(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  try:
+    import imagenet_resnet50
+  finally:
+    sys.path.pop(0)
+  config = imagenet_resnet50.get_config()
+  config.image_size, config.batch_size, config.eval_batch_size = 32, 8, 8
+  config.num_train_steps, config.progress_bar, config.input_threads = 1, False, 1
+  with tfds.testing.mock_data(num_examples=16):
+    summary = train_and_evaluate(config, str(tmp_path))
+  assert summary["steps"] == 1
+  assert 0 <= summary["validation"]["accuracy"] <= 1
+  assert summary["validation"]["accuracy_top5"] >= summary["validation"]["accuracy"]
