@@ -200,3 +200,42 @@ def test_a_plain_file_is_neither_folder_nor_zip(tmp_path):
   with pytest.raises(DataError, match=r"notes.txt is neither a folder nor a zip file of "
                                       r"<split>/<class>/<image>"):
     images.load_image_folder(str(tmp_path / "notes.txt"))
+
+
+def _jpeg(color):
+  buffer = io.BytesIO()
+  Image.fromarray(np.full((64, 64, 3), color, np.uint8)).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def test_tiny_imagenet_layout_from_a_zip(tmp_path):
+  path = str(tmp_path / "tiny-imagenet-200.zip")
+  with zipfile.ZipFile(path, "w") as archive:
+    archive.writestr("tiny-imagenet-200/wnids.txt", "n02\nn01\n")
+    for wnid, color in (("n01", 10), ("n02", 200)):
+      for index in range(3):
+        archive.writestr(f"tiny-imagenet-200/train/{wnid}/images/{wnid}_{index}.JPEG",
+                         _jpeg(color))
+      archive.writestr(f"tiny-imagenet-200/train/{wnid}/{wnid}_boxes.txt", "ignored")
+    archive.writestr("tiny-imagenet-200/val/images/val_0.JPEG", _jpeg(200))
+    archive.writestr("tiny-imagenet-200/val/images/val_1.JPEG", _jpeg(10))
+    archive.writestr("tiny-imagenet-200/val/val_annotations.txt",
+                     "val_0.JPEG\tn02\t0\t0\t10\t10\nval_1.JPEG\tn01\t1\t1\t5\t5\n")
+  dataset = data.load(f"tinyimagenet:{path}")
+  assert dataset.class_names == ("n02", "n01") and dataset.num_classes == 2
+  train_x, train_y = dataset.splits["train"]
+  assert train_x.shape == (6, 64, 64, 3) and train_x.dtype == np.uint8
+  # wnids.txt order defines the label: n02 -> 0 (bright), n01 -> 1 (dark).
+  assert set(train_y[train_x[:, 0, 0, 0] > 100]) == {0} and set(train_y[train_x[:, 0, 0, 0] < 100]) == {1}
+  np.testing.assert_array_equal(dataset.splits["test"][1], [0, 1])
+
+
+def test_tiny_imagenet_bad_annotation_names_the_line(tmp_path):
+  root = tmp_path / "tiny"
+  (root / "val" / "images").mkdir(parents=True)
+  (root / "wnids.txt").write_text("n01\n")
+  (root / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn99\t0\t0\t1\t1\n")
+  with pytest.raises(DataError, match="line 1.*'val_0.JPEG\\\\tn99"):
+    data.load(f"tinyimagenet:{root}")
+  with pytest.raises(DataError, match="no wnids.txt"):
+    data.load(f"tinyimagenet:{root / 'val'}")

@@ -1,6 +1,7 @@
 """Schedules, the optimizer, the sharded train step and the config checks of the training system."""
 
-import functools
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,33 @@ def test_unknown_dataset_and_method_are_clear_errors(tmp_path):
   config.method = "mixupp"
   with pytest.raises(ValueError, match="Unknown method 'mixupp'.*erm, mixup, mixupe"):
     train_and_evaluate(config, str(tmp_path))
+
+
+def _load_config(path):
+  spec = importlib.util.spec_from_file_location("config_module", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(CONFIG_DIR)
+                                        if n.endswith(".py")))
+def test_every_config_names_known_parts_and_keeps_the_default_fields(name):
+  from mixupe_jax import regularizers
+  from mixupe_jax.data import registry
+  from mixupe_jax.models.registry import MODELS
+  config = _load_config(os.path.join(CONFIG_DIR, name))
+  assert set(config.keys()) == set(default_config().keys()), "configs only change defaults"
+  scheme = config.dataset.partition(":")[0]
+  assert scheme == "tfds" or scheme in registry.SCHEMES
+  assert config.model.name in MODELS
+  assert config.method in losses.METHODS
+  regularizers.get_variant(config.variant)
+  for size in (config.batch_size, config.eval_batch_size):
+    assert size % 8 == 0, "batch sizes should split over 8 devices"
+  build_model(config.model.name, num_classes=10, dtype=config.dtype,
+              **{k: v for k, v in config.model.items() if k not in ("name",)}
+              | ({"edges": ([0], [0], [1.0])} if config.model.name == "gcn" else {}))

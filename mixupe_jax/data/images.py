@@ -92,3 +92,56 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
     splits[split] = (np.concatenate(images), np.concatenate(labels))
   class_names = tuple(n.decode() for n in _unpickle(os.path.join(directory, meta))[names_key])
   return ArrayDataset(name, splits, len(class_names), class_names)
+
+
+def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
+  """Tiny-ImageNet-200 as distributed (folder or `tiny-imagenet-200.zip`) -> uint8 [N, 64, 64, 3].
+
+  Layout: `wnids.txt` (the 200 class ids), `train/<wnid>/images/*.JPEG` (500 per class) and
+  `val/images/*.JPEG` labelled by `val/val_annotations.txt` (file, wnid, box; tab-separated).
+  The labelled val split is returned as "test" (the official test split has no labels).
+  """
+  require_file(path, "Tiny-ImageNet folder or zip")
+  names, read = list_members(path, "Tiny-ImageNet (wnids.txt, train/, val/)")
+  roots = [n[:-len("wnids.txt")] for n in names if n.endswith("wnids.txt")]
+  if not roots:
+    raise DataError(f"{path} has no wnids.txt: not a Tiny-ImageNet folder or zip.")
+  root = roots[0]
+  wnids = read(root + "wnids.txt").decode().split()
+  label_of = {wnid: index for index, wnid in enumerate(wnids)}
+  annotations = root + "val/val_annotations.txt"
+  if annotations not in set(names):
+    raise DataError(f"{path} has no {annotations} (the labels of the val images).")
+  val_labels = {}
+  for line_number, line in enumerate(read(annotations).decode().splitlines(), start=1):
+    fields = line.split("\t")
+    if len(fields) < 2 or fields[1] not in label_of:
+      raise DataError(f"{path}:{annotations} line {line_number}: expected "
+                      f"'<file>\\t<wnid>\\t...' with a wnid from wnids.txt, got {line!r}.")
+    val_labels[fields[0]] = label_of[fields[1]]
+
+  def collect(members_and_labels, split):
+    images, labels = [], []
+    for member, label in members_and_labels:
+      image = _decode(read(member), f"{path}:{member}")
+      if image.shape != (64, 64, 3):
+        raise DataError(f"{path}:{member}: expected a 64x64 RGB image, got {image.shape}.")
+      images.append(image)
+      labels.append(label)
+    if not images:
+      raise DataError(f"{path}: no {split} images found.")
+    return np.stack(images), np.asarray(labels, np.int32)
+
+  train, test = [], []
+  for member in sorted(names):
+    if not member.startswith(root) or not member.lower().endswith(IMAGE_SUFFIXES):
+      continue
+    parts = member[len(root):].split("/")
+    if parts[0] == "train" and len(parts) == 4 and parts[1] in label_of:
+      train.append((member, label_of[parts[1]]))
+    elif parts[0] == "val" and len(parts) == 3:
+      if parts[2] not in val_labels:
+        raise DataError(f"{path}:{member} has no line in {annotations}.")
+      test.append((member, val_labels[parts[2]]))
+  return ArrayDataset(name, {"train": collect(train, "train"), "test": collect(test, "val")},
+                      len(wnids), tuple(wnids))
