@@ -1,4 +1,10 @@
-"""Free Spoken Digit Dataset (wav folder or zip) as log-mel spectrograms [97, 40, 1], a small CNN.
+"""Free Spoken Digit Dataset (wav folder or zip) as log-mel spectrograms [97, 40, 1], a small CNN,
+MixupE fast (v3, the official recipe).
+
+Why not the exact v1 here: along x_bar - x_i (3,880 standardized inputs) the derivatives r_i reach
+|r| ~ 300, and v1's penalty (1/B) sum_{r_i < -1} r_i is unbounded below, so eta = 1 (and 0.1) drove
+this model to constant outputs within the first epoch (test accuracy 0.10), while ERM reached 0.93
+and Mixup and v3 0.64-0.65 after one epoch (one seed, learning rate 0.01).
 
     python train.py --config=configs/fsdd_cnn.py --config.dataset=fsdd:/path/to/recordings
 """
@@ -14,10 +20,11 @@ def get_config():
   config.model.name = "small_cnn"
   config.model.channels = (16, 32)
   config.model.readout = "flatten"
+  config.variant = "fast"
   config.batch_size = 64
   config.eval_batch_size = 304
   config.num_epochs = 5
-  config.learning_rate = 0.05
+  config.learning_rate = 0.01
   config.schedule = "cosine"
   config.log_every_steps = 42
   return config
