@@ -239,3 +239,35 @@ def test_tiny_imagenet_bad_annotation_names_the_line(tmp_path):
     data.load(f"tinyimagenet:{root}")
   with pytest.raises(DataError, match="no wnids.txt"):
     data.load(f"tinyimagenet:{root / 'val'}")
+
+
+def _wav_bytes(rate, samples):
+  buffer = io.BytesIO()
+  with wave.open(buffer, "wb") as file:
+    file.setnchannels(1)
+    file.setsampwidth(2)
+    file.setframerate(rate)
+    file.writeframes(np.asarray(samples, np.int16).tobytes())
+  return buffer.getvalue()
+
+
+def test_speech_commands_layout_and_standard_split(tmp_path):
+  root = tmp_path / "speech_commands_v0.02"
+  tone = (8000 * np.sin(np.arange(16000) * 0.1)).astype(np.int16)
+  for word in ("yes", "no"):
+    (root / word).mkdir(parents=True)
+    for speaker in ("aa", "bb", "cc"):
+      (root / word / f"{speaker}_nohash_0.wav").write_bytes(_wav_bytes(16000, tone[:12000]))
+  (root / "_background_noise_").mkdir()
+  (root / "_background_noise_" / "noise.wav").write_bytes(_wav_bytes(16000, tone))
+  (root / "validation_list.txt").write_text("yes/bb_nohash_0.wav\n")
+  (root / "testing_list.txt").write_text("no/cc_nohash_0.wav\nyes/cc_nohash_0.wav\n")
+  dataset = data.load(f"speech_commands:{root}")
+  assert dataset.class_names == ("no", "yes")
+  assert {s: len(y) for s, (_, y) in dataset.splits.items()} == {"train": 3, "validation": 1,
+                                                                 "test": 2}
+  assert dataset.inputs("train").shape[1:] == (98, 40, 1)  # 1 s padded: 1 + (16000 - 400) // 160.
+  np.testing.assert_array_equal(dataset.labels("validation"), [1])
+  (root / "testing_list.txt").unlink()
+  with pytest.raises(DataError, match="no testing_list.txt"):
+    data.load(f"speech_commands:{root}")

@@ -159,3 +159,20 @@ def test_every_config_names_known_parts_and_keeps_the_default_fields(name):
   build_model(config.model.name, num_classes=10, dtype=config.dtype,
               **{k: v for k, v in config.model.items() if k not in ("name",)}
               | ({"edges": ([0], [0], [1.0])} if config.model.name == "gcn" else {}))
+
+
+def test_an_unfinished_save_never_replaces_the_finished_checkpoint(tmp_path):
+  from mixupe_jax.train.checkpoint import Checkpointer
+  state = {"w": jnp.arange(3.0)}
+  checkpointer = Checkpointer(str(tmp_path), max_to_keep=2)
+  checkpointer.save(5, state, force=True)
+  checkpointer.wait()
+  # What a save killed mid-write leaves: a temporary folder of a later step, never renamed.
+  partial = tmp_path / "9.orbax-checkpoint-tmp-1700000000"
+  partial.mkdir()
+  (partial / "junk").write_text("half a checkpoint")
+  reopened = Checkpointer(str(tmp_path), max_to_keep=2)
+  assert reopened.latest_step() == 5
+  np.testing.assert_array_equal(reopened.restore_latest({"w": jnp.zeros(3)})["w"], [0, 1, 2])
+  reopened.close()
+  checkpointer.close()

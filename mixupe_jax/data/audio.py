@@ -82,3 +82,40 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
   arrays = {split: (np.stack(x) if x else np.zeros((0,)), np.asarray(y, np.int32))
             for split, (x, y) in splits.items()}
   return ArrayDataset(name, arrays, 10, tuple(str(d) for d in range(10)))
+
+
+def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float = 1.0,
+                         name: str = "speech_commands") -> ArrayDataset:
+  """Google Speech Commands (v0.01 or v0.02) as distributed: `<word>/<speaker>_nohash_<n>.wav`,
+  with `validation_list.txt` and `testing_list.txt` naming the held-out files (the standard
+  split); every word folder is a class (`_background_noise_` excluded). -> float32
+  [N, 98, 40, 1] log-mel spectrograms of 1 s (25 ms windows, 10 ms hop at 16 kHz)."""
+  require_file(path, "Speech Commands folder or tar-extracted zip")
+  members, read = list_members(path, "<word>/<speaker>_nohash_<n>.wav files and the split lists")
+  lists = {}
+  for split, file_name in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
+    found = [m for m in members if m.split("/")[-1] == file_name]
+    if not found:
+      raise DataError(f"{path} has no {file_name} (the standard Speech Commands split).")
+    root = found[0][:-len(file_name)]
+    lists[split] = {root + line.strip() for line in read(found[0]).decode().splitlines()
+                    if line.strip()}
+  wavs = sorted(m for m in members if m.endswith(".wav") and "_background_noise_" not in m
+                and len(m.split("/")) >= 2)
+  class_names = tuple(sorted({m.split("/")[-2] for m in wavs}))
+  if not class_names:
+    raise DataError(f"{path} holds no <word>/<file>.wav recordings.")
+  label_of = {word: index for index, word in enumerate(class_names)}
+  length = int(round(duration * sample_rate))
+  splits = {"train": ([], []), "validation": ([], []), "test": ([], [])}
+  for member in wavs:
+    signal = read_wav(read(member), f"{path}:{member}", sample_rate)[:length]
+    signal = np.pad(signal, (0, length - len(signal)))
+    split = next((s for s, names in lists.items() if member in names), "train")
+    spectrogram = log_mel_spectrogram(signal, sample_rate, fft_size=400, hop=160)
+    splits[split][0].append(spectrogram[..., None])
+    splits[split][1].append(label_of[member.split("/")[-2]])
+  arrays = {split: (np.stack(x) if x else np.zeros((0, 1 + (length - 400) // 160, 40, 1),
+                                                   np.float32), np.asarray(y, np.int32))
+            for split, (x, y) in splits.items()}
+  return ArrayDataset(name, arrays, len(class_names), class_names)

@@ -5,6 +5,7 @@
     cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
     tinyimagenet:<dir or zip>     Tiny-ImageNet-200 as distributed (val/val_annotations.txt labels)
     fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
+    speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
     planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
     uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
     sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
@@ -18,8 +19,8 @@ from mixupe_jax.data import audio, graphs, idx, images, tabular
 from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
-SCHEMES = ("idx", "imagefolder", "cifar_pickle", "tinyimagenet", "fsdd", "planetoid", "uci",
-           "sklearn")
+SCHEMES = ("idx", "imagefolder", "cifar_pickle", "tinyimagenet", "fsdd", "speech_commands",
+           "planetoid", "uci", "sklearn")
 
 
 def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
@@ -49,7 +50,8 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
   scheme, _, rest = spec.partition(":")
   if scheme not in SCHEMES or not rest:
     raise DataError(f"Unknown dataset {spec!r}; valid forms: idx:<dir>, imagefolder:<path>, "
-                    "cifar_pickle:<dir>, tinyimagenet:<path>, fsdd:<path>, planetoid:<name>:<dir>, "
+                    "cifar_pickle:<dir>, tinyimagenet:<path>, fsdd:<path>, speech_commands:<path>, "
+                    "planetoid:<name>:<dir>, "
                     "uci:<name>:<dir>, "
                     f"sklearn:<{'|'.join(SKLEARN_DATASETS)}>.")
   if scheme in ("planetoid", "uci"):
@@ -60,7 +62,8 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
         tabular.load_uci(name, directory)
   loaders = {"idx": idx.load_idx_dataset, "imagefolder": images.load_image_folder,
              "cifar_pickle": images.load_cifar_pickles,
-             "tinyimagenet": images.load_tiny_imagenet, "fsdd": audio.load_fsdd}
+             "tinyimagenet": images.load_tiny_imagenet, "fsdd": audio.load_fsdd,
+             "speech_commands": audio.load_speech_commands}
   if scheme == "sklearn":
     return load_sklearn(rest)
   return loaders[scheme](rest)

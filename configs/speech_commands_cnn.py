@@ -1,0 +1,28 @@
+"""Google Speech Commands (the archive as distributed: word folders plus validation_list.txt and
+testing_list.txt) as 1 s log-mel spectrograms [98, 40, 1], a small CNN, MixupE fast (v3) as in
+fsdd_cnn.py. Every word folder is a class (30 in v0.01, 35 in v0.02).
+
+    python train.py --config=configs/speech_commands_cnn.py \
+        --config.dataset=speech_commands:/path/to/speech_commands_v0.02
+"""
+
+from mixupe_jax.train.defaults import default_config
+
+
+def get_config():
+  config = default_config()
+  config.name = "speech_commands_cnn"
+  config.dataset = "speech_commands:speech_commands_v0.02"
+  config.standardize = True
+  config.model.name = "small_cnn"
+  config.model.channels = (32, 64, 128)
+  config.model.readout = "flatten"
+  config.variant = "fast"
+  config.batch_size = 128
+  config.eval_batch_size = 1024
+  config.num_epochs = 30
+  config.learning_rate = 0.05
+  config.schedule = "cosine"
+  config.warmup_epochs = 1.0
+  config.log_every_steps = 100
+  return config
