@@ -1,26 +1,12 @@
-"""CIFAR-10 (TFDS), PreActResNet-18, the Mixup paper's schedule: SGD 0.1 Nesterov, weight decay
-1e-4, batch 128, 200 epochs, learning rate / 10 at epochs 100 and 150; pad-4 crop + flip.
+"""CIFAR-10 (TFDS), PreActResNet-18, the Mixup paper's recipe (see
+`mixupe_jax.train.defaults.mixup_paper_image_config`): 200 epochs of SGD 0.1 Nesterov, / 10 at
+epochs 100 and 150, pad-4 crop + flip, MixupE v1.
 
     python train.py --config=configs/cifar10_preactresnet18.py --config.method=mixup
 """
 
-from mixupe_jax.train.defaults import default_config
+from mixupe_jax.train.defaults import mixup_paper_image_config
 
 
 def get_config():
-  config = default_config()
-  config.name = "cifar10_preactresnet18"
-  config.dataset = "tfds:cifar10"
-  config.augment = "crop_flip"
-  config.model.name = "preact_resnet18"
-  config.method, config.alpha, config.eta, config.variant = "mixupe", 1.0, 1.0, "v1"
-  config.batch_size = 128
-  config.eval_batch_size = 1000
-  config.num_epochs = 200
-  config.learning_rate = 0.1
-  config.weight_decay = 1e-4
-  config.schedule = "step"
-  config.decay_epochs = (100, 150)
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
-  return config
+  return mixup_paper_image_config("cifar10_preactresnet18", "tfds:cifar10")

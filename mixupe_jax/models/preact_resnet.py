@@ -18,6 +18,28 @@ from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_
                                      output_dtype)
 
 
+def conv_and_norm(dtype: jnp.dtype, train: bool) -> tuple[functools.partial, functools.partial]:
+  """The residual networks' layers: bias-free SAME convolutions and BatchNorm (momentum 0.9, as
+  PyTorch's 0.1), both computing in `dtype`."""
+  conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=dtype)
+  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype)
+  return conv, norm
+
+
+def residual_stages(h: jax.Array, block: type, stage_sizes: Sequence[int], width: int, norm, conv,
+                    hidden_layer: int | None, hidden_transform: HiddenTransform | None
+                    ) -> jax.Array:
+  """Stage s (from 0) has stage_sizes[s] blocks of width * 2^s channels, the first strided by 2
+  for s > 0; the output of stage s is hidden layer s + 1. Call inside a compact method."""
+  for stage, num_blocks in enumerate(stage_sizes):
+    for index in range(num_blocks):
+      strides = 2 if stage > 0 and index == 0 else 1
+      h = block(width * 2**stage, strides, norm, conv)(h)
+    h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+  return h
+
+
 class PreActBlock(nn.Module):
   """BN-ReLU-conv3x3-BN-ReLU-conv3x3 with an identity (or 1x1 projection) shortcut."""
 
@@ -68,17 +90,12 @@ class PreActResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
                hidden_transform: HiddenTransform | None = None) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "PreActResNet")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, train)
     block = PreActBottleneck if self.bottleneck else PreActBlock
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(self.width, (3, 3))(h)
-    for stage, num_blocks in enumerate(self.stage_sizes):
-      for index in range(num_blocks):
-        strides = 2 if stage > 0 and index == 0 else 1
-        h = block(self.width * 2**stage, strides, norm, conv)(h)
-      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = residual_stages(h, block, self.stage_sizes, self.width, norm, conv, hidden_layer,
+                        hidden_transform)
     h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

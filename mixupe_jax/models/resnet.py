@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
                                      output_dtype)
+from mixupe_jax.models.preact_resnet import conv_and_norm, residual_stages
 
 
 class Bottleneck(nn.Module):
@@ -48,17 +49,12 @@ class ResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
                hidden_transform: HiddenTransform | None = None) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "ResNet")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, train)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = nn.relu(norm()(conv(self.width, (7, 7), strides=2)(h)))
     h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")
-    for stage, num_blocks in enumerate(self.stage_sizes):
-      for index in range(num_blocks):
-        strides = 2 if stage > 0 and index == 0 else 1
-        h = Bottleneck(self.width * 2**stage, strides, norm, conv)(h)
-      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = residual_stages(h, Bottleneck, self.stage_sizes, self.width, norm, conv, hidden_layer,
+                        hidden_transform)
     h = jnp.mean(h, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

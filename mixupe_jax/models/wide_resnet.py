@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
                                      output_dtype)
-from mixupe_jax.models.preact_resnet import PreActBlock
+from mixupe_jax.models.preact_resnet import PreActBlock, conv_and_norm, residual_stages
 
 
 class WideResNet(nn.Module):
@@ -31,16 +31,11 @@ class WideResNet(nn.Module):
       raise ValueError(f"WideResNet depth must be 6n + 4 (e.g. 16, 22, 28), got {self.depth}.")
     blocks_per_stage = (self.depth - 4) // 6
     check_hidden_layer(hidden_layer, 3, "WideResNet")
-    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    conv, norm = conv_and_norm(self.dtype, train)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(16, (3, 3))(h)
-    for stage in range(3):
-      for index in range(blocks_per_stage):
-        strides = 2 if stage > 0 and index == 0 else 1
-        h = PreActBlock(16 * self.widen_factor * 2**stage, strides, norm, conv)(h)
-      h = maybe_transform(h, stage + 1, hidden_layer, hidden_transform)
+    h = residual_stages(h, PreActBlock, (blocks_per_stage,) * 3, 16 * self.widen_factor, norm,
+                        conv, hidden_layer, hidden_transform)
     h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

@@ -64,3 +64,25 @@ def default_config() -> ml_collections.ConfigDict:
   config.progress_bar = True
   config.distributed = False  # jax.distributed.initialize() first (multi-host GPU / TPU pods).
   return config
+
+
+def mixup_paper_image_config(name: str, dataset: str) -> ml_collections.ConfigDict:
+  """The Mixup papers' CIFAR recipe (Zhang et al. 2018; the MixupE paper follows it): PreActResNet-18,
+  SGD 0.1 with Nesterov momentum, weight decay 1e-4, batch 128, 200 epochs, learning rate / 10 at
+  epochs 100 and 150, pad-4 crop + flip; MixupE v1 with alpha = 1, eta = 1."""
+  config = default_config()
+  config.name = name
+  config.dataset = dataset
+  config.augment = "crop_flip"
+  config.model.name = "preact_resnet18"
+  config.method, config.alpha, config.eta, config.variant = "mixupe", 1.0, 1.0, "v1"
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.num_epochs = 200
+  config.learning_rate = 0.1
+  config.weight_decay = 1e-4
+  config.schedule = "step"
+  config.decay_epochs = (100, 150)
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  return config
