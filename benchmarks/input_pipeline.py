@@ -1,0 +1,160 @@
+"""Examples/s of the image input pipelines against the train step's examples/s, in one run.
+
+Pipelines (grain, `mixupe_jax.data.pipeline`, `--threads` reader threads):
+  cifar_train     32x32 uint8 from memory, pad-crop-flip, normalize     (the CIFAR / SVHN configs)
+  cifar_eval      the same without augmentation
+  imagenet_train  JPEG bytes (375x500, ImageNet's typical size) decoded, Inception crop to 224
+  imagenet_eval   JPEG decoded, resize + center crop to 224
+The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists (default
+../shared/data/cifar10/cifar10_jpeg.zip), otherwise random ones (same cost). The train step is the
+training system's PreActResNet-18 step (ERM, the cheapest, and MixupE-exact v1 with eta 1) on
+32x32 batches of 32, on this backend. tf.data is measured only where TensorFlow is installed (it is not a dependency).
+
+    python benchmarks/input_pipeline.py --out benchmarks/results/input_pipeline_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+from mixupe_jax.data import pipeline
+
+
+class JpegSource:
+  """JPEG bytes decoded on access, as `tfds.data_source` does for image datasets."""
+
+  def __init__(self, encoded: list[bytes], labels: np.ndarray):
+    self.encoded, self.labels = encoded, labels
+
+  def __len__(self):
+    return len(self.encoded)
+
+  def __getitem__(self, index):
+    return {"image": np.asarray(Image.open(io.BytesIO(self.encoded[index])).convert("RGB")),
+            "label": self.labels[index]}
+
+
+def examples_per_second(batches, batch_size: int, num_batches: int) -> float:
+  next(batches)  # Start the reader threads.
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    next(batches)
+  return num_batches * batch_size / (time.perf_counter() - start)
+
+
+def cifar_images(path: str, count: int, rng) -> tuple[np.ndarray, str]:
+  if os.path.exists(path):
+    from mixupe_jax.data import images
+    train_x, _ = images.load_image_folder(path).splits["train"]
+    return train_x[:count], f"CIFAR-10 from {path}"
+  return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), "random 32x32 (zip absent)"
+
+
+def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from mixupe_jax import losses, parallel
+  from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
+  from mixupe_jax.train import TrainState, make_train_step
+  from mixupe_jax.train.defaults import default_config
+  from mixupe_jax.train.optim import make_optimizer
+  mesh = parallel.data_mesh()
+  inputs = jax.random.normal(jax.random.key(0), (batch_size, 32, 32, 3))
+  labels = jnp.arange(batch_size) % 10
+  module = PreActResNet18(num_classes=10)
+  params, model_state = init_model(module, jax.random.key(1), inputs[:1])
+  schedule = optax.constant_schedule(0.1)
+  optimizer = make_optimizer(default_config(), schedule)
+  loss_fn = losses.make_loss_fn(method, apply_fn=flax_apply_fn(module), num_classes=10,
+                                eta=1.0, variant="v1", x_bar=inputs.mean(0))
+  step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(2))
+  state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, model_state,
+                                        optimizer.init(params)), mesh)
+  batch = tuple(jax.device_put(a, parallel.batch_sharding(mesh)) for a in (inputs, labels))
+  state, metrics = step(state, *batch)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    state, metrics = step(state, *batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  return batch_size / statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--cifar-zip", default="../shared/data/cifar10/cifar10_jpeg.zip")
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--batches", type=int, default=20)
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--step-repeats", type=int, default=3)
+  parser.add_argument("--out", default="benchmarks/input_pipeline.json")
+  args = parser.parse_args()
+  rng = np.random.default_rng(0)
+
+  count = max(4096, args.batch_size * (args.batches + 2))
+  cifar, cifar_origin = cifar_images(args.cifar_zip, count, rng)
+  labels = (np.arange(len(cifar)) % 10).astype(np.int32)
+  encoded = []
+  for _ in range(256):
+    buffer = io.BytesIO()
+    pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    encoded.append(buffer.getvalue())
+  jpegs = JpegSource(encoded, (np.arange(256) % 10).astype(np.int32))
+  imagenet_normalize = pipeline.normalizer("imagenet2012")
+  cifar_normalize = pipeline.normalizer("cifar10")
+  common = dict(batch_size=args.batch_size, seed=0, num_threads=args.threads, process_index=0,
+                process_count=1)
+  small = 32  # ImageNet batches of 32: 256 JPEGs make 8 batches per epoch.
+  rates = {
+      "cifar_train": examples_per_second(pipeline.train_batches(
+          pipeline.ArraySource(cifar, labels), augment=pipeline.cifar_augment,
+          normalize=cifar_normalize, **common), args.batch_size, args.batches),
+      "cifar_eval": examples_per_second(pipeline.eval_batches(
+          pipeline.ArraySource(cifar, labels), batch_size=args.batch_size,
+          normalize=cifar_normalize, process_index=0, process_count=1), args.batch_size,
+          min(args.batches, len(cifar) // args.batch_size - 1)),
+      "imagenet_train": examples_per_second(pipeline.train_batches(
+          jpegs, augment=pipeline.random_resized_crop, normalize=imagenet_normalize,
+          **{**common, "batch_size": small}), small, args.batches),
+  }
+  eval_batches = pipeline.eval_batches(jpegs, batch_size=small, preprocess=pipeline.resize_center_crop,
+                                       normalize=imagenet_normalize, process_index=0,
+                                       process_count=1)
+  rates["imagenet_eval"] = examples_per_second(eval_batches, small, 6)
+  try:
+    import tensorflow  # noqa: F401
+    tf_data = "installed but not measured by this script"
+  except ImportError:
+    tf_data = "not measured: TensorFlow is not installed (tf.data needs it; grain does not)"
+
+  step_rates = {f"train_step_{m}": train_step_rate(m, 32, args.step_repeats)
+                for m in ("erm", "mixupe")}
+  fastest_step = max(step_rates.values())
+  print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads; "
+        f"CIFAR source: {cifar_origin}")
+  print("| stage | examples/s | vs fastest train step |")
+  print("|---|---|---|")
+  for name, rate in {**rates, **step_rates}.items():
+    print(f"| {name} | {rate:.0f} | {rate / fastest_step:.1f}x |")
+  print(f"tf.data: {tf_data}")
+  with open(args.out, "w") as file:
+    json.dump(dict(pipelines=rates, train_steps=step_rates, threads=args.threads,
+                   cifar_source=cifar_origin, tf_data=tf_data, machine=platform.machine(),
+                   cpus=os.cpu_count()), file, indent=2)
+
+
+if __name__ == "__main__":
+  main()
