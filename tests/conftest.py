@@ -4,10 +4,14 @@ XLA reads the flag when jax initializes its backends, so it is set before anythi
 """
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Cached x_bar files go to a throw-away folder (inherited by train.py subprocesses), never next to
+# the offline data the tests read.
+os.environ["MIXUPE_JAX_CACHE"] = tempfile.mkdtemp(prefix="mixupe_jax_test_cache_")
 
 import jax  # noqa: E402  (after the flag on purpose)
 import jax.numpy as jnp  # noqa: E402

@@ -154,11 +154,15 @@ def test_cifar_pickles(tmp_path):
     images.load_cifar_pickles(str(tmp_path))
 
 
-def test_x_bar_streams_and_caches_atomically(tmp_path):
+def test_x_bar_streams_and_caches_atomically(tmp_path, monkeypatch):
   inputs = np.random.default_rng(0).normal(size=(1001, 3, 2)).astype(np.float32)
   np.testing.assert_allclose(data.x_bar(inputs, batch_size=64), inputs.mean(0), atol=1e-6)
   scaled = data.x_bar(inputs, preprocess=lambda b: 2 * b + 1, batch_size=100)
   np.testing.assert_allclose(scaled, 2 * inputs.mean(0) + 1, atol=1e-5)
+  monkeypatch.setenv("MIXUPE_JAX_CACHE", str(tmp_path / "chosen"))
+  assert statistics.cache_path_for(str(tmp_path / "set.zip"), "set").startswith(
+      str(tmp_path / "chosen" / "x_bar-"))
+  monkeypatch.delenv("MIXUPE_JAX_CACHE")
   path = statistics.cache_path_for(str(tmp_path / "set.zip"), "set|preprocess-v1")
   assert path.startswith(str(tmp_path / "set.zip.x_bar-"))
   calls = []

@@ -48,16 +48,19 @@ def array_batches(inputs: np.ndarray, batch_size: int,
 
 
 def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
-  """`<dataset>.x_bar-<hash>.npy` next to the dataset when its folder is writable, else under
-  $MIXUPE_JAX_CACHE (default ~/.cache/mixupe_jax)."""
+  """Under $MIXUPE_JAX_CACHE when it is set (a folder you choose, e.g. when the data folder is
+  shared); else `<dataset>.x_bar-<hash>.npy` next to the dataset when its folder is writable; else
+  under ~/.cache/mixupe_jax."""
   digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+  chosen = os.environ.get("MIXUPE_JAX_CACHE")
+  if chosen:
+    return os.path.join(chosen, f"x_bar-{digest}.npy")
   if dataset_path:
     base = os.path.abspath(dataset_path).rstrip(os.sep)
     folder = os.path.dirname(base)
     if os.access(folder, os.W_OK):
       return f"{base}.x_bar-{digest}.npy"
-  folder = os.environ.get("MIXUPE_JAX_CACHE", os.path.expanduser("~/.cache/mixupe_jax"))
-  return os.path.join(folder, f"x_bar-{digest}.npy")
+  return os.path.join(os.path.expanduser("~/.cache/mixupe_jax"), f"x_bar-{digest}.npy")
 
 
 def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
