@@ -62,25 +62,13 @@ def cifar_images(path: str, count: int, rng) -> tuple[np.ndarray, str]:
 def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
   import jax
   import jax.numpy as jnp
-  import optax
-  from mixupe_jax import losses, parallel
-  from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
-  from mixupe_jax.train import TrainState, make_train_step
-  from mixupe_jax.train.defaults import default_config
-  from mixupe_jax.train.optim import make_optimizer
-  mesh = parallel.data_mesh()
+  from mixupe_jax.models import PreActResNet18
+  from train_throughput import compiled_train_step  # The sibling benchmark's step builder.
   inputs = jax.random.normal(jax.random.key(0), (batch_size, 32, 32, 3))
   labels = jnp.arange(batch_size) % 10
-  module = PreActResNet18(num_classes=10)
-  params, model_state = init_model(module, jax.random.key(1), inputs[:1])
-  schedule = optax.constant_schedule(0.1)
-  optimizer = make_optimizer(default_config(), schedule)
-  loss_fn = losses.make_loss_fn(method, apply_fn=flax_apply_fn(module), num_classes=10,
-                                eta=1.0, variant="v1", x_bar=inputs.mean(0))
-  step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(2))
-  state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, model_state,
-                                        optimizer.init(params)), mesh)
-  batch = tuple(jax.device_put(a, parallel.batch_sharding(mesh)) for a in (inputs, labels))
+  options = dict(method=method, eta=1.0, variant="v1")
+  step, state, batch = compiled_train_step(PreActResNet18(num_classes=10), options, inputs,
+                                           labels, 10)
   state, metrics = step(state, *batch)
   jax.block_until_ready(metrics)
   times = []
@@ -135,7 +123,7 @@ def main():
                                        process_count=1)
   rates["imagenet_eval"] = examples_per_second(eval_batches, small, 6)
   try:
-    import tensorflow  # noqa: F401
+    import tensorflow  # noqa: F401  (only whether it imports)
     tf_data = "installed but not measured by this script"
   except ImportError:
     tf_data = "not measured: TensorFlow is not installed (tf.data needs it; grain does not)"

@@ -53,6 +53,23 @@ def step_flops(compiled) -> float | None:
   return float(analysis["flops"]) if analysis and "flops" in analysis else None
 
 
+def compiled_train_step(module, method_options: dict, inputs, labels, num_classes: int):
+  """(the training system's step compiled for this batch, a fresh state, the sharded batch) for
+  `module` on a mesh of every device, SGD Nesterov, loss `make_loss_fn(**method_options)`."""
+  mesh = parallel.data_mesh()
+  parallel.check_divisible(len(inputs), mesh)
+  params, model_state = init_model(module, jax.random.key(0), inputs[:1])
+  schedule = optax.constant_schedule(0.1)
+  optimizer = make_optimizer(default_config(), schedule)
+  batch = tuple(jax.device_put(a, parallel.batch_sharding(mesh)) for a in (inputs, labels))
+  loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=num_classes,
+                                x_bar=jnp.mean(inputs, axis=0), **method_options)
+  step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(1))
+  state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, model_state,
+                                        optimizer.init(params)), mesh)
+  return step.lower(state, *batch).compile(), state, batch
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="preact_resnet18")
@@ -67,25 +84,14 @@ def main():
 
   mesh = parallel.data_mesh()
   parallel.check_divisible(args.batch_size, mesh)
-  key = jax.random.key(0)
-  inputs = jax.random.normal(key, (args.batch_size, args.image_size, args.image_size, 3))
+  inputs = jax.random.normal(jax.random.key(0),
+                             (args.batch_size, args.image_size, args.image_size, 3))
   labels = jnp.arange(args.batch_size) % args.num_classes
   module = build_model(args.model, num_classes=args.num_classes, dtype=args.dtype)
-  params, model_state = init_model(module, key, inputs[:1])
-  config = default_config()
-  schedule = optax.constant_schedule(0.1)
-  optimizer = make_optimizer(config, schedule)
-  batch = tuple(jax.device_put(a, parallel.batch_sharding(mesh)) for a in (inputs, labels))
 
   steps, states, flops = {}, {}, {}
   for name, options in METHODS.items():
-    loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=args.num_classes,
-                                  x_bar=jnp.mean(inputs, axis=0), **options)
-    step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(1))
-    # A fresh copy per method: the step donates (and so deletes) the state it is given.
-    state = parallel.replicate(jax.tree.map(jnp.array, TrainState(
-        jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))), mesh)
-    step = step.lower(state, *batch).compile()
+    step, state, batch = compiled_train_step(module, options, inputs, labels, args.num_classes)
     flops[name] = step_flops(step)
     state, metrics = step(state, *batch)  # Warm up.
     jax.block_until_ready(metrics)

@@ -165,7 +165,7 @@ def test_an_unfinished_save_never_replaces_the_finished_checkpoint(tmp_path):
   from mixupe_jax.train.checkpoint import Checkpointer
   state = {"w": jnp.arange(3.0)}
   checkpointer = Checkpointer(str(tmp_path), max_to_keep=2)
-  checkpointer.save(5, state, force=True)
+  checkpointer.save(5, state)
   checkpointer.wait()
   # What a save killed mid-write leaves: a temporary folder of a later step, never renamed.
   partial = tmp_path / "9.orbax-checkpoint-tmp-1700000000"

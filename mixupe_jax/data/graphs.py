@@ -19,7 +19,7 @@ from mixupe_jax.data.base import DataError, GraphDataset, require_file
 
 
 def _load(directory: str, name: str, part: str):
-  path = require_file(os.path.join(directory, f"ind.{name}.{part}"), f"Planetoid file")
+  path = require_file(os.path.join(directory, f"ind.{name}.{part}"), "Planetoid file")
   try:
     if part == "test.index":
       with open(path) as file:

@@ -80,14 +80,27 @@ def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
   return value
 
 
+def streamed_x_bar(batches: Callable[[], Iterable[np.ndarray]], *,
+                   cache_path: str | None = None) -> np.ndarray:
+  """x_bar over `batches()` (this process's preprocessed training inputs), averaged across
+  processes, cached at `cache_path` when given.
+
+  With several processes the cache is bypassed: the means are combined by a collective every
+  process must join, which a cache hit on one host would skip.
+  """
+
+  def compute():
+    mean, count = streaming_mean(batches())
+    return combine_across_processes(mean, count)
+
+  import jax  # Imported here: the data package does not need jax otherwise.
+  if cache_path is None or jax.process_count() > 1:
+    return np.asarray(compute(), np.float32)
+  return cached_x_bar(cache_path, compute)
+
+
 def x_bar(inputs: np.ndarray, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
           batch_size: int = 4096, cache_path: str | None = None) -> np.ndarray:
   """x_bar of `inputs` after `preprocess`, streamed in batches, averaged across processes."""
-
-  def compute():
-    mean, count = streaming_mean(array_batches(inputs, batch_size, preprocess))
-    return combine_across_processes(mean, count)
-
-  if cache_path is None:
-    return np.asarray(compute(), np.float32)
-  return cached_x_bar(cache_path, compute)
+  return streamed_x_bar(lambda: array_batches(inputs, batch_size, preprocess),
+                        cache_path=cache_path)

@@ -21,18 +21,19 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, save_every_steps: int = 1000):
+  """The training loop decides when to save (its interval, the end, preemption); this saves
+  whenever asked and keeps the newest `max_to_keep`."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3):
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             save_interval_steps=save_every_steps))
+        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Saves at `step` when it falls on the interval (always with `force`); async, see wait."""
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  def save(self, step: int, state: Any) -> bool:
+    """Saves `state` as step `step`, asynchronously (see `wait`)."""
+    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def restore_latest(self, like: Any) -> Any | None:
     """The newest finished checkpoint restored with `like`'s structure, shardings and dtypes,

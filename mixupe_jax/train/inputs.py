@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -40,7 +40,6 @@ class Inputs:
   example_shape: tuple[int, ...]
   train_batches: Callable[[int], Iterator[Batch]]
   eval_batches: dict[str, Callable[[], Iterator[EvalBatch]]]
-  preprocess: Callable[[np.ndarray], np.ndarray] | None
   train_inputs: Callable[[], Iterator[np.ndarray]]  # Preprocessed, unaugmented: for x_bar.
   dataset_path: str | None = None
   x_bar_fingerprint: str = ""  # What x_bar depends on: names its cache file.
@@ -128,8 +127,7 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
         eval_batches={eval_split: functools.partial(
             padded, eval_source, num_examples=len(eval_source), preprocess=resize,
             normalize=normalize)},
-        preprocess=normalize, train_inputs=train_inputs,
-        dataset_path=data_dir or None, x_bar_fingerprint=f"{spec}|{image_size}")
+        train_inputs=train_inputs, dataset_path=data_dir or None, x_bar_fingerprint=f"{spec}|{image_size}")
 
   dataset = data_lib.load(spec)
   if isinstance(dataset, data_lib.GraphDataset):
@@ -164,8 +162,7 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       eval_batches={split: functools.partial(padded, pipeline.ArraySource(x, y),
                                              num_examples=len(x), normalize=normalize)
                     for split, (x, y) in splits.items() if split != "train"},
-      preprocess=normalize, train_inputs=train_inputs,
-      dataset_path=data_lib.dataset_path(spec),
+      train_inputs=train_inputs, dataset_path=data_lib.dataset_path(spec),
       x_bar_fingerprint=f"{spec}|validation={config.validation_fraction}|seed={config.seed}")
 
 
@@ -188,21 +185,14 @@ def _graph_inputs(spec: str, graph: data_lib.GraphDataset) -> Inputs:
       name=spec, num_classes=graph.num_classes, num_train=len(ids["train"]),
       example_shape=features.shape[1:], train_batches=train_batches,
       eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
-      preprocess=None, train_inputs=lambda: iter([features[ids["train"]]]),
+      train_inputs=lambda: iter([features[ids["train"]]]),
       dataset_path=None, graph=graph)
 
 
-def compute_x_bar(inputs: Inputs, process_count: int) -> np.ndarray:
-  """x_bar over the preprocessed training inputs of every process, cached next to the dataset.
-
-  With several processes the cache is bypassed: each process streams its shard and the means are
-  combined by a collective every process must join, which a cache hit on one host would skip.
-  """
-  def compute():
-    mean, count = statistics.streaming_mean(inputs.train_inputs())
-    return statistics.combine_across_processes(mean, count)
-
-  if inputs.dataset_path is None or process_count > 1:
-    return np.asarray(compute(), np.float32)
-  return statistics.cached_x_bar(
-      statistics.cache_path_for(inputs.dataset_path, inputs.x_bar_fingerprint), compute)
+def compute_x_bar(inputs: Inputs) -> np.ndarray:
+  """x_bar over the preprocessed training inputs of every process, cached next to the dataset
+  (see `statistics.streamed_x_bar`)."""
+  cache_path = None
+  if inputs.dataset_path is not None:
+    cache_path = statistics.cache_path_for(inputs.dataset_path, inputs.x_bar_fingerprint)
+  return statistics.streamed_x_bar(inputs.train_inputs, cache_path=cache_path)

@@ -89,27 +89,31 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
 
   model_options = {k: v for k, v in config.model.items() if k != "name"}
+  if data.graph is not None:
+    model_options["edges"] = normalized_edges(data.graph.adjacency)
+  model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
+                      **model_options)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   if data.graph is None:
-    model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
-                        **model_options)
     train_apply = flax_apply_fn(model, train=True)
-    eval_apply = {split: flax_apply_fn(model, train=False) for split in data.eval_batches}
+    # One eval step (one compilation) serves every split.
+    eval_step = make_eval_step(flax_apply_fn(model, train=False), mesh)
+    eval_steps = {split: eval_step for split in data.eval_batches}
     sample = jnp.zeros((1,) + tuple(data.example_shape), jnp.float32)
   else:
     graph = data.graph
-    model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
-                        edges=normalized_edges(graph.adjacency), **model_options)
     ids = graph.split_indices
     train_apply = node_apply_fn(model, graph.features, ids["train"], train=True)
-    eval_apply = {split: node_apply_fn(model, graph.features, ids[split], train=False)
+    # The batch of a split is its nodes, so each split has its own apply function.
+    eval_steps = {split: make_eval_step(node_apply_fn(model, graph.features, ids[split],
+                                                      train=False), mesh)
                   for split in data.eval_batches}
     sample = jnp.asarray(graph.features)
   params, model_state = init_model(model, init_key, sample)
 
   x_bar = None
   if _needs_x_bar(config):
-    x_bar = jnp.asarray(inputs_lib.compute_x_bar(data, process_count))
+    x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
   mixer = losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
                             **config.mixer_options)
   loss_fn = losses.make_loss_fn(
@@ -139,7 +143,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                mesh.size, f", resuming at step {start_step}" if start_step else "")
 
   train_step = make_train_step(loss_fn, optimizer, schedule, mesh, step_key)
-  eval_steps = {split: make_eval_step(apply_fn, mesh) for split, apply_fn in eval_apply.items()}
 
   def evaluate(state) -> dict[str, dict[str, float]]:
     results = {}
@@ -203,7 +206,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
         progress.set_postfix(postfix, refresh=False)
         if save or preempted:
-          checkpointer.save(done, state, force=True)
+          checkpointer.save(done, state)
         if preempted:
           checkpointer.wait()
           logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
