@@ -8,7 +8,9 @@ Pipelines (grain, `mixupe_jax.data.pipeline`, `--threads` reader threads):
 The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists (default
 ../shared/data/cifar10/cifar10_jpeg.zip), otherwise random ones (same cost). The train step is the
 training system's PreActResNet-18 step (ERM, the cheapest, and MixupE-exact v1 with eta 1) on
-32x32 batches of 32, on this backend. tf.data is measured only where TensorFlow is installed (it is not a dependency).
+32x32 batches of 32, on this backend. The same four pipelines in tf.data (TensorFlow ops, the same
+thread count, the same in-memory arrays and JPEG bytes) are measured in the same run, which is
+what `mixupe_jax.data.pipeline`'s choice of grain rests on.
 
     python benchmarks/input_pipeline.py --out benchmarks/results/input_pipeline_cpu.json
 """
@@ -57,6 +59,67 @@ def cifar_images(path: str, count: int, rng) -> tuple[np.ndarray, str]:
     train_x, _ = images.load_image_folder(path).splits["train"]
     return train_x[:count], f"CIFAR-10 from {path}"
   return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), "random 32x32 (zip absent)"
+
+
+def tf_data_rates(cifar, labels, encoded, args) -> dict[str, float]:
+  """examples/s of the same four pipelines written in tf.data."""
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")  # Input pipelines run on the host.
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = args.threads
+  options.deterministic = True
+  parallel = args.threads
+
+  def cifar_normalize(image):
+    mean, std = (tf.constant(v) for v in pipeline.CHANNEL_STATISTICS["cifar10"])
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+  def cifar_augment(image, label):
+    padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    image = tf.image.random_flip_left_right(tf.image.random_crop(padded, [32, 32, 3]))
+    return cifar_normalize(image), label
+
+  def imagenet_normalize(image):
+    mean, std = (tf.constant(v) for v in pipeline.CHANNEL_STATISTICS["imagenet2012"])
+    return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+
+  def inception_crop(data, label):
+    shape = tf.image.extract_jpeg_shape(data)
+    begin, size, _ = tf.image.sample_distorted_bounding_box(
+        shape, tf.zeros([0, 0, 4]), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
+        max_attempts=10, use_image_if_no_bounding_boxes=True)
+    window = tf.stack([begin[0], begin[1], size[0], size[1]])
+    image = tf.image.decode_and_crop_jpeg(data, window, channels=3)
+    image = tf.image.random_flip_left_right(tf.image.resize(image, [224, 224]))
+    return imagenet_normalize(image), label
+
+  def center_crop(data, label):
+    image = tf.image.decode_jpeg(data, channels=3)
+    shape = tf.shape(image)
+    scale = 256.0 / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32)
+    new_size = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32)
+    image = tf.image.resize_with_crop_or_pad(tf.image.resize(image, new_size), 224, 224)
+    return imagenet_normalize(image), label
+
+  small = 32
+  jpeg_labels = (np.arange(len(encoded)) % 10).astype(np.int32)
+  pipelines = {
+      "cifar_train": (tf.data.Dataset.from_tensor_slices((cifar, labels)).shuffle(len(cifar), seed=0)
+                      .repeat().map(cifar_augment, num_parallel_calls=parallel), args.batch_size),
+      "cifar_eval": (tf.data.Dataset.from_tensor_slices((cifar, labels)).repeat().map(
+          lambda image, label: (cifar_normalize(image), label), num_parallel_calls=parallel),
+          args.batch_size),
+      "imagenet_train": (tf.data.Dataset.from_tensor_slices((encoded, jpeg_labels)).shuffle(
+          len(encoded), seed=0).repeat().map(inception_crop, num_parallel_calls=parallel), small),
+      "imagenet_eval": (tf.data.Dataset.from_tensor_slices((encoded, jpeg_labels)).repeat().map(
+          center_crop, num_parallel_calls=parallel), small),
+  }
+  rates = {}
+  for name, (dataset, batch_size) in pipelines.items():
+    batches = dataset.batch(batch_size, drop_remainder=True).prefetch(4).with_options(options)
+    rates[name] = examples_per_second(batches.as_numpy_iterator(), batch_size,
+                                      args.batches if name.startswith("cifar") else 6)
+  return rates
 
 
 def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
@@ -122,25 +185,25 @@ def main():
                                        normalize=imagenet_normalize, process_index=0,
                                        process_count=1)
   rates["imagenet_eval"] = examples_per_second(eval_batches, small, 6)
-  try:
-    import tensorflow  # noqa: F401  (only whether it imports)
-    tf_data = "installed but not measured by this script"
-  except ImportError:
-    tf_data = "not measured: TensorFlow is not installed (tf.data needs it; grain does not)"
+  tf_rates = tf_data_rates(cifar, labels, encoded, args)
 
   step_rates = {f"train_step_{m}": train_step_rate(m, 32, args.step_repeats)
                 for m in ("erm", "mixupe")}
   fastest_step = max(step_rates.values())
   print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads; "
         f"CIFAR source: {cifar_origin}")
-  print("| stage | examples/s | vs fastest train step |")
-  print("|---|---|---|")
-  for name, rate in {**rates, **step_rates}.items():
-    print(f"| {name} | {rate:.0f} | {rate / fastest_step:.1f}x |")
-  print(f"tf.data: {tf_data}")
+  print("| stage | grain examples/s | tf.data examples/s | grain / tf.data | grain vs fastest "
+        "train step |")
+  print("|---|---|---|---|---|")
+  for name, rate in rates.items():
+    print(f"| {name} | {rate:.0f} | {tf_rates[name]:.0f} | {rate / tf_rates[name]:.2f}x | "
+          f"{rate / fastest_step:.1f}x |")
+  for name, rate in step_rates.items():
+    print(f"| {name} | {rate:.0f} | | | 1.0x |" if rate == fastest_step else
+          f"| {name} | {rate:.0f} | | | {rate / fastest_step:.1f}x |")
   with open(args.out, "w") as file:
-    json.dump(dict(pipelines=rates, train_steps=step_rates, threads=args.threads,
-                   cifar_source=cifar_origin, tf_data=tf_data, machine=platform.machine(),
+    json.dump(dict(pipelines=rates, tf_data_pipelines=tf_rates, train_steps=step_rates,
+                   threads=args.threads, cifar_source=cifar_origin, machine=platform.machine(),
                    cpus=os.cpu_count()), file, indent=2)
 
 

@@ -7,6 +7,7 @@ this model to constant outputs within the first epoch (test accuracy 0.10), whil
 and Mixup and v3 0.64-0.65 after one epoch (one seed, learning rate 0.01).
 
     python train.py --config=configs/fsdd_cnn.py --config.dataset=fsdd:/path/to/recordings
+    python train.py --config=configs/fsdd_cnn.py --config.dataset=tfds:spoken_digit   # same split
 """
 
 from mixupe_jax.train.defaults import default_config

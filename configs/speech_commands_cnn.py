@@ -4,6 +4,10 @@ fsdd_cnn.py. Every word folder is a class (30 in v0.01, 35 in v0.02).
 
     python train.py --config=configs/speech_commands_cnn.py \
         --config.dataset=speech_commands:/path/to/speech_commands_v0.02
+    python train.py --config=configs/speech_commands_cnn.py --config.dataset=tfds:speech_commands
+
+Through TFDS (downloaded and prepared on first use) the classes are TFDS's 12: ten words,
+silence and unknown.
 """
 
 from mixupe_jax.train.defaults import default_config

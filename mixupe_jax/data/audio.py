@@ -5,6 +5,11 @@
 
 Every clip is zero-padded or cut to `duration` seconds, so all spectrograms share one shape
 [frames, num_mels, 1]. FSDD's own split: index 0-4 of each speaker and digit is test, 5-49 train.
+
+The same features come from TFDS (`load_tfds_audio`: `spoken_digit`, which is FSDD with one
+"train" split, so the file names give FSDD's split; `speech_commands`, with its own three splits).
+The clips are small (1 s), so they are decoded once into memory and go through the same array
+pipeline as the offline loaders; every host decodes them and then reads only its own shard.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import scipy.io.wavfile
 from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
 
 FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
+# 32 ms / 25 ms windows with 10 ms hops at 8 kHz / 16 kHz.
+FSDD_WINDOWS = {"fft_size": 256, "hop": 80}
+SPEECH_COMMANDS_WINDOWS = {"fft_size": 400, "hop": 160}
 
 
 def mel_filterbank(num_mels: int, fft_size: int, sample_rate: int) -> np.ndarray:
@@ -45,6 +53,14 @@ def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, fft_size: int =
       np.float32)
 
 
+def clip_spectrogram(signal: np.ndarray, sample_rate: int, duration: float, *,
+                     fft_size: int, hop: int) -> np.ndarray:
+  """A mono float signal, zero-padded or cut to `duration` s -> log-mel [frames, 40, 1]."""
+  length = int(round(duration * sample_rate))
+  signal = np.pad(signal[:length], (0, max(0, length - len(signal))))
+  return log_mel_spectrogram(signal, sample_rate, fft_size=fft_size, hop=hop)[..., None]
+
+
 def read_wav(data: bytes, where: str, sample_rate: int) -> np.ndarray:
   """A mono wav at `sample_rate` -> float32 in [-1, 1]."""
   try:
@@ -65,23 +81,20 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
   """The Free Spoken Digit Dataset from its recordings folder or zip -> float32 [N, T, 40, 1]."""
   require_file(path, "FSDD recordings folder or zip")
   members, read = list_members(path, "{digit}_{speaker}_{index}.wav files")
-  length = int(round(duration * sample_rate))
   splits = {"train": ([], []), "test": ([], [])}
   for member in sorted(members):
     match = FSDD_NAME.search(member)
     if not match:
       continue
     digit, _, index = match.groups()
-    signal = read_wav(read(member), f"{path}:{member}", sample_rate)[:length]
-    signal = np.pad(signal, (0, length - len(signal)))
+    signal = read_wav(read(member), f"{path}:{member}", sample_rate)
     split = "test" if int(index) in test_indices else "train"
-    splits[split][0].append(log_mel_spectrogram(signal, sample_rate)[..., None])
+    splits[split][0].append(clip_spectrogram(signal, sample_rate, duration, **FSDD_WINDOWS))
     splits[split][1].append(int(digit))
   if not splits["train"][0]:
     raise DataError(f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files.")
-  arrays = {split: (np.stack(x) if x else np.zeros((0,)), np.asarray(y, np.int32))
-            for split, (x, y) in splits.items()}
-  return ArrayDataset(name, arrays, 10, tuple(str(d) for d in range(10)))
+  return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, FSDD_WINDOWS), 10,
+                      tuple(str(d) for d in range(10)))
 
 
 def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float = 1.0,
@@ -106,16 +119,62 @@ def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float
   if not class_names:
     raise DataError(f"{path} holds no <word>/<file>.wav recordings.")
   label_of = {word: index for index, word in enumerate(class_names)}
-  length = int(round(duration * sample_rate))
   splits = {"train": ([], []), "validation": ([], []), "test": ([], [])}
   for member in wavs:
-    signal = read_wav(read(member), f"{path}:{member}", sample_rate)[:length]
-    signal = np.pad(signal, (0, length - len(signal)))
+    signal = read_wav(read(member), f"{path}:{member}", sample_rate)
     split = next((s for s, names in lists.items() if member in names), "train")
-    spectrogram = log_mel_spectrogram(signal, sample_rate, fft_size=400, hop=160)
-    splits[split][0].append(spectrogram[..., None])
+    splits[split][0].append(clip_spectrogram(signal, sample_rate, duration,
+                                             **SPEECH_COMMANDS_WINDOWS))
     splits[split][1].append(label_of[member.split("/")[-2]])
-  arrays = {split: (np.stack(x) if x else np.zeros((0, 1 + (length - 400) // 160, 40, 1),
-                                                   np.float32), np.asarray(y, np.int32))
-            for split, (x, y) in splits.items()}
-  return ArrayDataset(name, arrays, len(class_names), class_names)
+  return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
+                      len(class_names), class_names)
+
+
+def _stack_splits(splits, sample_rate: int, duration: float, windows: dict[str, int]):
+  """{split: (list of spectrograms, list of labels)} -> {split: (float32 [N, T, 40, 1], int32)}."""
+  frames = 1 + (int(round(duration * sample_rate)) - windows["fft_size"]) // windows["hop"]
+  return {split: (np.stack(x) if x else np.zeros((0, frames, 40, 1), np.float32),
+                  np.asarray(y, np.int32)) for split, (x, y) in splits.items()}
+
+
+# TFDS audio: (sample rate, analysis windows). 16-bit PCM samples scale to [-1, 1] as read_wav does.
+TFDS_AUDIO_DATASETS = {"spoken_digit": (8000, FSDD_WINDOWS),
+                       "speech_commands": (16000, SPEECH_COMMANDS_WINDOWS)}
+PCM16_FULL_SCALE = float(np.iinfo(np.int16).max)
+
+
+def load_tfds_audio(name: str, data_dir: str | None = None, *, duration: float = 1.0,
+                    test_indices: range = range(5)) -> ArrayDataset:
+  """`spoken_digit` or `speech_commands` through `tfds.data_source` (prepared ArrayRecord files,
+  `tfds.data_source(name, data_dir=...)` downloads and prepares them where there is internet)
+  -> the same log-mel arrays as `load_fsdd` / `load_speech_commands`."""
+  if name not in TFDS_AUDIO_DATASETS:
+    raise DataError(f"Unknown TFDS audio dataset {name!r}; valid: "
+                    f"{', '.join(TFDS_AUDIO_DATASETS)}.")
+  import tensorflow_datasets as tfds
+
+  sample_rate, windows = TFDS_AUDIO_DATASETS[name]
+  has_test = name == "speech_commands"
+  names = ("train", "validation", "test") if has_test else ("train",)
+  splits = {"train": ([], []), "test": ([], [])} | ({"validation": ([], [])} if has_test else {})
+  label_feature = tfds.builder(name, data_dir=data_dir).info.features["label"]
+  for split in names:
+    source = tfds.data_source(name, split=split, data_dir=data_dir)
+    for index in range(len(source)):
+      record = source[index]
+      signal = np.asarray(record["audio"]).astype(np.float32) / PCM16_FULL_SCALE
+      target = split
+      if not has_test:  # spoken_digit: FSDD's split by the recording's index in its file name.
+        file_name = record["audio/filename"]
+        file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
+        match = FSDD_NAME.search(file_name)
+        if not match:
+          raise DataError(f"tfds:{name} record {index} has file name {file_name!r}; expected "
+                          "{digit}_{speaker}_{index}.wav, which gives FSDD's train/test split.")
+        target = "test" if int(match.group(3)) in test_indices else "train"
+      splits[target][0].append(clip_spectrogram(signal, sample_rate, duration, **windows))
+      splits[target][1].append(int(record["label"]))
+  # ArrayDataset checks every label against num_classes.
+  return ArrayDataset(f"tfds:{name}", _stack_splits(splits, sample_rate, duration, windows),
+                      label_feature.num_classes,
+                      tuple(label_feature.names))

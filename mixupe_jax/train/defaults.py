@@ -22,6 +22,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.crop_padding = 4
   config.flip = True
   config.input_threads = 2
+  config.eval_splits = ()  # Splits to evaluate; () = every split but train (e.g. only "validation").
 
   # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
   config.model = ml_collections.ConfigDict({"name": "mlp"})

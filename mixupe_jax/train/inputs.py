@@ -1,7 +1,8 @@
 """The input side of training, built from the config: data, batches per process, x_bar.
 
-`config.dataset` is `tfds:<name>` (cifar10, cifar100, svhn_cropped, imagenet2012, through
-`tfds.data_source`) or any spec `mixupe_jax.data.load` reads (idx:, imagefolder:, cifar_pickle:,
+`config.dataset` is `tfds:<name>` (images streamed through `tfds.data_source`: cifar10, cifar100,
+svhn_cropped, imagenet2012; audio decoded to log-mel arrays: spoken_digit, speech_commands) or any
+spec `mixupe_jax.data.load` reads (idx:, imagefolder:, cifar_pickle:,
 fsdd:, planetoid:, uci:, sklearn:). Images are normalized per channel (published statistics for
 the TFDS sets, training-split statistics otherwise); features and spectrograms are used as loaded.
 Graphs train full-batch on the training nodes.
@@ -21,7 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mixupe_jax import data as data_lib
-from mixupe_jax.data import pipeline, statistics, tabular
+from mixupe_jax.data import audio, pipeline, statistics, tabular
 
 Batch = tuple[np.ndarray, np.ndarray]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -80,6 +81,18 @@ def _augmentation(config, image_size: int | None):
   return None
 
 
+# Runs of an experiment suite share one process: the decoded dataset (e.g. 60,000 CIFAR JPEGs) is
+# read once. Loaders return fresh arrays and nothing downstream writes into them.
+_load_offline = functools.lru_cache(maxsize=2)(data_lib.load)
+
+
+def _load_dataset(spec: str, data_dir: str | None):
+  """The arrays of an offline spec, or of a TFDS audio set (decoded whole; see data.audio)."""
+  if spec.startswith("tfds:"):
+    return audio.load_tfds_audio(spec.removeprefix("tfds:"), data_dir)
+  return _load_offline(spec)
+
+
 def _split_for_validation(dataset, fraction: float, seed: int):
   """Carves a seeded, stratified validation split out of the training split."""
   if not fraction:
@@ -102,9 +115,10 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
         source, batch_size=local_batch_size, seed=config.seed, augment=augment,
         normalize=normalize, start_step=start_step, num_threads=config.input_threads, **shard)
 
-  if spec.startswith("tfds:"):
-    name = spec.removeprefix("tfds:")
-    data_dir = config.get("data_dir") or None
+  data_dir = config.get("data_dir") or None
+  tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
+  if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
+    name = tfds_name
     train_source = pipeline.tfds_source(name, "train", data_dir)
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
     eval_source = pipeline.tfds_source(name, eval_split, data_dir)
@@ -129,7 +143,7 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
             normalize=normalize)},
         train_inputs=train_inputs, dataset_path=data_dir or None, x_bar_fingerprint=f"{spec}|{image_size}")
 
-  dataset = data_lib.load(spec)
+  dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
     return _graph_inputs(spec, dataset)
   splits = _split_for_validation(dataset, config.validation_fraction, config.seed)
@@ -162,7 +176,8 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       eval_batches={split: functools.partial(padded, pipeline.ArraySource(x, y),
                                              num_examples=len(x), normalize=normalize)
                     for split, (x, y) in splits.items() if split != "train"},
-      train_inputs=train_inputs, dataset_path=data_lib.dataset_path(spec),
+      train_inputs=train_inputs,
+      dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
       x_bar_fingerprint=f"{spec}|validation={config.validation_fraction}|seed={config.seed}")
 
 

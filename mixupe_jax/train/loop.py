@@ -71,6 +71,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
       config, local_batch_size=config.batch_size // process_count,
       local_eval_batch_size=config.eval_batch_size // process_count,
       process_index=process_index, process_count=process_count)
+  if config.eval_splits:
+    unknown = set(config.eval_splits) - set(data.eval_batches)
+    if unknown:
+      raise ValueError(f"eval_splits {sorted(unknown)} not in {data.name}'s splits "
+                       f"{sorted(data.eval_batches)}.")
+    data.eval_batches = {split: data.eval_batches[split] for split in config.eval_splits}
 
   if data.graph is not None:
     # One graph, full batch: a single device (there is no batch worth splitting).

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+METRICS_FILE = "metrics.jsonl"
 
 class MetricLog:
 
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = os.path.join(workdir, METRICS_FILE)
     self._tensorboard = None
     if enabled:
       from tensorboardX import SummaryWriter

@@ -1,0 +1,49 @@
+"""Runs an experiment suite, resuming where a previous invocation stopped:
+
+    python -m mixupe_jax.experiments --suite cpu [--data_dir ../shared/data] [--datasets cora,digits]
+
+Runs go to --workdir (default workdir/experiments/<suite>), the table to --results_dir (default
+results/ for the cpu suite, the workdir for the others).
+"""
+
+import logging
+import os
+import time
+
+from absl import app, flags
+
+from mixupe_jax.experiments import report, runner, suites
+
+flags.DEFINE_string("suite", "cpu", f"One of: {', '.join(suites.SUITES)}.")
+flags.DEFINE_string("workdir", None, "Run directories (default workdir/experiments/<suite>).")
+flags.DEFINE_string("results_dir", None, "Where results.json and results.md go.")
+flags.DEFINE_string("data_dir", "../shared/data", "Folder holding the offline datasets.")
+flags.DEFINE_string("configs_dir", runner.DEFAULT_CONFIGS_DIR, "The configs/ folder.")
+flags.DEFINE_list("datasets", None, "Only these datasets of the suite (default: all).")
+
+
+class _DropLibraryInfo(logging.Filter):
+  def filter(self, record):
+    return record.levelno >= logging.WARNING
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.getLogger("absl").addFilter(_DropLibraryInfo())  # One line per run is the progress.
+  FLAGS = flags.FLAGS
+  suite = suites.get_suite(FLAGS.suite)
+  workdir = FLAGS.workdir or os.path.join("workdir", "experiments", suite.name)
+  results_dir = FLAGS.results_dir or ("results" if suite.name == "cpu" else workdir)
+  start = time.perf_counter()
+  outcome = runner.run_suite(suite, workdir, configs_dir=FLAGS.configs_dir,
+                             data_dir=FLAGS.data_dir, datasets=FLAGS.datasets)
+  results = report.aggregate(suite, outcome, seconds=time.perf_counter() - start)
+  json_path, markdown_path = report.write(results, suite, results_dir)
+  with open(markdown_path) as file:
+    print(file.read())
+  print(f"Wrote {json_path} and {markdown_path}; runs are in {workdir}.")
+
+
+if __name__ == "__main__":
+  app.run(main)

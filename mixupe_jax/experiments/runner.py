@@ -1,0 +1,250 @@
+"""Runs a suite: per dataset, first the eta search on a validation split, then every method over
+every seed on the full training split, evaluated on the test split.
+
+Each run has its own directory under the suite's workdir and is finished when its `result.json`
+exists; a finished run is never run again. An interrupted run resumes from its checkpoint (see
+`mixupe_jax.train.loop`), so killing the suite at any moment and rerunning the same command
+completes it without losing or repeating finished work.
+
+The search (one seed) trains each MixupE method for every (eta, flip_sign) of the suite's grid on
+train minus a stratified validation split and scores it on that split alone, never on the test
+split: the highest validation accuracy wins, ties go to the lower validation NLL. A run whose loss
+becomes NaN is recorded as diverged and ranks last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import time
+from typing import Any
+
+import ml_collections
+
+from mixupe_jax import data as data_lib
+from mixupe_jax.experiments.suites import Suite
+from mixupe_jax.train import reporting
+from mixupe_jax.train.loop import train_and_evaluate
+
+RESULT_FILE = "result.json"
+DEFAULT_CONFIGS_DIR = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "configs")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run of a suite: `stage` is "search" or "final"."""
+
+  stage: str
+  dataset: str
+  method: str
+  seed: int
+  eta: float | None = None
+  flip_sign: bool = False
+
+  @property
+  def relative_dir(self) -> str:
+    if self.stage == "search":
+      sign = "flipped" if self.flip_sign else "published"
+      return os.path.join(self.dataset, "search", self.method, f"eta={self.eta:g},sign={sign}")
+    return os.path.join(self.dataset, self.method, f"seed={self.seed}")
+
+
+def load_config_file(configs_dir: str, config_file: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of `configs_dir/<file>[:<arg>]`, as `train.py --config=...` reads it."""
+  file_name, _, argument = config_file.partition(":")
+  path = os.path.join(configs_dir, file_name)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Config file {path} does not exist (pass the configs folder).")
+  spec = importlib.util.spec_from_file_location(f"config_{file_name[:-3]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(argument) if argument else module.get_config()
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any],
+                    data_dir: str) -> None:
+  """Sets dotted fields; a field the config lacks is an error (model options may be new)."""
+  for dotted, value in overrides.items():
+    *parents, field = dotted.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    if field not in node and parents != ["model"]:
+      raise KeyError(f"Override {dotted!r}: the config has no field {field!r}.")
+    node[field] = value.format(data_dir=data_dir) if isinstance(value, str) else value
+
+
+def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
+               ) -> ml_collections.ConfigDict:
+  """The full training config of one run."""
+  entry = suite.datasets[run.dataset]
+  config = load_config_file(configs_dir, entry.config_file)
+  apply_overrides(config, entry.overrides, data_dir)
+  apply_overrides(config, suite.methods[run.method].overrides, data_dir)
+  if entry.manifold and config.method != "erm":
+    config.method = "manifold_" + config.method
+  config.seed = run.seed
+  config.name = f"{suite.name}/{run.relative_dir}"
+  if run.stage == "search":
+    config.eta, config.flip_sign = run.eta, run.flip_sign
+    if not _is_graph(config.dataset):
+      config.validation_fraction = suite.validation_fraction
+    config.eval_splits = ("validation",)
+  else:
+    config.eval_splits = ("test",)
+  return config
+
+
+def _is_graph(dataset_spec: str) -> bool:
+  return dataset_spec.startswith("planetoid:")
+
+
+def check_data(suite: Suite, *, configs_dir: str, data_dir: str) -> None:
+  """Fails before any training when a dataset's files are missing, naming them."""
+  missing = []
+  for name, entry in suite.datasets.items():
+    config = load_config_file(configs_dir, entry.config_file)
+    apply_overrides(config, entry.overrides, data_dir)
+    path = data_lib.dataset_path(config.dataset)
+    if path is not None and not os.path.exists(path):
+      missing.append(f"{name}: {path}")
+  if missing:
+    raise FileNotFoundError(
+        f"Suite {suite.name!r} needs data that is not there (pass --data_dir=<folder holding "
+        "fashion_mnist/, cifar10/, fsdd/, planetoid/, uci/>):\n  " + "\n  ".join(missing))
+
+
+def search_runs(suite: Suite, dataset: str) -> list[Run]:
+  return [Run("search", dataset, method, suite.search_seed, eta, flip_sign)
+          for method, entry in suite.methods.items() if entry.searched
+          for eta in suite.eta_grid for flip_sign in suite.sign_grid]
+
+
+def read_result(workdir: str, run: Run) -> dict[str, Any] | None:
+  path = os.path.join(workdir, run.relative_dir, RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as file:
+    return json.load(file)
+
+
+def _write_json(path: str, value: Any) -> None:
+  """Written whole or not at all: a kill mid-write leaves the previous file (or none)."""
+  temporary = f"{path}.tmp"
+  with open(temporary, "w") as file:
+    json.dump(value, file, indent=2)
+  os.replace(temporary, path)
+
+
+def _curves(directory: str) -> dict[str, list[list[float]]]:
+  """Per split, [step, value] pairs: training loss, and accuracy of each evaluated split."""
+  curves: dict[str, list[list[float]]] = {}
+  path = os.path.join(directory, reporting.METRICS_FILE)
+  for record in reporting.read_log(path) if os.path.exists(path) else []:
+    split = record["split"]
+    value = record.get("loss") if split == "train" else record.get("accuracy")
+    if value is not None:
+      curves.setdefault(split, []).append([record["step"], value])
+  return curves
+
+
+def execute(run: Run, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains one run (resuming its checkpoint if any) and writes its result.json."""
+  directory = os.path.join(workdir, run.relative_dir)
+  start = time.perf_counter()
+  try:
+    summary, status, error = train_and_evaluate(config, directory), "finished", None
+  except FloatingPointError as diverged:
+    summary, status, error = {}, "diverged", str(diverged)
+  result = {
+      **dataclasses.asdict(run), "status": status, "error": error,
+      "seconds": time.perf_counter() - start,  # Of the attempt that finished it.
+      "variant": config.variant, "alpha": config.alpha, "eta": config.eta,
+      "flip_sign": config.flip_sign, "config_method": config.method,
+      "metrics": {split: metrics for split, metrics in summary.items()
+                  if isinstance(metrics, dict)},
+      "curves": _curves(directory),
+  }
+  _write_json(os.path.join(directory, RESULT_FILE), result)
+  return result
+
+
+def search_score(result: dict[str, Any]) -> tuple[float, float]:
+  """Higher is better: (validation accuracy, -validation NLL); diverged runs rank last."""
+  if result["status"] != "finished":
+    return (float("-inf"), float("-inf"))
+  validation = result["metrics"]["validation"]
+  return (validation["accuracy"], -validation["nll"])
+
+
+def choose(results: list[dict[str, Any]]) -> dict[str, Any]:
+  """The best search result of one method (first in grid order on exact ties)."""
+  best = max(results, key=search_score)
+  return {"eta": best["eta"], "flip_sign": best["flip_sign"]}
+
+
+def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_DIR,
+              data_dir: str = "../shared/data", datasets: list[str] | None = None,
+              log=print) -> dict[str, Any]:
+  """Runs (or finishes) every run of `suite` under `workdir`; returns {chosen, results}."""
+  from tqdm.auto import tqdm
+
+  datasets = list(datasets or suite.datasets)
+  unknown = [name for name in datasets if name not in suite.datasets]
+  if unknown:
+    raise ValueError(f"Unknown datasets {unknown} for suite {suite.name!r}; valid: "
+                     f"{', '.join(suite.datasets)}.")
+  check_data(dataclasses.replace(suite, datasets={d: suite.datasets[d] for d in datasets}),
+             configs_dir=configs_dir, data_dir=data_dir)
+  final_per_dataset = len(suite.methods) * len(suite.seeds)
+  total = sum(len(search_runs(suite, d)) + final_per_dataset for d in datasets)
+  progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
+  chosen: dict[str, dict[str, dict[str, Any]]] = {}
+  results: list[dict[str, Any]] = []
+
+  def perform(run: Run, eta_and_sign: dict[str, Any] | None = None) -> dict[str, Any]:
+    result = read_result(workdir, run)
+    if result is None:
+      config = run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir)
+      if eta_and_sign is not None:
+        config.eta, config.flip_sign = eta_and_sign["eta"], eta_and_sign["flip_sign"]
+      result = execute(run, config, workdir)
+      split = "validation" if run.stage == "search" else "test"
+      metrics = result["metrics"].get(split, {})
+      outcome = (f"{split} accuracy {metrics['accuracy']:.4f}" if metrics
+                 else result["status"])
+      progress.write(f"{run.relative_dir}: {outcome} ({result['seconds']:.0f} s)")
+    progress.update(1)
+    return result
+
+  try:
+    for dataset in datasets:
+      searched: dict[str, list[dict[str, Any]]] = {}
+      for run in search_runs(suite, dataset):
+        searched.setdefault(run.method, []).append(perform(run))
+      chosen[dataset] = {method: choose(found) for method, found in searched.items()}
+      for method, entry in suite.methods.items():
+        for seed in suite.seeds:
+          run = Run("final", dataset, method, seed)
+          if entry.searched:
+            run = dataclasses.replace(run, **chosen[dataset][method])
+          results.append(perform(run, chosen[dataset].get(method)))
+  finally:
+    progress.close()
+  return {"chosen": chosen, "search": _search_table(suite, workdir, datasets), "runs": results}
+
+
+def _search_table(suite: Suite, workdir: str, datasets: list[str]) -> dict[str, Any]:
+  """dataset -> method -> [{eta, flip_sign, validation accuracy, nll, status}]."""
+  table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+  for dataset in datasets:
+    for run in search_runs(suite, dataset):
+      result = read_result(workdir, run)
+      validation = result["metrics"].get("validation", {})
+      table.setdefault(dataset, {}).setdefault(run.method, []).append({
+          "eta": run.eta, "flip_sign": run.flip_sign, "status": result["status"],
+          "seconds": result["seconds"],
+          "accuracy": validation.get("accuracy"), "nll": validation.get("nll")})
+  return table

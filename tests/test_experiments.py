@@ -1,0 +1,147 @@
+"""The experiment runner: the search reads only the validation split, the table's statistics, and a
+suite that is killed mid-way completes on rerun without repeating a finished run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mixupe_jax.experiments import report, runner, suites
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_paired_test_matches_hand_computation():
+  # d = (0.01, 0.03, 0.02): mean 0.02, std 0.01, t = 0.02 / (0.01 / sqrt(3)) = 2 sqrt(3).
+  test = report.paired_test([0.81, 0.83, 0.82], [0.80, 0.80, 0.80])
+  t = 2 * np.sqrt(3)
+  np.testing.assert_allclose(test["mean_difference"], 0.02, atol=1e-12)
+  np.testing.assert_allclose(test["std_difference"], 0.01, atol=1e-12)
+  np.testing.assert_allclose(test["t"], t, rtol=1e-9)
+  np.testing.assert_allclose(test["p"], 2 * stats.t.sf(t, df=2), rtol=1e-9)
+  np.testing.assert_allclose(test["p"], 0.0742, atol=1e-4)
+  # One seed, or identical differences: no t, no p, never a made-up value.
+  assert report.paired_test([0.9], [0.8])["p"] is None
+  assert report.paired_test([0.9, 0.8], [0.8, 0.7])["p"] is None
+
+
+def test_mean_and_std_use_the_sample_deviation():
+  summary = report.mean_and_std([1.0, 2.0, 4.0])
+  np.testing.assert_allclose(summary["mean"], 7 / 3)
+  np.testing.assert_allclose(summary["std"], np.sqrt(((1 - 7/3)**2 + (2 - 7/3)**2 + (4 - 7/3)**2) / 2))
+
+
+def test_search_is_scored_on_validation_and_final_runs_on_test():
+  suite = suites.CPU
+  search = runner.search_runs(suite, "digits")
+  assert {(r.method, r.eta, r.flip_sign) for r in search} == {
+      (m, eta, flip) for m in ("mixupe_exact", "mixupe_fast") for eta in suite.eta_grid
+      for flip in suite.sign_grid}
+  config = runner.run_config(suite, search[0], configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                             data_dir="/data")
+  assert config.eval_splits == ("validation",) and config.validation_fraction == 0.1
+  assert (config.eta, config.flip_sign) == (search[0].eta, search[0].flip_sign)
+  final = runner.run_config(suite, runner.Run("final", "fashion_mnist", "mixup", 2),
+                            configs_dir=runner.DEFAULT_CONFIGS_DIR, data_dir="/data")
+  assert final.eval_splits == ("test",) and final.validation_fraction == 0.0
+  assert final.dataset == "idx:/data/fashion_mnist" and final.seed == 2
+  assert final.method == "mixup" and tuple(final.model.channels) == (16, 32)
+  # Graphs mix after the last propagation and use their standard validation nodes.
+  cora = runner.run_config(suite, runner.Run("search", "cora", "mixupe_fast", 0, 1.0, True),
+                           configs_dir=runner.DEFAULT_CONFIGS_DIR, data_dir="/data")
+  assert cora.method == "manifold_mixupe" and cora.validation_fraction == 0.0
+  assert cora.variant == "v3" and cora.flip_sign
+
+
+def test_choose_takes_best_validation_accuracy_then_nll_and_ranks_divergence_last():
+  def result(eta, accuracy, nll, status="finished"):
+    return {"eta": eta, "flip_sign": False, "status": status,
+            "metrics": {"validation": {"accuracy": accuracy, "nll": nll}} if status == "finished"
+            else {}}
+
+  assert runner.choose([result(0.1, 0.90, 0.3), result(1.0, 0.92, 0.5)])["eta"] == 1.0
+  assert runner.choose([result(0.1, 0.92, 0.3), result(1.0, 0.92, 0.5)])["eta"] == 0.1
+  assert runner.choose([result(0.1, 0.0, 9.0), result(1.0, 0, 0, "diverged")])["eta"] == 0.1
+
+
+def test_an_unknown_override_field_is_an_error():
+  config = runner.load_config_file(runner.DEFAULT_CONFIGS_DIR, "digits_mlp.py")
+  with pytest.raises(KeyError, match="num_epoch"):
+    runner.apply_overrides(config, {"num_epoch": 3}, "/data")
+  runner.apply_overrides(config, {"model.width": 8}, "/data")  # Model options may be new.
+  assert config.model.width == 8
+
+
+def test_missing_data_is_named_before_any_training(tmp_path):
+  with pytest.raises(FileNotFoundError) as error:
+    runner.check_data(suites.CPU, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                      data_dir=str(tmp_path / "nowhere"))
+  message = str(error.value)
+  for part in ("fashion_mnist", "cifar10_jpeg.zip", "fsdd_recordings.zip", "planetoid", "uci"):
+    assert part in message
+  with pytest.raises(ValueError, match="unknown_set"):
+    runner.run_suite(suites.TINY, str(tmp_path), datasets=["unknown_set"])
+
+
+def _suite_command(workdir):
+  return [sys.executable, "-m", "mixupe_jax.experiments", "--suite=tiny", f"--workdir={workdir}"]
+
+
+def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_path):
+  workdir = tmp_path / "tiny"
+  results_files = lambda: sorted(workdir.glob(f"**/{runner.RESULT_FILE}"))
+  process = subprocess.Popen(_suite_command(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not results_files() and time.time() < deadline and process.poll() is None:
+    time.sleep(0.1)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  finished = results_files()
+  assert finished, "the first run never finished"
+  total = sum(len(runner.search_runs(suites.TINY, d)) for d in suites.TINY.datasets) + \
+      len(suites.TINY.datasets) * len(suites.TINY.methods) * len(suites.TINY.seeds)
+  assert len(finished) < total, "the suite finished before it was killed"
+  first_times = {path: path.stat().st_mtime_ns for path in finished}
+
+  completed = subprocess.run(_suite_command(workdir), cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert len(results_files()) == total
+  # Finished runs were read, not rerun.
+  assert {path: path.stat().st_mtime_ns for path in finished} == first_times
+  rerun_lines = [line for line in completed.stdout.splitlines() + completed.stderr.splitlines()
+                 if "accuracy" in line and "/" in line and "|" not in line]
+  rerun_dirs = {line.split(":")[0] for line in rerun_lines}
+  for path in finished:
+    assert str(path.parent.relative_to(workdir)) not in rerun_dirs
+
+  results = json.loads((workdir / "results.json").read_text())
+  table = (workdir / "results.md").read_text()
+  for dataset in suites.TINY.datasets:
+    for method in suites.TINY.methods:
+      entry = results["results"][dataset][method]
+      assert entry["seeds"] == [0]
+      assert 0.0 <= entry["accuracy"]["mean"] <= 1.0 and entry["nll"]["mean"] > 0
+    assert "mixupe_exact - mixup" in results["results"][dataset]["comparisons"]
+    assert f"| {dataset} |" in table
+    # The chosen eta is one of the grid's and the search saw only the validation split.
+    assert results["chosen"][dataset]["mixupe_exact"]["eta"] in suites.TINY.eta_grid
+    for entry in results["search"][dataset]["mixupe_exact"]:
+      search_dir = workdir / runner.Run("search", dataset, "mixupe_exact", 0, entry["eta"],
+                                        entry["flip_sign"]).relative_dir
+      splits = json.loads((search_dir / runner.RESULT_FILE).read_text())["metrics"]
+      assert set(splits) == {"validation"}
+  assert "mixupe_exact - mixup" in table and "Chosen on the validation split" in table
+
+  # A third invocation trains nothing and rewrites the same table.
+  again = subprocess.run(_suite_command(workdir), cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0
+  assert (workdir / "results.md").read_text() == table
