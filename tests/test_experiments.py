@@ -145,3 +145,17 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
                          timeout=600)
   assert again.returncode == 0
   assert (workdir / "results.md").read_text() == table
+
+
+@pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)
+def test_every_run_of_every_suite_has_a_valid_config(suite):
+  for dataset in suite.datasets:
+    runs = runner.search_runs(suite, dataset) + [
+        runner.Run("final", dataset, method, seed) for method in suite.methods
+        for seed in suite.seeds]
+    for run in runs:
+      config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                                 data_dir="/data")
+      for size in (config.batch_size, config.eval_batch_size):
+        assert size % 8 == 0, f"{run}: batch sizes should split over 8 devices"
+      assert config.progress_bar is False and config.seed == run.seed

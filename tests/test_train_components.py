@@ -1,6 +1,5 @@
 """Schedules, the optimizer, the sharded train step and the config checks of the training system."""
 
-import importlib.util
 import os
 
 import jax
@@ -10,6 +9,7 @@ import optax
 import pytest
 
 from mixupe_jax import losses, parallel
+from mixupe_jax.experiments.runner import load_config_file
 from mixupe_jax.models import SmallCNN, flax_apply_fn, init_model
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import optim, step as step_lib
@@ -129,13 +129,10 @@ def test_unknown_dataset_and_method_are_clear_errors(tmp_path):
   config.method = "mixupp"
   with pytest.raises(ValueError, match="Unknown method 'mixupp'.*erm, mixup, mixupe"):
     train_and_evaluate(config, str(tmp_path))
-
-
-def _load_config(path):
-  spec = importlib.util.spec_from_file_location("config_module", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  config = default_config()
+  config.eval_splits = ("validaton",)
+  with pytest.raises(ValueError, match=r"eval_splits \['validaton'\] not in .*\['test'\]"):
+    train_and_evaluate(config, str(tmp_path))
 
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -147,7 +144,7 @@ def test_every_config_names_known_parts_and_keeps_the_default_fields(name):
   from mixupe_jax import regularizers
   from mixupe_jax.data import registry
   from mixupe_jax.models.registry import MODELS
-  config = _load_config(os.path.join(CONFIG_DIR, name))
+  config = load_config_file(CONFIG_DIR, name)
   assert set(config.keys()) == set(default_config().keys()), "configs only change defaults"
   scheme = config.dataset.partition(":")[0]
   assert scheme == "tfds" or scheme in registry.SCHEMES

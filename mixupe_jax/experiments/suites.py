@@ -72,7 +72,7 @@ CPU = Suite(
         "cifar10": DatasetEntry("cifar10_preactresnet18.py", {
             "dataset": "imagefolder:{data_dir}/cifar10/cifar10_jpeg.zip",
             "model.width": 16, "model.stage_sizes": (1, 1, 1, 1), "batch_size": 64,
-            "eval_batch_size": 500, "num_train_steps": 150, "schedule": "cosine",
+            "eval_batch_size": 512, "num_train_steps": 150, "schedule": "cosine",
             "learning_rate": 0.05, "log_every_steps": 15, **_QUIET}),
         "fsdd": DatasetEntry("fsdd_cnn.py", {
             "dataset": "fsdd:{data_dir}/fsdd/fsdd_recordings.zip", "num_epochs": 3, **_QUIET}),
