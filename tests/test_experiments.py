@@ -41,7 +41,7 @@ def test_search_is_scored_on_validation_and_final_runs_on_test():
   suite = suites.CPU
   search = runner.search_runs(suite, "digits")
   assert {(r.method, r.eta, r.flip_sign) for r in search} == {
-      (m, eta, flip) for m in ("mixupe_exact", "mixupe_fast") for eta in suite.eta_grid
+      (m, eta, flip) for m in ("mixupe_exact", "mixupe_fast", "mixupe_exact_all") for eta in suite.eta_grid
       for flip in suite.sign_grid}
   config = runner.run_config(suite, search[0], configs_dir=runner.DEFAULT_CONFIGS_DIR,
                              data_dir="/data")
@@ -57,6 +57,10 @@ def test_search_is_scored_on_validation_and_final_runs_on_test():
                            configs_dir=runner.DEFAULT_CONFIGS_DIR, data_dir="/data")
   assert cora.method == "manifold_mixupe" and cora.validation_fraction == 0.0
   assert cora.variant == "v3" and cora.flip_sign
+  # Exact without a threshold: every r_i enters the penalty.
+  unthresholded = runner.run_config(suite, runner.Run("final", "digits", "mixupe_exact_all", 0),
+                                   configs_dir=runner.DEFAULT_CONFIGS_DIR, data_dir="/data")
+  assert unthresholded.variant == "v1" and unthresholded.threshold == float("inf")
 
 
 def test_choose_takes_best_validation_accuracy_then_nll_and_ranks_divergence_last():
@@ -145,6 +149,28 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
                          timeout=600)
   assert again.returncode == 0
   assert (workdir / "results.md").read_text() == table
+
+
+def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
+  ablation, cpu = suites.BN_ABLATION, suites.CPU
+  assert ablation.runs_of == cpu.name
+
+  def config_of(suite, run):
+    config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                               data_dir="/data")
+    config.name = ""  # The name only labels logs; everything that trains must be equal.
+    return config.to_dict()
+
+  for dataset in ablation.datasets:
+    assert set(runner.search_runs(ablation, dataset)) <= set(runner.search_runs(cpu, dataset))
+    for run in runner.search_runs(ablation, dataset):
+      assert config_of(ablation, run) == config_of(cpu, run)
+    for method in ("mixup", "mixupe_exact"):
+      run = runner.Run("final", dataset, method, 1)
+      assert config_of(ablation, run) == config_of(cpu, run)
+  clean_pass = config_of(ablation, runner.Run("final", "fashion_mnist", "mixup_clean_pass", 0))
+  assert (clean_pass["method"], clean_pass["variant"]) == ("mixupe", "v1")
+  assert clean_pass["eta"] > 0 and clean_pass["threshold"] == float("-inf")
 
 
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)

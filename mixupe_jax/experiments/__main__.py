@@ -2,8 +2,9 @@
 
     python -m mixupe_jax.experiments --suite cpu [--data_dir ../shared/data] [--datasets cora,digits]
 
-Runs go to --workdir (default workdir/experiments/<suite>), the table to --results_dir (default
-results/ for the cpu suite, the workdir for the others).
+Runs go to --workdir (default workdir/experiments/<suite>, or the folder of the suite whose runs it
+reuses), the table to --results_dir (default: the suite's results_dir, results/ for the cpu suite,
+else the workdir).
 """
 
 import logging
@@ -33,8 +34,8 @@ def main(argv):
   logging.getLogger("absl").addFilter(_DropLibraryInfo())  # One line per run is the progress.
   FLAGS = flags.FLAGS
   suite = suites.get_suite(FLAGS.suite)
-  workdir = FLAGS.workdir or os.path.join("workdir", "experiments", suite.name)
-  results_dir = FLAGS.results_dir or ("results" if suite.name == "cpu" else workdir)
+  workdir = FLAGS.workdir or os.path.join("workdir", "experiments", suite.runs_of or suite.name)
+  results_dir = FLAGS.results_dir or suite.results_dir or workdir
   start = time.perf_counter()
   outcome = runner.run_suite(suite, workdir, configs_dir=FLAGS.configs_dir,
                              data_dir=FLAGS.data_dir, datasets=FLAGS.datasets)

@@ -1,11 +1,13 @@
 """Experiment suites as data: which datasets, methods, seeds and eta grid a suite runs.
 
 A dataset entry names a config file in `configs/` (the same file `train.py` runs) and the changes
-that fit the suite's budget; a method entry is the change that selects the method. MixupE's eta and
-sign are not set here: the runner picks them per dataset on a validation split (see `runner`).
+that fit the suite's budget; a method entry is the change that selects the method. A searched
+method's eta and sign are not set here: the runner picks them per dataset on a validation split
+(see `runner`).
 
-    cpu    the paper's four domains on real local data, sized for a 2-core CPU (about an hour)
-    tiny   two datasets, two methods, one seed, a few steps: for tests and a first try
+    cpu          the paper's four domains on real local data, sized for a 2-core CPU
+    bn_ablation  MixupE-exact vs its clean pass alone (eta = 0) on the cpu suite's BatchNorm models
+    tiny         two datasets, two methods, one seed, a few steps: for tests and a first try
 """
 
 from __future__ import annotations
@@ -41,16 +43,26 @@ class Suite:
   search_seed: int = 0
   validation_fraction: float = 0.1  # Graphs use their standard validation nodes instead.
   # The comparisons the table reports: (method, baseline).
-  comparisons: tuple[tuple[str, str], ...] = (("mixupe_exact", "mixup"), ("mixupe_fast", "mixup"))
+  comparisons: tuple[tuple[str, str], ...] = (
+      ("mixupe_exact", "mixup"), ("mixupe_fast", "mixup"), ("mixupe_exact_all", "mixup"))
+  # Runs live under workdir/experiments/<runs_of or name>: a suite that names another suite here
+  # reuses that suite's finished runs (same dataset, method, seed and search) instead of repeating
+  # them.
+  runs_of: str | None = None
+  results_dir: str | None = None  # Where the table goes by default (None: the runs' folder).
 
 
 # The methods: ERM, Mixup, and MixupE in its two main forms, exact (v1, the directional derivative
-# by jax.jvp, threshold tau = -1) and fast (v3, the official README's recipe, tau = 1).
+# by jax.jvp, threshold tau = -1) and fast (v3, the official README's recipe, tau = 1); and exact
+# without a threshold (tau = +inf: every r_i enters), the paper's equation
+# L_mix + eta m_1 (1/B) sum_i r_i, because with tau = -1 few r_i ever enter at small budgets.
 METHODS = {
     "erm": MethodEntry({"method": "erm"}),
     "mixup": MethodEntry({"method": "mixup"}),
     "mixupe_exact": MethodEntry({"method": "mixupe", "variant": "v1"}, searched=True),
     "mixupe_fast": MethodEntry({"method": "mixupe", "variant": "v3"}, searched=True),
+    "mixupe_exact_all": MethodEntry(
+        {"method": "mixupe", "variant": "v1", "threshold": float("inf")}, searched=True),
 }
 
 _QUIET = {"progress_bar": False, "keep_checkpoints": 1}
@@ -87,6 +99,26 @@ CPU = Suite(
     },
     methods=METHODS,
     seeds=(0, 1, 2),
+    results_dir="results",
+)
+
+# Is MixupE-exact's gain on the BatchNorm models the penalty's or the clean pass's? The clean pass
+# runs in train mode, so it also moves BatchNorm's running statistics (used at test time) towards
+# clean-batch statistics. "mixup_clean_pass" is MixupE-exact with tau = -inf: the clean pass runs,
+# no r_i enters the penalty, so the penalty, its gradient and the rescaling are exactly 0, 0 and 1
+# and the parameter gradient is Mixup's. (eta = 0 would not do: it skips the clean pass.) Mixup and
+# MixupE-exact are the cpu suite's own runs.
+BN_ABLATION = Suite(
+    name="bn_ablation",
+    datasets={name: CPU.datasets[name] for name in ("fashion_mnist", "cifar10")},
+    methods={"mixup": METHODS["mixup"], "mixupe_exact": METHODS["mixupe_exact"],
+             "mixup_clean_pass": MethodEntry(
+                 {"method": "mixupe", "variant": "v1", "eta": 1.0, "threshold": float("-inf")})},
+    seeds=CPU.seeds,
+    comparisons=(("mixupe_exact", "mixup"), ("mixup_clean_pass", "mixup"),
+                 ("mixupe_exact", "mixup_clean_pass")),
+    runs_of="cpu",
+    results_dir="results/bn_ablation",
 )
 
 TINY = Suite(
@@ -103,7 +135,7 @@ TINY = Suite(
     comparisons=(("mixupe_exact", "mixup"),),
 )
 
-SUITES = {suite.name: suite for suite in (CPU, TINY)}
+SUITES = {suite.name: suite for suite in (CPU, BN_ABLATION, TINY)}
 
 
 def get_suite(name: str) -> Suite:
