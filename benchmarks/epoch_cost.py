@@ -45,8 +45,9 @@ def main():
   for config_file in args.configs:
     num_train, num_classes, image_size = CONFIGS[config_file]
     config = load_config_file(DEFAULT_CONFIGS_DIR, config_file)
-    options = {k: v for k, v in config.model.items() if k != "name"}
-    module = build_model(config.model.name, num_classes=num_classes, dtype="float32", **options)
+    model_options = {k: v for k, v in config.model.items() if k != "name"}
+    module = build_model(config.model.name, num_classes=num_classes, dtype="float32",
+                         **model_options)
     inputs = jax.random.normal(jax.random.key(0), (args.batch_size, image_size, image_size, 3))
     labels = jnp.arange(args.batch_size) % num_classes
     for method, options in METHODS.items():

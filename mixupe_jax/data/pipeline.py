@@ -10,9 +10,9 @@ machine, so neither is the bottleneck there. grain is kept because it reads the 
 random access: per-host sharding is a slice of the index space, the shuffle is a seeded permutation
 per epoch, and resuming at step s is reading batch s (exact, tested), which tf.data's iterator
 state does not give across a changed host count. On an accelerator host feeding ImageNet, budget
-input cores from the per-core rate above (about 170-340 examples/s per core).
-Augmentation runs in NumPy
-with a per-example generator derived from (seed, epoch-position), so every stream is deterministic.
+input cores from the per-core rate above (about 170-340 examples/s per core). Augmentation runs in
+NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
+deterministic.
 
     batches = train_batches(tfds_source("cifar10", "train"), batch_size=128, seed=0,
                             augment=cifar_augment, normalize=normalizer("cifar10"))

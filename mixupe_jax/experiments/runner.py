@@ -76,19 +76,28 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     node[field] = value.format(data_dir=data_dir) if isinstance(value, str) else value
 
 
-def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
-               ) -> ml_collections.ConfigDict:
-  """The full training config of one run."""
-  entry = suite.datasets[run.dataset]
+def dataset_config(suite: Suite, dataset: str, *, configs_dir: str, data_dir: str
+                   ) -> ml_collections.ConfigDict:
+  """The config file of a suite's dataset with the suite's changes for it (no method yet)."""
+  entry = suite.datasets[dataset]
   config = load_config_file(configs_dir, entry.config_file)
   apply_overrides(config, entry.overrides, data_dir)
+  return config
+
+
+def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
+               ) -> ml_collections.ConfigDict:
+  """The full training config of one run; a run that carries eta (the search's grid point or its
+  chosen value) sets eta and flip_sign."""
+  config = dataset_config(suite, run.dataset, configs_dir=configs_dir, data_dir=data_dir)
   apply_overrides(config, suite.methods[run.method].overrides, data_dir)
-  if entry.manifold and config.method != "erm":
+  if suite.datasets[run.dataset].manifold and config.method != "erm":
     config.method = "manifold_" + config.method
   config.seed = run.seed
   config.name = f"{suite.name}/{run.relative_dir}"
-  if run.stage == "search":
+  if run.eta is not None:
     config.eta, config.flip_sign = run.eta, run.flip_sign
+  if run.stage == "search":
     if not _is_graph(config.dataset):
       config.validation_fraction = suite.validation_fraction
     config.eval_splits = ("validation",)
@@ -104,9 +113,8 @@ def _is_graph(dataset_spec: str) -> bool:
 def check_data(suite: Suite, *, configs_dir: str, data_dir: str) -> None:
   """Fails before any training when a dataset's files are missing, naming them."""
   missing = []
-  for name, entry in suite.datasets.items():
-    config = load_config_file(configs_dir, entry.config_file)
-    apply_overrides(config, entry.overrides, data_dir)
+  for name in suite.datasets:
+    config = dataset_config(suite, name, configs_dir=configs_dir, data_dir=data_dir)
     path = data_lib.dataset_path(config.dataset)
     if path is not None and not os.path.exists(path):
       missing.append(f"{name}: {path}")
@@ -202,15 +210,14 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
   total = sum(len(search_runs(suite, d)) + final_per_dataset for d in datasets)
   progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
+  search: dict[str, dict[str, list[dict[str, Any]]]] = {}
   results: list[dict[str, Any]] = []
 
-  def perform(run: Run, eta_and_sign: dict[str, Any] | None = None) -> dict[str, Any]:
+  def perform(run: Run) -> dict[str, Any]:
     result = read_result(workdir, run)
     if result is None:
-      config = run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir)
-      if eta_and_sign is not None:
-        config.eta, config.flip_sign = eta_and_sign["eta"], eta_and_sign["flip_sign"]
-      result = execute(run, config, workdir)
+      result = execute(run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir),
+                       workdir)
       split = "validation" if run.stage == "search" else "test"
       metrics = result["metrics"].get(split, {})
       outcome = (f"{split} accuracy {metrics['accuracy']:.4f}" if metrics
@@ -225,26 +232,22 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
       for run in search_runs(suite, dataset):
         searched.setdefault(run.method, []).append(perform(run))
       chosen[dataset] = {method: choose(found) for method, found in searched.items()}
+      search[dataset] = {method: [_search_entry(result) for result in found]
+                         for method, found in searched.items()}
       for method, entry in suite.methods.items():
         for seed in suite.seeds:
           run = Run("final", dataset, method, seed)
           if entry.searched:
             run = dataclasses.replace(run, **chosen[dataset][method])
-          results.append(perform(run, chosen[dataset].get(method)))
+          results.append(perform(run))
   finally:
     progress.close()
-  return {"chosen": chosen, "search": _search_table(suite, workdir, datasets), "runs": results}
+  return {"chosen": chosen, "search": search, "runs": results}
 
 
-def _search_table(suite: Suite, workdir: str, datasets: list[str]) -> dict[str, Any]:
-  """dataset -> method -> [{eta, flip_sign, validation accuracy, nll, status}]."""
-  table: dict[str, dict[str, list[dict[str, Any]]]] = {}
-  for dataset in datasets:
-    for run in search_runs(suite, dataset):
-      result = read_result(workdir, run)
-      validation = result["metrics"].get("validation", {})
-      table.setdefault(dataset, {}).setdefault(run.method, []).append({
-          "eta": run.eta, "flip_sign": run.flip_sign, "status": result["status"],
+def _search_entry(result: dict[str, Any]) -> dict[str, Any]:
+  """One row of the search table: {eta, flip_sign, status, seconds, validation accuracy, nll}."""
+  validation = result["metrics"].get("validation", {})
+  return {"eta": result["eta"], "flip_sign": result["flip_sign"], "status": result["status"],
           "seconds": result["seconds"],
-          "accuracy": validation.get("accuracy"), "nll": validation.get("nll")})
-  return table
+          "accuracy": validation.get("accuracy"), "nll": validation.get("nll")}

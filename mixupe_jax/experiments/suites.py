@@ -6,7 +6,7 @@ method's eta and sign are not set here: the runner picks them per dataset on a v
 (see `runner`).
 
     cpu          the paper's four domains on real local data, sized for a 2-core CPU
-    bn_ablation  MixupE-exact vs its clean pass alone (eta = 0) on the cpu suite's BatchNorm models
+    bn_ablation  MixupE-exact vs its clean pass alone (tau = -inf) on the cpu suite's BatchNorm models
     tiny         two datasets, two methods, one seed, a few steps: for tests and a first try
 """
 

@@ -15,6 +15,7 @@ import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
 
+
 class MetricLog:
 
   def __init__(self, workdir: str, *, enabled: bool = True):
