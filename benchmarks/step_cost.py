@@ -1,8 +1,14 @@
-"""Median train-step time of ERM, Mixup, MixupE-exact (v1, jvp) and MixupE-fast (v3).
+"""Median train-step time of ERM, Mixup, MixupE-exact (v1) and MixupE-fast (v3).
 
-PreActResNet-18 on a CIFAR-shaped batch (default 32 x 32 x 32 x 3), SGD with Nesterov momentum,
-each step jitted and warmed up, then the methods timed round-robin `--repeats` times; the table
-gives the medians and the ratios to Mixup measured in the same run, and the JSON every sample.
+PreActResNet-18 (BatchNorm, train mode) on a CIFAR-shaped batch (default 32 x 32 x 32 x 3), SGD
+with Nesterov momentum, each step jitted and warmed up, then the methods timed round-robin
+`--repeats` times; the table gives the medians, the ratios to Mixup measured in the same run
+(median and range of the per-round ratios) and the FLOPs and temporary memory XLA reports for the
+compiled step; the JSON has every sample.
+
+MixupE-exact runs twice: with the official per-example split (the default: the values that decide
+the threshold mask by a transposed linear map, then one jvp along the masked direction) and with
+the joint split (one jvp), which is also the path every model without batch-coupled layers takes.
 
     python benchmarks/step_cost.py --out benchmarks/results/step_cost_cpu.json
 """
@@ -25,9 +31,20 @@ from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
 METHODS = {
     "erm": dict(method="erm"),
     "mixup": dict(method="mixup"),
-    "mixupe_exact_v1": dict(method="mixupe", variant="v1", eta=0.1),
+    "mixupe_exact_v1_official": dict(method="mixupe", variant="v1", eta=0.1,
+                                     term_split="official"),
+    "mixupe_exact_v1_joint": dict(method="mixupe", variant="v1", eta=0.1, term_split="joint"),
     "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.001),
 }
+
+
+def compiled_cost(compiled) -> dict[str, float]:
+  """GFLOP and temporary memory (MiB) of one compiled step, as XLA reports them."""
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, list) else analysis
+  memory = compiled.memory_analysis()
+  return dict(gflop=analysis.get("flops", float("nan")) / 1e9,
+              temp_mib=getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20)
 
 
 def make_step(loss_fn, optimizer):
@@ -61,18 +78,19 @@ def main():
 
   # Compile and warm up every method first, then time them round-robin: one step of each per
   # round, so that drifts in machine load hit all methods alike; ratios are taken per round.
-  steps, states, warmup_seconds = {}, {}, {}
+  steps, states, warmup_seconds, compiled_costs = {}, {}, {}, {}
   for name, options in METHODS.items():
     loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0,
                                   x_bar=x_bar, **options)
-    steps[name] = make_step(loss_fn, optimizer)
     state = (params, model_state, optimizer.init(params))
+    steps[name] = make_step(loss_fn, optimizer).lower(*state, inputs, labels, key).compile()
+    compiled_costs[name] = compiled_cost(steps[name])
     start = time.perf_counter()
     for _ in range(args.warmup):
       *state, loss = steps[name](*state, inputs, labels, key)
       loss.block_until_ready()
     states[name], warmup_seconds[name] = state, time.perf_counter() - start
-    print(f"  compiled and warmed up {name} in {warmup_seconds[name]:.1f} s", flush=True)
+    print(f"  compiled and warmed up {name} ({warmup_seconds[name]:.1f} s of warm-up)", flush=True)
 
   samples = {name: [] for name in METHODS}
   for repeat in range(args.repeats):
@@ -92,16 +110,21 @@ def main():
                          ratio_to_mixup=statistics.median(samples[name]) /
                          statistics.median(samples["mixup"]),
                          median_round_ratio_to_mixup=statistics.median(round_ratios),
-                         warmup_s=warmup_seconds[name])
+                         round_ratio_range=[min(round_ratios), max(round_ratios)],
+                         warmup_s=warmup_seconds[name], **compiled_costs[name])
 
   print(f"\nPreActResNet-18 (width {args.width}), batch {args.batch_size}x{args.image_size}x"
         f"{args.image_size}x3, {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"median of {args.repeats}:")
-  print("| method | median step (s) | ratio of medians to Mixup | median per-round ratio |")
-  print("|---|---|---|---|")
+  print("| method | median step (s) | ratio of medians to Mixup | per-round ratio: median "
+        "(range) | GFLOP | FLOPs vs Mixup | temp memory (MiB) |")
+  print("|---|---|---|---|---|---|---|")
   for name, result in results.items():
+    low, high = result["round_ratio_range"]
     print(f"| {name} | {result['median_s']:.3f} | {result['ratio_to_mixup']:.2f}x "
-          f"| {result['median_round_ratio_to_mixup']:.2f}x |")
+          f"| {result['median_round_ratio_to_mixup']:.2f}x ({low:.2f}-{high:.2f}) "
+          f"| {result['gflop']:.0f} | {result['gflop'] / results['mixup']['gflop']:.2f}x "
+          f"| {result['temp_mib']:.0f} |")
   report = dict(
       benchmark="step_cost", model="PreActResNet-18", width=args.width,
       batch_shape=[args.batch_size, args.image_size, args.image_size, 3],

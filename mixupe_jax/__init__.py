@@ -7,14 +7,15 @@
 """
 
 from mixupe_jax import analysis, directional, losses, mixing, models, parallel, regularizers
-from mixupe_jax.losses import (LossAux, erm_loss_fn, make_loss_fn, manifold_mixupe_loss_fn,
-                               mixup_loss_fn, mixupe_loss_fn)
+from mixupe_jax.losses import (LossAux, erm_loss_fn, make_loss_fn, manifold_mixup_loss_fn,
+                               manifold_mixupe_loss_fn, mixup_loss_fn, mixupe_loss_fn)
 from mixupe_jax.mixing import MixedBatch, cutmix, mixup, mixup_or_cutmix
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analysis", "directional", "losses", "mixing", "models", "parallel", "regularizers",
-    "LossAux", "MixedBatch", "cutmix", "erm_loss_fn", "make_loss_fn", "manifold_mixupe_loss_fn",
+    "LossAux", "MixedBatch", "cutmix", "erm_loss_fn", "make_loss_fn", "manifold_mixup_loss_fn",
+    "manifold_mixupe_loss_fn",
     "mixup", "mixup_loss_fn", "mixup_or_cutmix", "mixupe_loss_fn",
 ]

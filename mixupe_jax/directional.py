@@ -1,22 +1,48 @@
 """Directional derivatives of the logits by forward mode (`jax.jvp`): the heart of MixupE.
 
-For a direction d_i per example, one `jax.jvp` of the batch function X -> f(X) gives
+Each example i moves along its own direction d_i by a scalar t_i, X(t) = X + t . D (row i is
+x_i + t_i d_i), and F(X) are the logits of the whole batch. With b_k = stopgrad(p_k - y_k), the
+first directional derivative of the loss has two per-example forms:
 
-    J_f(X) D,  row i = sum_j (d f_i / d x_j) d_j,
+    official  r_i = d/dt_i [sum_k b_k . f_k(X(t))] at t = 0  =  [J_F(X)^T B]_i . d_i
+              example i moved ALONE; its effect on every example's logits counts. This is what
+              the official code thresholds: row i of `autograd.grad(sum(f * b), x)`, times d_i.
+    joint     r_i = b_i . [J_F(X) D]_i
+              the WHOLE BATCH moved along D; example i's own logits.
 
-which is J_f(x_i) d_i for per-example models, and which, for BatchNorm in train mode, also carries
-the tangent through the batch statistics (as the official double-backward code does). The parameter
-gradient of anything built on it is reverse-over-forward; there is no double backward.
+Both sum to B^T J_F(X) D. Without batch-coupled layers (train-mode BatchNorm, a graph
+convolution over the batch's nodes) J_F is block-diagonal and the two coincide example by example;
+with them they differ (up to 100% per example, measured on a BatchNorm CNN), so any version that
+thresholds or takes |r_i| optimizes a different objective under each.
+
+Costs, never a double backward:
+  * joint: one `jax.jvp` along D gives every r_i; the parameter gradient is reverse-over-forward.
+  * official (`official_weighted_term`): `jax.linearize` in t shares one forward pass between the
+    per-example values (the transposed linear map applied to B: they decide which examples enter
+    and, for |r_i|, with what sign: constant weights w) and the weighted sum
+    sum_i w_i r_i = B^T J_F(X) (w . D) (the linear map applied to w). Its parameter gradient is
+    reverse-over-forward, taken with a unit cotangent inside a `jax.custom_vjp` and scaled by the
+    outer one: the backward pass then starts from B exactly, as the transposed map does, so XLA
+    computes their shared chain of cotangents once. The step costs what the joint path costs
+    (`benchmarks/step_cost.py`: the same FLOPs, the same time within noise).
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mixupe_jax.models.apply import ApplyFn, ModelState, Params
+
+# (params, model_state, inputs, target, t [B]) -> (logits, new model state): the batch's logits
+# with example i moved by t_i towards `target` (x_bar at the input; h_bar or None at a hidden
+# layer). Every array is an argument, so that `official_weighted_term` can differentiate it.
+Shift = Callable[[Params, ModelState, jax.Array, Any, jax.Array], tuple[jax.Array, ModelState]]
 
 
 def check_x_bar(x_bar: jax.Array, inputs: jax.Array) -> jax.Array:
@@ -29,6 +55,26 @@ def check_x_bar(x_bar: jax.Array, inputs: jax.Array) -> jax.Array:
   return x_bar.reshape(example_shape).astype(inputs.dtype)
 
 
+def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None:
+  if logits.shape != soft_labels.shape:
+    raise ValueError(f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
+                     f"{tuple(logits.shape)} (expected soft labels [batch, num_classes]).")
+
+
+def result_dtype(dtype) -> jnp.dtype:
+  """Losses and terms are float32 for low-precision logits, float64 when computing in float64."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _per_example(t: jax.Array, like: jax.Array) -> jax.Array:
+  return t.reshape((-1,) + (1,) * (like.ndim - 1)).astype(like.dtype)
+
+
+def _zero_shift(batch_size: int) -> jax.Array:
+  """t = 0 in the default float dtype (float64 under x64, so the per-example values keep it)."""
+  return jnp.zeros(batch_size, jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
 def logit_directional_derivative(
     apply_fn: ApplyFn,
     params: Params,
@@ -36,7 +82,7 @@ def logit_directional_derivative(
     inputs: jax.Array,
     direction: jax.Array,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
-  """(f(X), J_f(X) D, new model state) by one `jax.jvp` along the direction D.
+  """(F(X), J_F(X) D, new model state) by one `jax.jvp` along the direction D (the joint form).
 
   The direction is stop-gradiented: only the Jacobian depends on the parameters.
   """
@@ -50,6 +96,30 @@ def logit_directional_derivative(
   return logits, logit_tangents, new_state
 
 
+def input_shift(apply_fn: ApplyFn) -> Shift:
+  """X + t . D at the input, d_i = stopgrad(x_bar - x_i): example i moved towards x_bar by t_i."""
+
+  def logits_of(params, model_state, inputs, x_bar, t):
+    direction = jax.lax.stop_gradient(check_x_bar(x_bar, inputs)[None] - inputs)
+    return apply_fn(params, model_state, inputs + _per_example(t, inputs) * direction)
+
+  return logits_of
+
+
+def hidden_shift(apply_fn: ApplyFn, layer: int) -> Shift:
+  """h_i + t_i d_i injected at hidden layer `layer`, d_i = stopgrad(h_bar - h_i); h_bar (the
+  target) None is the batch mean of H, the estimate of E_r[h(r)] available at a hidden layer."""
+
+  def logits_of(params, model_state, inputs, h_bar, t):
+    def shift(h):
+      mean = jnp.mean(h, axis=0) if h_bar is None else h_bar
+      return h + _per_example(t, h) * jax.lax.stop_gradient(mean - h)
+
+    return apply_fn(params, model_state, inputs, hidden_layer=layer, hidden_transform=shift)
+
+  return logits_of
+
+
 def hidden_directional_derivative(
     apply_fn: ApplyFn,
     params: Params,
@@ -58,23 +128,10 @@ def hidden_directional_derivative(
     layer: int,
     h_bar: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
-  """(f(X), J_g(H) D, new state) with H the representation at `layer` and d_i = h_bar - h_i.
-
-  g maps layer `layer` to the logits. h_bar defaults to the batch mean of H (stop-gradiented),
-  the estimate of E_r[h(r)] available at a hidden layer. Implemented as one `jax.jvp` in a
-  per-example scalar t injected at the layer: h_i -> h_i + t_i d_i, at t = 0 with tangent 1.
-  """
-  batch_size = inputs.shape[0]
-
-  def logits_of(t):
-    def shift(h):
-      mean = jnp.mean(h, axis=0) if h_bar is None else h_bar
-      d = jax.lax.stop_gradient(mean - h)
-      return h + t.reshape((-1,) + (1,) * (h.ndim - 1)).astype(h.dtype) * d
-
-    return apply_fn(params, model_state, inputs, hidden_layer=layer, hidden_transform=shift)
-
-  zeros = jnp.zeros(batch_size, jnp.float32)
+  """(F(X), J_g(H) D, new state) at hidden layer `layer` (see `hidden_shift`), the joint form:
+  one `jax.jvp` in t at t = 0 with tangent 1 for every example."""
+  logits_of = functools.partial(hidden_shift(apply_fn, layer), params, model_state, inputs, h_bar)
+  zeros = _zero_shift(inputs.shape[0])
   logits, logit_tangents, new_state = jax.jvp(logits_of, (zeros,), (jnp.ones_like(zeros),),
                                               has_aux=True)
   return logits, logit_tangents, new_state
@@ -82,13 +139,94 @@ def hidden_directional_derivative(
 
 def directional_term(logits: jax.Array, logit_tangents: jax.Array,
                      soft_labels: jax.Array) -> jax.Array:
-  """r_i = stopgrad(p_i - y_i)^T (J_f(x_i) d_i), float32 [B].
+  """The joint r_i = stopgrad(p_i - y_i)^T [J_F(X) D]_i, [B] (float32, or float64 under x64).
 
   Because cross-entropy has d l / d f = p - y, r_i is the first directional derivative of the
   loss, D_{d_i} l(x_i, y_i), with the parameter gradient taken through the Jacobian only.
   """
   chex.assert_equal_shape([logits, logit_tangents, soft_labels])
-  residual = jax.lax.stop_gradient(jax.nn.softmax(logits) - soft_labels)
-  return jnp.sum(residual * logit_tangents.astype(jnp.float32), axis=-1)
+  dtype = result_dtype(logits.dtype)
+  residual = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(dtype)) - soft_labels)
+  return jnp.sum(residual * logit_tangents.astype(dtype), axis=-1)
 
 
+def official_weighted_term(
+    shift: Shift,
+    params: Params,
+    model_state: ModelState,
+    inputs: jax.Array,
+    target: Any,
+    soft_labels: jax.Array,
+    weights_of: Callable[[jax.Array], jax.Array],
+) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
+  """(F(X), official r [B], sum_i w_i r_i, new state), with w = weights_of(r) held constant.
+
+    r_i = d/dt_i [sum_k b_k . f_k(X(t))] = [J_F(X)^T B]_i . d_i,   b_k = stopgrad(p_k - y_k)
+
+  The weighted sum is differentiable in `params` only (the inputs, the target and the labels
+  enter as constants, as in the official code, which detaches them); its gradient is
+  reverse-over-forward, never a double backward. F(X), r and the state are constants.
+  """
+  logits, values, weighted_sum, new_state = _official_term(
+      shift, weights_of, params, model_state, inputs, target, soft_labels)
+  stop = jax.lax.stop_gradient
+  return stop(logits), stop(values), weighted_sum, stop(new_state)
+
+
+def _residual(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
+  """B = stopgrad(P - Y), in the logits' dtype."""
+  check_labels_match_logits(logits, soft_labels)
+  probabilities = jax.nn.softmax(logits.astype(result_dtype(logits.dtype)))
+  return jax.lax.stop_gradient(probabilities - soft_labels).astype(logits.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _official_term(shift, weights_of, params, model_state, inputs, target, soft_labels):
+  """Without differentiation: one reverse pass in t for the values, then their weighted sum."""
+  zeros = _zero_shift(inputs.shape[0])
+  logits, backward, new_state = jax.vjp(
+      lambda t: shift(params, model_state, inputs, target, t), zeros, has_aux=True)
+  (values,) = backward(_residual(logits, soft_labels))
+  values = values.astype(result_dtype(values.dtype))
+  return logits, values, jnp.sum(weights_of(values) * values), new_state
+
+
+def _official_term_forward(shift, weights_of, params, model_state, inputs, target, soft_labels):
+  """The same values and sum, and the sum's parameter gradient for a unit cotangent."""
+  zeros = _zero_shift(inputs.shape[0])
+
+  def weighted_sum(p):
+    logits, linear, new_state = jax.linearize(
+        lambda t: shift(p, model_state, inputs, target, t), zeros, has_aux=True)
+    residual = _residual(logits, soft_labels)
+    (values,) = jax.linear_transpose(linear, zeros)(residual)
+    values = jax.lax.stop_gradient(values.astype(result_dtype(values.dtype)))
+    weights = jax.lax.stop_gradient(weights_of(values))
+    tangents = linear(weights.astype(zeros.dtype))
+    return jnp.sum(residual * tangents), (logits, values, new_state)
+
+  (total, (logits, values, new_state)), gradient = jax.value_and_grad(
+      weighted_sum, has_aux=True)(params)
+  outputs = (logits, values, total.astype(values.dtype), new_state)
+  return outputs, (gradient, model_state, inputs, target, soft_labels)
+
+
+def _zero_cotangent(tree: Any) -> Any:
+  def zero(leaf):
+    leaf = jnp.asarray(leaf)
+    if jnp.issubdtype(leaf.dtype, jnp.inexact):
+      return jnp.zeros_like(leaf)
+    return np.zeros(leaf.shape, jax.dtypes.float0)
+
+  return jax.tree.map(zero, tree)
+
+
+def _official_term_backward(shift, weights_of, saved, cotangents):
+  del shift, weights_of
+  gradient, model_state, inputs, target, soft_labels = saved
+  sum_cotangent = cotangents[2]
+  parameter_cotangent = jax.tree.map(lambda g: (sum_cotangent * g).astype(g.dtype), gradient)
+  return (parameter_cotangent, *_zero_cotangent((model_state, inputs, target, soft_labels)))
+
+
+_official_term.defvjp(_official_term_forward, _official_term_backward)

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from mixupe_jax import analysis, directional, mixing, regularizers
-from mixupe_jax.models.apply import ApplyFn, ModelState, Params
+from mixupe_jax.models.apply import ApplyFn, ModelState, Params, couples_examples
 
 METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
 MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
@@ -43,16 +43,11 @@ class LossAux(NamedTuple):
   metrics: dict[str, jax.Array]
 
 
-def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None:
-  if logits.shape != soft_labels.shape:
-    raise ValueError(f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
-                     f"{tuple(logits.shape)} (expected soft labels [batch, num_classes]).")
-
-
 def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
   """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x)."""
-  check_labels_match_logits(logits, soft_labels)
-  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), soft_labels))
+  directional.check_labels_match_logits(logits, soft_labels)
+  logits = logits.astype(directional.result_dtype(logits.dtype))
+  return jnp.mean(optax.softmax_cross_entropy(logits, soft_labels.astype(logits.dtype)))
 
 
 def _check_eta(eta: float) -> float:
@@ -85,6 +80,16 @@ def mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBa
   return loss, LossAux(model_state, {"mixup_loss": loss})
 
 
+TERM_SPLITS = ("official", "joint")
+
+
+def _check_term_split(term_split: str) -> str:
+  if term_split not in TERM_SPLITS:
+    raise ValueError(f"Unknown term_split {term_split!r}; valid values are "
+                     f"{', '.join(TERM_SPLITS)}.")
+  return term_split
+
+
 def _regularized(
     mix_loss: jax.Array,
     model_state: ModelState,
@@ -99,32 +104,58 @@ def _regularized(
     eta: float,
     variant: str,
     threshold: float | None,
+    term_split: str,
     rescale: bool,
     scale_by_moment: bool,
     flip_sign: bool,
     num_classes: int | None,
 ) -> tuple[jax.Array, LossAux]:
-  """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss."""
+  """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
+
+  The clean pass always runs (with eta = 0 too, as officially: BatchNorm's running statistics see
+  the clean batch); with eta = 0 the loss is L_mix exactly.
+  """
   chosen = regularizers.get_variant(variant)
+  tau = regularizers.effective_threshold(chosen, threshold)
   alpha = mixing.check_alpha(alpha)
   eta = _check_eta(eta)
+  _check_term_split(term_split)
   soft = mixing.to_soft_labels(clean_labels, num_classes)
   chex.assert_equal_shape_prefix([clean_inputs, soft], 1)
+  batch_size = clean_inputs.shape[0]
+
+  def weights_of(statistic):
+    return regularizers.selection_weights(statistic, chosen, tau)[0]
+
+  if eta == 0:  # The official code still runs the clean pass; nothing else acts.
+    _, model_state = apply_fn(params, model_state, clean_inputs)
+    return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
   if chosen.uses_derivative:
-    if x_bar is not None:
-      x_bar = directional.check_x_bar(x_bar, clean_inputs)
-      logits, tangents, model_state = directional.logit_directional_derivative(
-          apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
-    else:
-      logits, tangents, model_state = directional.hidden_directional_derivative(
-          apply_fn, params, model_state, clean_inputs, layer)
-    check_labels_match_logits(logits, soft)
-    statistic = directional.directional_term(logits, tangents, soft)
+    official = (term_split == "official" and regularizers.split_matters(chosen, tau)
+                and couples_examples(apply_fn, model_state))
+    if official:
+      shift = (directional.input_shift(apply_fn) if x_bar is not None
+               else directional.hidden_shift(apply_fn, layer))
+      logits, statistic, weighted_sum, model_state = directional.official_weighted_term(
+          shift, params, model_state, clean_inputs, x_bar, soft, weights_of)
+    else:  # The joint form: one jvp, as fast as it gets.
+      if x_bar is not None:
+        x_bar = directional.check_x_bar(x_bar, clean_inputs)
+        logits, tangents, model_state = directional.logit_directional_derivative(
+            apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
+      else:
+        logits, tangents, model_state = directional.hidden_directional_derivative(
+            apply_fn, params, model_state, clean_inputs, layer)
+      directional.check_labels_match_logits(logits, soft)
+      statistic = directional.directional_term(logits, tangents, soft)
+      weighted_sum = jnp.sum(weights_of(statistic) * statistic)
   else:
     logits, model_state = apply_fn(params, model_state, clean_inputs)
-    check_labels_match_logits(logits, soft)
+    directional.check_labels_match_logits(logits, soft)
     statistic = regularizers.logit_term(logits, soft, chosen.detach_probabilities)
-  penalty, active_fraction = regularizers.penalty(statistic, chosen, threshold, flip_sign)
+    weighted_sum = jnp.sum(weights_of(statistic) * statistic)
+  _, selected = regularizers.selection_weights(statistic, chosen, tau)
+  penalty = regularizers.penalty_sign(chosen, flip_sign) * weighted_sum / batch_size
   weight = eta * (analysis.first_order_moment(alpha) if scale_by_moment else 1.0)
   regularizer = weight * penalty
   total = mix_loss + regularizer
@@ -144,7 +175,7 @@ def _regularized(
       "term_std": jnp.std(statistic),
       "term_min": jnp.min(statistic),
       "term_max": jnp.max(statistic),
-      "active_fraction": active_fraction,
+      "active_fraction": jnp.mean(selected.astype(jnp.float32)),
       "clean_accuracy": _accuracy(logits, soft),
   }
   return loss, LossAux(model_state, metrics)
@@ -163,6 +194,7 @@ def mixupe_loss_fn(
     eta: float,
     variant: str = "v1",
     threshold: float | None = None,
+    term_split: str = "official",
     rescale: bool = True,
     scale_by_moment: bool = True,
     flip_sign: bool = False,
@@ -177,9 +209,16 @@ def mixupe_loss_fn(
     x_bar: the training-set mean input (per-example shape); needed by v1/v2.
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
     alpha: the Beta(alpha, alpha) parameter of the mixing, for m_1 = alpha / (2 alpha + 1).
-    eta: the weight of the regularizer, >= 0.
+    eta: the weight of the regularizer, >= 0. With 0 the clean pass still runs (as officially),
+      so BatchNorm's running statistics see the clean batch; the loss is L_mix.
     variant: "v1" (= "exact"), "v2", "v3" (= "fast") or "v4"; see `regularizers`.
-    threshold: tau; None uses the variant's default (-1 for v1, 1.0 for v3, none otherwise).
+    threshold: tau; None uses the variant's default (-1 for v1, 1.0 for v3). v2 and v4 have none
+      (the official code ignores it): a finite threshold for them is an error.
+    term_split: which per-example r_i v1 and v2 threshold or take |r_i| of under batch-coupled
+      layers (train-mode BatchNorm, graphs); see `directional`. "official" (default): example i
+      moved alone, r_i = [J_F(X)^T B]_i . d_i, as the official double-backward code computes it.
+      "joint": the whole batch moved, r_i = b_i . [J_F(X) D]_i, one jvp (cheaper). The two agree
+      for models without such layers and for v1 with tau = +inf, where the single jvp is used.
     rescale: multiply the loss by the constant |L_mix| / |L| (official behaviour).
     scale_by_moment: multiply eta by m_1 (official behaviour).
     flip_sign: negate the penalty (to test the opposite direction of v1/v3).
@@ -190,12 +229,26 @@ def mixupe_loss_fn(
   if regularizers.get_variant(variant).uses_derivative and x_bar is None:
     raise ValueError(f"Variant {variant!r} needs x_bar, the training-set mean input.")
   mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
-  if _check_eta(eta) == 0:
-    return mix_loss, aux
   return _regularized(
       mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=x_bar,
-      layer=0, alpha=alpha, eta=eta, variant=variant, threshold=threshold, rescale=rescale,
-      scale_by_moment=scale_by_moment, flip_sign=flip_sign, num_classes=num_classes)
+      layer=0, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
+      term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
+      flip_sign=flip_sign, num_classes=num_classes)
+
+
+def manifold_mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
+                           clean_inputs: jax.Array, *, apply_fn: ApplyFn, layer: int
+                           ) -> tuple[jax.Array, LossAux]:
+  """Manifold Mixup (Verma et al. 2019) at hidden layer k:
+
+  h~_i = lambda_i h_i + (1 - lambda_i) h_j(i) at layer k, with `mixed`'s lambda, partner and
+  labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i).
+  """
+  mix_at_layer = functools.partial(mixing.mix_like, lam=mixed.lam, partner=mixed.partner)
+  logits, model_state = apply_fn(params, model_state, clean_inputs, hidden_layer=layer,
+                                 hidden_transform=mix_at_layer)
+  mix_loss = cross_entropy(logits, mixed.labels)
+  return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
 
 
 def manifold_mixupe_loss_fn(
@@ -208,31 +261,27 @@ def manifold_mixupe_loss_fn(
     apply_fn: ApplyFn,
     layer: int,
     alpha: float,
-    eta: float = 0.0,
+    eta: float,
     variant: str = "v1",
     threshold: float | None = None,
+    term_split: str = "official",
     rescale: bool = True,
     scale_by_moment: bool = True,
     flip_sign: bool = False,
     num_classes: int | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """Manifold Mixup at hidden layer k, plus (eta > 0) the MixupE term at the same layer.
-
-  h~_i = lambda_i h_i + (1 - lambda_i) h_j(i) at layer k, with `mixed`'s lambda, partner and
-  labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i). For v1/v2 the direction at layer k is
-  d_i = h_bar - h_i with h_bar the batch mean of h (x_bar is not known at hidden layers).
-  With eta = 0 this is plain Manifold Mixup (Verma et al. 2019).
+  """Manifold Mixup at hidden layer k plus the MixupE term at the same layer (options as in
+  `mixupe_loss_fn`). For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch
+  mean of h (x_bar is not known at hidden layers); `term_split` chooses between h_i moved alone
+  ("official") and the whole batch's h moved ("joint").
   """
-  mix_at_layer = functools.partial(mixing.mix_like, lam=mixed.lam, partner=mixed.partner)
-  logits, model_state = apply_fn(params, model_state, clean_inputs, hidden_layer=layer,
-                                 hidden_transform=mix_at_layer)
-  mix_loss = cross_entropy(logits, mixed.labels)
-  if _check_eta(eta) == 0:
-    return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
+  mix_loss, aux = manifold_mixup_loss_fn(params, model_state, mixed, clean_inputs,
+                                         apply_fn=apply_fn, layer=layer)
   return _regularized(
-      mix_loss, model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=None,
-      layer=layer, alpha=alpha, eta=eta, variant=variant, threshold=threshold, rescale=rescale,
-      scale_by_moment=scale_by_moment, flip_sign=flip_sign, num_classes=num_classes)
+      mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=None,
+      layer=layer, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
+      term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
+      flip_sign=flip_sign, num_classes=num_classes)
 
 
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], mixing.MixedBatch]
@@ -264,6 +313,7 @@ def make_loss_fn(
     eta: float = 0.0,
     variant: str = "v1",
     threshold: float | None = None,
+    term_split: str = "official",
     rescale: bool = True,
     scale_by_moment: bool = True,
     flip_sign: bool = False,
@@ -282,10 +332,13 @@ def make_loss_fn(
   alpha = mixing.check_alpha(alpha)
   _check_eta(eta)
   regularizer_options = dict(alpha=alpha, eta=eta, variant=variant, threshold=threshold,
-                             rescale=rescale, scale_by_moment=scale_by_moment,
-                             flip_sign=flip_sign, num_classes=num_classes)
+                             term_split=term_split, rescale=rescale,
+                             scale_by_moment=scale_by_moment, flip_sign=flip_sign,
+                             num_classes=num_classes)
   if method in ("mixupe", "manifold_mixupe"):
-    regularizers.get_variant(variant)  # Fail on an unknown variant before training starts.
+    # Fail on a bad variant, threshold or split before training starts.
+    regularizers.effective_threshold(regularizers.get_variant(variant), threshold)
+    _check_term_split(term_split)
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
 
@@ -300,12 +353,16 @@ def make_loss_fn(
     if method == "mixupe":
       return mixupe_loss_fn(params, model_state, mixed, inputs, labels, x_bar,
                             apply_fn=apply_fn, **regularizer_options)
-    options = dict(regularizer_options, eta=eta if method == "manifold_mixupe" else 0.0)
-    branches = [
-        functools.partial(manifold_mixupe_loss_fn, apply_fn=apply_fn, layer=layer, **options)
-        for layer in manifold_layers
-    ]
+    if method == "manifold_mixup":
+      branches = [functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)
+                  for layer in manifold_layers]
+      operands = (params, model_state, mixed, inputs)
+    else:
+      branches = [functools.partial(manifold_mixupe_loss_fn, apply_fn=apply_fn, layer=layer,
+                                    **regularizer_options)
+                  for layer in manifold_layers]
+      operands = (params, model_state, mixed, inputs, labels)
     index = jax.random.randint(layer_key, (), 0, len(branches))
-    return jax.lax.switch(index, branches, params, model_state, mixed, inputs, labels)
+    return jax.lax.switch(index, branches, *operands)
 
   return loss_fn

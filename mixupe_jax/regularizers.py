@@ -3,7 +3,7 @@
 The loss is L = L_mix + eta * m_1 * P, with m_1 = alpha / (2 alpha + 1) and the penalty P one of
 
   "v1" (alias "exact"), the first directional derivative, thresholded (default tau = -1):
-        r_i = stopgrad(p_i - y_i)^T J_f(x_i) stopgrad(x_bar - x_i)       (one jax.jvp)
+        r_i = [J_F(X)^T stopgrad(P - Y)]_i . stopgrad(x_bar - x_i)   (official per-example value)
         P   = +(1/B) sum_{i: r_i < tau} r_i
   "v2", v1 with |r_i| and no threshold:
         P   = +(1/B) sum_i |r_i|
@@ -15,6 +15,14 @@ The loss is L = L_mix + eta * m_1 * P, with m_1 = alpha / (2 alpha + 1) and the 
         P   = -(1/B) sum_i u_i
 
 The sum is divided by the batch size B, not by the number of selected terms (as officially).
+Every version is written P = sign * (1/B) sum_i w_i s_i with constant weights w
+(`selection_weights`), which is how the official thresholded sums are differentiated without a
+double backward.
+
+Which r_i is thresholded: with train-mode BatchNorm (or a graph) the logits of the batch couple
+the examples and r_i has an official and a joint form (see `directional`); they have the same sum,
+so they give the same P for v1 with tau = +inf and differ only where a per-example choice is made
+(`split_matters`: a finite tau, or |r_i|). The losses use the official form there by default.
 
 Why v3 approximates v1, and the sign: for a bias-free ReLU network f(x) = J_f(x) x, so with
 x_bar = 0, r_i = -(p_i - y_i)^T f(x_i) = u_i. v1 ADDS +eta m_1 r while v3 SUBTRACTS eta m_1 u, so
@@ -25,6 +33,7 @@ in that case the two push the same quantity in opposite directions. Both are kep
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import chex
 import jax
@@ -64,26 +73,63 @@ def get_variant(name: str) -> Variant:
 
 def logit_term(logits: jax.Array, soft_labels: jax.Array,
                detach_probabilities: bool = True) -> jax.Array:
-  """u_i = f(x_i)^T (y_i - p_i), float32 [B]; p_i stop-gradiented unless told otherwise."""
+  """u_i = f(x_i)^T (y_i - p_i), [B]; p_i stop-gradiented unless told otherwise (float32, or
+  float64 when the logits are)."""
   chex.assert_equal_shape([logits, soft_labels])
-  probabilities = jax.nn.softmax(logits.astype(jnp.float32))
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  probabilities = jax.nn.softmax(logits)
   if detach_probabilities:
     probabilities = jax.lax.stop_gradient(probabilities)
-  return jnp.sum(logits.astype(jnp.float32) * (soft_labels - probabilities), axis=-1)
+  return jnp.sum(logits * (soft_labels - probabilities), axis=-1)
 
 
-def penalty(statistic: jax.Array, variant: Variant, threshold: float | None = None,
-            flip_sign: bool = False) -> tuple[jax.Array, jax.Array]:
-  """(P, fraction of examples that enter P) for the per-example statistic r_i or u_i [B].
+def effective_threshold(variant: Variant, threshold: float | None) -> float | None:
+  """The tau in effect: `threshold`, or the variant's default when None.
 
-  P = sign * (1/B) sum_{i: s_i < tau} s_i, with s = |statistic| for v2; `threshold=None` uses
-  the variant's default tau (none for v2 and v4).
+  v2 and v4 have no threshold: the official code ignores one there, so a finite threshold passed
+  to them is an error rather than a silently different objective (None or +inf are accepted).
+  """
+  if threshold is not None:
+    threshold = float(threshold)
+    if math.isnan(threshold):
+      raise ValueError(f"threshold must be a number or +-inf, got {threshold}.")
+  if variant.default_threshold is None:
+    if threshold is not None and threshold != math.inf:
+      raise ValueError(
+          f"MixupE variant {variant.name!r} has no threshold (the official code ignores it), "
+          f"got threshold={threshold}; leave it unset, or use "
+          f"{'v1' if variant.uses_derivative else 'v3'}, which is {variant.name} with a threshold.")
+    return None
+  return variant.default_threshold if threshold is None else threshold
+
+
+def split_matters(variant: Variant, tau: float | None) -> bool:
+  """Whether the official and the joint per-example r_i (see `directional`) can give different
+  penalties. They always have the same sum, so only a per-example choice sees the difference: a
+  finite threshold, or |r_i| (v2)."""
+  return variant.absolute or (tau is not None and math.isfinite(tau))
+
+
+def selection_weights(statistic: jax.Array, variant: Variant, tau: float | None
+                      ) -> tuple[jax.Array, jax.Array]:
+  """(w, selected) with sum_i w_i s_i the penalty's sum over the statistic s = r or u [B]:
+
+      thresholded (v1, v3):  w_i = [s_i < tau]
+      v2:                    w_i = sign(r_i), so that sum_i w_i r_i = sum_i |r_i|
+      v4:                    w_i = 1
+
+  Both are constants for the gradient: the selection is data-dependent, as officially.
   """
   chex.assert_rank(statistic, 1)
-  tau = variant.default_threshold if threshold is None else threshold
+  statistic = jax.lax.stop_gradient(statistic)
   values = jnp.abs(statistic) if variant.absolute else statistic
-  # The selection is a data-dependent mask, constant for the gradient (as officially).
   selected = jnp.ones_like(values, dtype=bool) if tau is None else values < tau
-  total = jnp.sum(jnp.where(selected, values, 0.0)) / statistic.shape[0]
-  sign = -variant.sign if flip_sign else variant.sign
-  return sign * total, jnp.mean(selected.astype(jnp.float32))
+  weights = selected.astype(statistic.dtype)
+  if variant.absolute:
+    weights = weights * jnp.sign(statistic)
+  return weights, selected
+
+
+def penalty_sign(variant: Variant, flip_sign: bool = False) -> float:
+  """+1 for L_mix + eta m_1 (...) (v1, v2), -1 for L_mix - eta m_1 (...) (v3, v4); or flipped."""
+  return -variant.sign if flip_sign else variant.sign

@@ -13,11 +13,32 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # the offline data the tests read.
 os.environ["MIXUPE_JAX_CACHE"] = tempfile.mkdtemp(prefix="mixupe_jax_test_cache_")
 
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402  (after the flag on purpose)
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
 
 from mixupe_jax.models import MLP, SmallCNN, flax_apply_fn, init_model  # noqa: E402
+from mixupe_jax.models.apply import maybe_transform  # noqa: E402
+
+
+class BatchNormMLP(nn.Module):
+  """Dense - BatchNorm - tanh, twice, then a dense readout: smooth, and batch-coupled in train
+  mode. Hidden layer k is the output of block k (0: the input)."""
+
+  num_classes: int
+  width: int = 12
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train=True, hidden_layer=None, hidden_transform=None):
+    h = maybe_transform(x.reshape(x.shape[0], -1).astype(self.dtype), 0, hidden_layer,
+                        hidden_transform)
+    for layer in (1, 2):
+      h = nn.Dense(self.width, dtype=self.dtype)(h)
+      h = jnp.tanh(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h))
+      h = maybe_transform(h, layer, hidden_layer, hidden_transform)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(h)
 
 
 @pytest.fixture
@@ -26,17 +47,22 @@ def key():
 
 
 def make_model(kind: str, key, inputs, num_classes=3, dtype=jnp.float32):
-  """(module, params, model_state) for a small MLP or CNN used across the tests."""
+  """(module, params, model_state) for a small MLP or CNN used across the tests; with a float64
+  dtype (under x64) the parameters and state are float64 too."""
   if kind == "mlp":
     module = MLP(num_classes, hidden_sizes=(16, 16), activation="tanh", dtype=dtype)
   elif kind == "relu_mlp_no_bias":
     module = MLP(num_classes, hidden_sizes=(16, 16), activation="relu", use_bias=False,
                  dtype=dtype)
+  elif kind == "mlp_bn":
+    module = BatchNormMLP(num_classes, dtype=dtype)
   elif kind == "cnn":
     module = SmallCNN(num_classes, channels=(4, 8), dtype=dtype)
   else:
     raise ValueError(kind)
   params, state = init_model(module, key, inputs)
+  if dtype == jnp.float64:
+    params, state = jax.tree.map(lambda a: a.astype(jnp.float64), (params, state))
   return module, params, state
 
 

@@ -1,6 +1,8 @@
-"""The jvp term r_i = stopgrad(p_i - y_i)^T J_f(x_i) stopgrad(x_bar - x_i) against independent
-computations: reverse mode (jax.grad of stopgrad(b) . f, dotted with the direction) and central
-finite differences, on an MLP and on a CNN with BatchNorm in train and in eval mode."""
+"""The joint jvp term r_i = stopgrad(p_i - y_i)^T [J_F(X) D]_i (the whole batch moved along D)
+against independent computations: reverse mode (jax.grad of stopgrad(b_i) . f_i, dotted with the
+direction) and central finite differences, on an MLP and on a CNN with BatchNorm in train and in
+eval mode. The official per-example form (one example moved at a time) is pinned in
+test_official_split.py."""
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,7 @@ CASES = [("mlp", True), ("cnn", True), ("cnn", False)]
 
 
 @pytest.mark.parametrize("kind,train", CASES, ids=["mlp", "cnn-bn-train", "cnn-bn-eval"])
-def test_jvp_term_equals_reverse_mode_per_example(kind, train, key, make, apply_of):
+def test_joint_jvp_term_equals_reverse_mode_per_example(kind, train, key, make, apply_of):
   inputs, labels, x_bar = _batch(kind, key)
   module, params, state = make(kind, key, inputs, NUM_CLASSES)
   apply_fn = apply_of(module, train=train)

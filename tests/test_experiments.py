@@ -151,6 +151,37 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
   assert (workdir / "results.md").read_text() == table
 
 
+def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path, monkeypatch):
+  """A fresh checkout has no workdir, only the committed store: the suite reads every run from it
+  and trains nothing; a run missing from the store is trained and written there."""
+  store = tmp_path / "store"
+  first = runner.run_suite(suites.TINY, str(tmp_path / "session1"), store=str(store))
+  stored = sorted(store.glob("**/*.json"))
+  assert len(stored) == len(first["runs"]) + sum(
+      len(runner.search_runs(suites.TINY, d)) for d in suites.TINY.datasets)
+  contents = {path: path.read_text() for path in stored}
+
+  def no_training(*args, **kwargs):
+    raise AssertionError(f"a stored run was recomputed: {args[0]}")
+
+  monkeypatch.setattr(runner, "execute", no_training)
+  second = runner.run_suite(suites.TINY, str(tmp_path / "session2"), store=str(store))
+  assert second == first
+  assert {path: path.read_text() for path in stored} == contents
+  monkeypatch.undo()
+  # Remove one final run: only that one trains again, and it lands in the store.
+  missing = runner.Run("final", "iris", "mixup", 0)
+  os.remove(runner.stored_result_path(str(store), missing))
+  trained = []
+  original = runner.execute
+  monkeypatch.setattr(runner, "execute",
+                      lambda run, *a, **k: trained.append(run) or original(run, *a, **k))
+  third = runner.run_suite(suites.TINY, str(tmp_path / "session3"), store=str(store))
+  assert trained == [missing]
+  assert os.path.exists(runner.stored_result_path(str(store), missing))
+  assert [r["metrics"] for r in third["runs"]] == [r["metrics"] for r in first["runs"]]
+
+
 def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
   ablation, cpu = suites.BN_ABLATION, suites.CPU
   assert ablation.runs_of == cpu.name
@@ -169,8 +200,8 @@ def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
       run = runner.Run("final", dataset, method, 1)
       assert config_of(ablation, run) == config_of(cpu, run)
   clean_pass = config_of(ablation, runner.Run("final", "fashion_mnist", "mixup_clean_pass", 0))
-  assert (clean_pass["method"], clean_pass["variant"]) == ("mixupe", "v1")
-  assert clean_pass["eta"] > 0 and clean_pass["threshold"] == float("-inf")
+  assert (clean_pass["method"], clean_pass["variant"], clean_pass["eta"]) == ("mixupe", "v1", 0.0)
+  assert ablation.store == cpu.store, "the shared runs are kept in one place"
 
 
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)

@@ -63,35 +63,63 @@ def test_mixupe_runs_both_passes_in_train_mode_updating_batchnorm(cnn_problem):
   assert not np.allclose(jax.tree.leaves(mixup_state)[0], jax.tree.leaves(after_both)[0])
 
 
-def test_eta_zero_is_mixup_and_manifold_layer_zero_is_input_mixup(cnn_problem):
+def test_eta_zero_is_mixup_plus_the_clean_pass(cnn_problem):
+  """As in the official code, MixupE with eta = 0 still runs the clean pass in train mode: the loss
+  and its gradient are Mixup's, the BatchNorm state has seen both batches."""
   inputs, labels, x_bar, apply_fn, params, state = cnn_problem
   mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+
+  def mixup(p):
+    return losses.mixup_loss_fn(p, state, mixed, apply_fn=apply_fn)
+
+  (mix_loss, mix_aux), mix_grad = jax.value_and_grad(mixup, has_aux=True)(params)
+  _, after_both = apply_fn(params, mix_aux.model_state, inputs)
+  assert not np.allclose(jax.tree.leaves(mix_aux.model_state)[0], jax.tree.leaves(after_both)[0])
+  for variant in ("v1", "v3"):
+    def mixupe(p):
+      return losses.mixupe_loss_fn(p, state, mixed, inputs, labels, x_bar, apply_fn=apply_fn,
+                                   alpha=1.0, eta=0.0, variant=variant, num_classes=NUM_CLASSES)
+
+    (loss, aux), grad = jax.value_and_grad(mixupe, has_aux=True)(params)
+    assert float(loss) == float(mix_loss)
+    jax.tree.map(np.testing.assert_array_equal, grad, mix_grad)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), aux.model_state,
+                 after_both)
+  manifold = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
+                                            apply_fn=apply_fn, layer=1, alpha=1.0, eta=0.0,
+                                            num_classes=NUM_CLASSES)[1].model_state
+  _, after_manifold = losses.manifold_mixup_loss_fn(params, state, mixed, inputs,
+                                                    apply_fn=apply_fn, layer=1)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), manifold,
+               apply_fn(params, after_manifold.model_state, inputs)[1])
+
+
+def test_manifold_layer_zero_is_input_mixup(cnn_problem):
+  inputs, labels, _, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
   mix_loss = losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)[0]
-  mixupe_zero = losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar,
-                                      apply_fn=apply_fn, alpha=1.0, eta=0.0,
-                                      num_classes=NUM_CLASSES)[0]
-  manifold_zero = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
-                                                 apply_fn=apply_fn, layer=0, alpha=1.0)[0]
-  np.testing.assert_allclose(mixupe_zero, mix_loss, rtol=1e-6)
+  manifold_zero = losses.manifold_mixup_loss_fn(params, state, mixed, inputs, apply_fn=apply_fn,
+                                                layer=0)[0]
   np.testing.assert_allclose(manifold_zero, mix_loss, rtol=1e-5)
-  manifold_hidden = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
-                                                   apply_fn=apply_fn, layer=1, alpha=1.0)[0]
+  manifold_hidden = losses.manifold_mixup_loss_fn(params, state, mixed, inputs,
+                                                  apply_fn=apply_fn, layer=1)[0]
   assert abs(float(manifold_hidden - mix_loss)) > 1e-6
   unmixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=0.0, num_classes=NUM_CLASSES)
-  manifold_unmixed = losses.manifold_mixupe_loss_fn(params, state, unmixed, inputs, labels,
-                                                    apply_fn=apply_fn, layer=1, alpha=0.0)[0]
+  manifold_unmixed = losses.manifold_mixup_loss_fn(params, state, unmixed, inputs,
+                                                   apply_fn=apply_fn, layer=1)[0]
   erm = losses.erm_loss_fn(params, state, inputs, labels, apply_fn=apply_fn,
                            num_classes=NUM_CLASSES)[0]
   np.testing.assert_allclose(manifold_unmixed, erm, rtol=1e-6)
 
 
-def test_manifold_mixupe_term_at_hidden_layer(cnn_problem):
-  """At hidden layer k the v1 statistic is stopgrad(p - y)^T J_g(h) (mean(h) - h)."""
+def test_manifold_mixupe_joint_term_at_hidden_layer(cnn_problem):
+  """At hidden layer k the joint statistic is stopgrad(p - y)^T J_g(H) (mean(h) - h), every h_i
+  moved together (the official split is pinned in test_official_split.py)."""
   inputs, labels, _, apply_fn, params, state = cnn_problem
   mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
   _, aux = losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels, apply_fn=apply_fn,
                                           layer=1, alpha=1.0, eta=0.5, variant="v2",
-                                          num_classes=NUM_CLASSES)
+                                          term_split="joint", num_classes=NUM_CLASSES)
   _, mixed_state = apply_fn(params, state, inputs, hidden_layer=1,
                             hidden_transform=functools.partial(mixing.mix_like, lam=mixed.lam,
                                                                partner=mixed.partner))
@@ -117,6 +145,10 @@ def test_manifold_mixupe_term_at_hidden_layer(cnn_problem):
     (dict(x_bar=None), r"Variant 'v1' needs x_bar"),
     (dict(clean_labels=jnp.zeros((8, 4))), r"Labels of shape \(8, 4\) do not match logits .*\(8, 3\)"),
     (dict(clean_labels=jnp.array([0, 1, 2, 3, 0, 1, 2, 0])), r"Label 3 is out of range"),
+    (dict(variant="v2", threshold=-1.0), r"variant 'v2' has no threshold .* got threshold=-1.0"),
+    (dict(variant="v4", threshold=0.5), r"variant 'v4' has no threshold .* got threshold=0.5"),
+    (dict(threshold=float("nan")), r"threshold must be a number or \+-inf, got nan"),
+    (dict(term_split="batch"), r"Unknown term_split 'batch'; valid values are official, joint"),
 ])
 def test_bad_input_is_a_clear_error(change, message, cnn_problem):
   inputs, labels, x_bar, apply_fn, params, state = cnn_problem
@@ -145,3 +177,20 @@ def test_make_loss_fn_rejects_unknown_names(cnn_problem):
     losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=3, variant="v0")
   with pytest.raises(ValueError, match=r"Unknown mixer 'mixer'"):
     losses.make_mixer("mixer", alpha=1.0, num_classes=3)
+  with pytest.raises(ValueError, match=r"variant 'v2' has no threshold"):
+    losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=3, variant="v2", threshold=1.0)
+  with pytest.raises(ValueError, match=r"Unknown term_split 'both'"):
+    losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=3, term_split="both")
+
+
+@pytest.mark.parametrize("variant", ["v2", "v4"])
+def test_v2_and_v4_accept_no_threshold_or_infinity_and_ignore_it(variant, cnn_problem):
+  """The official code ignores the threshold in v2 and v4: unset and +inf give the same loss."""
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  values = [losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar, apply_fn=apply_fn,
+                                  alpha=1.0, eta=0.5, variant=variant, threshold=threshold,
+                                  rescale=False, num_classes=NUM_CLASSES)[1].metrics
+            for threshold in (None, float("inf"))]
+  assert float(values[0]["active_fraction"]) == 1.0
+  assert float(values[0]["penalty"]) == float(values[1]["penalty"]) != 0.0

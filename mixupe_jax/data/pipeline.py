@@ -180,12 +180,21 @@ def train_batches(source, *, batch_size: int, seed: int,
 def eval_batches(source, *, batch_size: int,
                  preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
                  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-                 process_index: int | None = None, process_count: int | None = None
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """One pass over this process's shard in order; the last batch may be smaller."""
-  shard = _process_shard(grain.MapDataset.source(source), process_index, process_count)
+                 process_index: int | None = None, process_count: int | None = None,
+                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+                 seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """One pass over this process's shard in order; the last batch may be smaller.
+
+  With `augment`, every example is augmented once by a generator derived from (seed, its index in
+  the whole source), so the pass holds the same images whatever the process count (x_bar over
+  augmented training inputs uses it).
+  """
+  dataset = grain.MapDataset.source(source)
+  if augment is not None:
+    dataset = dataset.random_map(
+        lambda e, rng: {**e, "image": augment(np.asarray(e["image"]), rng)}, seed=seed)
+  shard = _process_shard(dataset, process_index, process_count)
   if preprocess is not None:
     shard = shard.map(lambda e: {**e, "image": preprocess(np.asarray(e["image"]))})
   batches = shard.batch(batch_size, batch_fn=functools.partial(_stack, normalize=normalize))
   return (batches[i] for i in range(len(batches)))
-

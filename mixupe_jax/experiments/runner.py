@@ -6,6 +6,11 @@ exists; a finished run is never run again. An interrupted run resumes from its c
 `mixupe_jax.train.loop`), so killing the suite at any moment and rerunning the same command
 completes it without losing or repeating finished work.
 
+Runs that span sessions: with a `store` folder (the cpu suite's is `results/runs/cpu`, committed),
+every finished run's result file is also written there, as `<store>/<run dir>.json`, and a run
+found there is finished too. The store holds results only (a few kB each, with the curves);
+checkpoints stay in the workdir. To recompute a run, delete its file from the store and workdir.
+
 The search (one seed) trains each MixupE method for every (eta, flip_sign) of the suite's grid on
 train minus a stratified validation split and scores it on that split alone, never on the test
 split: the highest validation accuracy wins, ties go to the lower validation NLL. A run whose loss
@@ -130,16 +135,28 @@ def search_runs(suite: Suite, dataset: str) -> list[Run]:
           for eta in suite.eta_grid for flip_sign in suite.sign_grid]
 
 
-def read_result(workdir: str, run: Run) -> dict[str, Any] | None:
+def stored_result_path(store: str, run: Run) -> str:
+  return os.path.join(store, run.relative_dir + ".json")
+
+
+def read_result(workdir: str, run: Run, store: str | None = None) -> dict[str, Any] | None:
+  """The run's result from its workdir, else from the store; a result found only in the workdir
+  is copied to the store, so that it is kept with the results."""
   path = os.path.join(workdir, run.relative_dir, RESULT_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as file:
-    return json.load(file)
+  stored = stored_result_path(store, run) if store else None
+  for candidate in (path, stored):
+    if candidate and os.path.exists(candidate):
+      with open(candidate) as file:
+        result = json.load(file)
+      if stored and candidate == path and not os.path.exists(stored):
+        _write_json(stored, result)
+      return result
+  return None
 
 
 def _write_json(path: str, value: Any) -> None:
   """Written whole or not at all: a kill mid-write leaves the previous file (or none)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   temporary = f"{path}.tmp"
   with open(temporary, "w") as file:
     json.dump(value, file, indent=2)
@@ -158,8 +175,10 @@ def _curves(directory: str) -> dict[str, list[list[float]]]:
   return curves
 
 
-def execute(run: Run, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains one run (resuming its checkpoint if any) and writes its result.json."""
+def execute(run: Run, config: ml_collections.ConfigDict, workdir: str,
+            store: str | None = None) -> dict[str, Any]:
+  """Trains one run (resuming its checkpoint if any) and writes its result.json (and its copy in
+  the store)."""
   directory = os.path.join(workdir, run.relative_dir)
   start = time.perf_counter()
   try:
@@ -176,6 +195,8 @@ def execute(run: Run, config: ml_collections.ConfigDict, workdir: str) -> dict[s
       "curves": _curves(directory),
   }
   _write_json(os.path.join(directory, RESULT_FILE), result)
+  if store:
+    _write_json(stored_result_path(store, run), result)
   return result
 
 
@@ -195,8 +216,9 @@ def choose(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_DIR,
               data_dir: str = "../shared/data", datasets: list[str] | None = None,
-              log=print) -> dict[str, Any]:
-  """Runs (or finishes) every run of `suite` under `workdir`; returns {chosen, results}."""
+              store: str | None = None) -> dict[str, Any]:
+  """Runs (or finishes) every run of `suite` under `workdir`, taking finished runs from the
+  workdir or the `store` folder; returns {chosen, search, runs}."""
   from tqdm.auto import tqdm
 
   datasets = list(datasets or suite.datasets)
@@ -214,10 +236,10 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
   results: list[dict[str, Any]] = []
 
   def perform(run: Run) -> dict[str, Any]:
-    result = read_result(workdir, run)
+    result = read_result(workdir, run, store)
     if result is None:
       result = execute(run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir),
-                       workdir)
+                       workdir, store)
       split = "validation" if run.stage == "search" else "test"
       metrics = result["metrics"].get(split, {})
       outcome = (f"{split} accuracy {metrics['accuracy']:.4f}" if metrics

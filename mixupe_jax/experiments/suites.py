@@ -6,7 +6,7 @@ method's eta and sign are not set here: the runner picks them per dataset on a v
 (see `runner`).
 
     cpu          the paper's four domains on real local data, sized for a 2-core CPU
-    bn_ablation  MixupE-exact vs its clean pass alone (tau = -inf) on the cpu suite's BatchNorm models
+    bn_ablation  MixupE-exact vs its clean pass alone (eta = 0) on the cpu suite's BatchNorm models
     tiny         two datasets, two methods, one seed, a few steps: for tests and a first try
 """
 
@@ -50,6 +50,8 @@ class Suite:
   # them.
   runs_of: str | None = None
   results_dir: str | None = None  # Where the table goes by default (None: the runs' folder).
+  # Where each finished run's result file is kept across sessions (committed; see `runner`).
+  store: str | None = None
 
 
 # The methods: ERM, Mixup, and MixupE in its two main forms, exact (v1, the directional derivative
@@ -100,25 +102,25 @@ CPU = Suite(
     methods=METHODS,
     seeds=(0, 1, 2),
     results_dir="results",
+    store="results/runs/cpu",
 )
 
 # Is MixupE-exact's gain on the BatchNorm models the penalty's or the clean pass's? The clean pass
 # runs in train mode, so it also moves BatchNorm's running statistics (used at test time) towards
-# clean-batch statistics. "mixup_clean_pass" is MixupE-exact with tau = -inf: the clean pass runs,
-# no r_i enters the penalty, so the penalty, its gradient and the rescaling are exactly 0, 0 and 1
-# and the parameter gradient is Mixup's. (eta = 0 would not do: it skips the clean pass.) Mixup and
-# MixupE-exact are the cpu suite's own runs.
+# clean-batch statistics. "mixup_clean_pass" is MixupE at eta = 0, which (as in the official code)
+# still runs the clean pass: the loss and its gradient are exactly Mixup's, only BatchNorm's
+# running statistics also see the clean batch. Mixup and MixupE-exact are the cpu suite's own runs.
 BN_ABLATION = Suite(
     name="bn_ablation",
     datasets={name: CPU.datasets[name] for name in ("fashion_mnist", "cifar10")},
     methods={"mixup": METHODS["mixup"], "mixupe_exact": METHODS["mixupe_exact"],
-             "mixup_clean_pass": MethodEntry(
-                 {"method": "mixupe", "variant": "v1", "eta": 1.0, "threshold": float("-inf")})},
+             "mixup_clean_pass": MethodEntry({"method": "mixupe", "variant": "v1", "eta": 0.0})},
     seeds=CPU.seeds,
     comparisons=(("mixupe_exact", "mixup"), ("mixup_clean_pass", "mixup"),
                  ("mixupe_exact", "mixup_clean_pass")),
     runs_of="cpu",
     results_dir="results/bn_ablation",
+    store="results/runs/cpu",
 )
 
 TINY = Suite(

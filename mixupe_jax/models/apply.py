@@ -8,6 +8,12 @@ An apply function maps (params, model_state, inputs) to (logits, new_model_state
 models without state. Models that expose hidden layers (for Manifold Mixup and the MixupE term
 at a hidden layer) accept `hidden_layer: int` and `hidden_transform: h -> h'`, applied to the
 representation after block `hidden_layer` (0 is the input).
+
+An apply function may say whether example i's logits can depend on another example's input (train-
+mode BatchNorm, a graph convolution over the batch's nodes) through an attribute
+`couples_examples`: a bool, or a function of the model state. The MixupE losses read it through
+`couples_examples(apply_fn, model_state)` to skip work only where the official per-example split
+cannot matter; an apply function without the attribute is assumed to couple them (always correct).
 """
 
 from __future__ import annotations
@@ -28,11 +34,21 @@ class ApplyFn(Protocol):
     ...
 
 
-def flax_apply_fn(module: nn.Module, *, train: bool = True) -> ApplyFn:
+def couples_examples(apply_fn: ApplyFn, model_state: ModelState) -> bool:
+  """Whether `apply_fn` may let example i's logits depend on example j's input (see above)."""
+  declared = getattr(apply_fn, "couples_examples", True)
+  return bool(declared(model_state) if callable(declared) else declared)
+
+
+def flax_apply_fn(module: nn.Module, *, train: bool = True,
+                  couples_examples: bool | None = None) -> ApplyFn:
   """An `ApplyFn` for a linen module whose `__call__(x, train=...)` returns logits.
 
   In train mode every collection in `model_state` is mutable (BatchNorm uses and updates the batch
   statistics); in eval mode the state is used read-only and returned unchanged.
+  `couples_examples` (None: inferred) says whether examples interact: by default, exactly when a
+  train-mode module has state (BatchNorm's batch statistics); pass True for a module that mixes
+  examples without state (e.g. attention across the batch).
   """
 
   def apply_fn(params, model_state, inputs, **hidden):
@@ -43,6 +59,10 @@ def flax_apply_fn(module: nn.Module, *, train: bool = True) -> ApplyFn:
       return logits, {**model_state, **updates}
     return module.apply(variables, inputs, train=train, **hidden), model_state
 
+  if couples_examples is None:
+    apply_fn.couples_examples = lambda model_state: train and bool(model_state)
+  else:
+    apply_fn.couples_examples = couples_examples
   return apply_fn
 
 

@@ -85,4 +85,5 @@ def node_apply_fn(module: nn.Module, features: Any, node_ids: Any, *, train: boo
                           hidden_transform=transform)
     return logits[node_ids], model_state
 
+  apply_fn.couples_examples = True  # A node's logits depend on its neighbours' features.
   return apply_fn

@@ -22,6 +22,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.crop_padding = 4
   config.flip = True
   config.input_threads = 2
+  # x_bar, the training-set mean input of MixupE v1/v2: over the inputs augmented once each
+  # ("augmented", as the official code's train loader) or over the plain inputs ("unaugmented").
+  # The same without augmentation.
+  config.x_bar_inputs = "augmented"
   config.eval_splits = ()  # Splits to evaluate; () = every split but train (e.g. only "validation").
 
   # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
@@ -34,6 +38,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.eta = 1.0
   config.variant = "v1"  # v1 (= exact), v2, v3 (= fast), v4.
   config.threshold = config_dict.placeholder(float)  # tau; None: the variant's default.
+  # Which per-example r_i v1/v2 threshold under train-mode BatchNorm: "official" (example i moved
+  # alone, as the official code) or "joint" (the whole batch moved; one jvp, cheaper).
+  config.term_split = "official"
   config.rescale = True
   config.scale_by_moment = True
   config.flip_sign = False

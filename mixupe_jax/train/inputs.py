@@ -28,6 +28,10 @@ Batch = tuple[np.ndarray, np.ndarray]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
 TFDS_EVAL_SPLIT = {"imagenet2012": "validation"}
 AUGMENTATIONS = ("none", "crop_flip", "inception")
+# x_bar over the training inputs as the model sees them (augmented once each: the official code's
+# mean over its augmented train loader, and the mean of the distribution Mixup's partners come
+# from) or over the plain training set.
+X_BAR_INPUTS = ("augmented", "unaugmented")
 
 
 @dataclasses.dataclass
@@ -41,7 +45,9 @@ class Inputs:
   example_shape: tuple[int, ...]
   train_batches: Callable[[int], Iterator[Batch]]
   eval_batches: dict[str, Callable[[], Iterator[EvalBatch]]]
-  train_inputs: Callable[[], Iterator[np.ndarray]]  # Preprocessed, unaugmented: for x_bar.
+  # The training inputs x_bar is the mean of (config.x_bar_inputs): preprocessed and normalized,
+  # augmented once each or not at all.
+  x_bar_batches: Callable[[], Iterator[np.ndarray]]
   dataset_path: str | None = None
   x_bar_fingerprint: str = ""  # What x_bar depends on: names its cache file.
   graph: data_lib.GraphDataset | None = None
@@ -69,6 +75,18 @@ def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, pro
     labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
     template = (inputs, labels)
     yield inputs, labels, mask
+
+
+def _x_bar_augmentation(config, augment):
+  """The augmentation x_bar's pass applies (None: the plain training inputs) and what it adds to
+  the cache fingerprint."""
+  if config.x_bar_inputs not in X_BAR_INPUTS:
+    raise ValueError(f"Unknown x_bar_inputs {config.x_bar_inputs!r}; valid: "
+                     f"{', '.join(X_BAR_INPUTS)}.")
+  if augment is None or config.x_bar_inputs == "unaugmented":
+    return None, ""
+  return augment, (f"|augmented={config.augment},padding={config.crop_padding},"
+                   f"flip={config.flip},seed={config.seed}")
 
 
 def _augmentation(config, image_size: int | None):
@@ -128,20 +146,26 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     normalize = pipeline.normalizer(name)
     num_classes = train_source.dataset_info.features["label"].num_classes
 
-    def train_inputs():
-      for images, _ in pipeline.eval_batches(train_source, batch_size=256, preprocess=resize,
-                                             normalize=normalize, **shard):
+    augment = _augmentation(config, image_size)
+    x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
+
+    def x_bar_batches():
+      # An augmentation yields the training size itself; plain images are resized as for eval.
+      for images, _ in pipeline.eval_batches(
+          train_source, batch_size=256, preprocess=None if x_bar_augment else resize,
+          normalize=normalize, augment=x_bar_augment, seed=config.seed, **shard):
         yield images
 
     example = np.asarray(train_source[0]["image"])
     shape = (image_size, image_size, example.shape[-1]) if image_size else example.shape
     return Inputs(
         name=spec, num_classes=num_classes, num_train=len(train_source), example_shape=shape,
-        train_batches=train_stream(train_source, _augmentation(config, image_size), normalize),
+        train_batches=train_stream(train_source, augment, normalize),
         eval_batches={eval_split: functools.partial(
             padded, eval_source, num_examples=len(eval_source), preprocess=resize,
             normalize=normalize)},
-        train_inputs=train_inputs, dataset_path=data_dir or None, x_bar_fingerprint=f"{spec}|{image_size}")
+        x_bar_batches=x_bar_batches, dataset_path=data_dir or None,
+        x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}")
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
@@ -166,8 +190,16 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     raise ValueError(f"augment={config.augment!r} needs images; {spec} has inputs of shape "
                      f"{train_x.shape[1:]}.")
 
-  def train_inputs():
-    yield from statistics.array_batches(train_x[process_index::process_count], 4096, normalize)
+  x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
+
+  def x_bar_batches():
+    if x_bar_augment is None:
+      yield from statistics.array_batches(train_x[process_index::process_count], 4096, normalize)
+      return
+    for images, _ in pipeline.eval_batches(
+        pipeline.ArraySource(train_x, train_y), batch_size=1024, normalize=normalize,
+        augment=x_bar_augment, seed=config.seed, **shard):
+      yield images
 
   return Inputs(
       name=spec, num_classes=dataset.num_classes, num_train=len(train_x),
@@ -176,9 +208,10 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       eval_batches={split: functools.partial(padded, pipeline.ArraySource(x, y),
                                              num_examples=len(x), normalize=normalize)
                     for split, (x, y) in splits.items() if split != "train"},
-      train_inputs=train_inputs,
+      x_bar_batches=x_bar_batches,
       dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
-      x_bar_fingerprint=f"{spec}|validation={config.validation_fraction}|seed={config.seed}")
+      x_bar_fingerprint=(f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
+                         f"{augmented_fingerprint}"))
 
 
 def _graph_inputs(spec: str, graph: data_lib.GraphDataset) -> Inputs:
@@ -200,14 +233,14 @@ def _graph_inputs(spec: str, graph: data_lib.GraphDataset) -> Inputs:
       name=spec, num_classes=graph.num_classes, num_train=len(ids["train"]),
       example_shape=features.shape[1:], train_batches=train_batches,
       eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
-      train_inputs=lambda: iter([features[ids["train"]]]),
+      x_bar_batches=lambda: iter([features[ids["train"]]]),
       dataset_path=None, graph=graph)
 
 
 def compute_x_bar(inputs: Inputs) -> np.ndarray:
-  """x_bar over the preprocessed training inputs of every process, cached next to the dataset
-  (see `statistics.streamed_x_bar`)."""
+  """x_bar over the training inputs of every process (augmented once each, or plain, as the
+  config chose), cached next to the dataset (see `statistics.streamed_x_bar`)."""
   cache_path = None
   if inputs.dataset_path is not None:
     cache_path = statistics.cache_path_for(inputs.dataset_path, inputs.x_bar_fingerprint)
-  return statistics.streamed_x_bar(inputs.train_inputs, cache_path=cache_path)
+  return statistics.streamed_x_bar(inputs.x_bar_batches, cache_path=cache_path)

@@ -125,8 +125,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   loss_fn = losses.make_loss_fn(
       config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
       eta=config.eta, variant=config.variant, threshold=config.threshold,
-      rescale=config.rescale, scale_by_moment=config.scale_by_moment,
-      flip_sign=config.flip_sign, x_bar=x_bar, mixer=mixer,
+      term_split=config.term_split, rescale=config.rescale,
+      scale_by_moment=config.scale_by_moment, flip_sign=config.flip_sign, x_bar=x_bar, mixer=mixer,
       manifold_layers=tuple(config.manifold_layers))
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config, schedule)
