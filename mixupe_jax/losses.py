@@ -217,8 +217,9 @@ def mixupe_loss_fn(
     term_split: which per-example r_i v1 and v2 threshold or take |r_i| of under batch-coupled
       layers (train-mode BatchNorm, graphs); see `directional`. "official" (default): example i
       moved alone, r_i = [J_F(X)^T B]_i . d_i, as the official double-backward code computes it.
-      "joint": the whole batch moved, r_i = b_i . [J_F(X) D]_i, one jvp (cheaper). The two agree
-      for models without such layers and for v1 with tau = +inf, where the single jvp is used.
+      "joint": the whole batch moved, r_i = b_i . [J_F(X) D]_i, one jvp. Both cost the same
+      FLOPs. They agree for models without such layers and for v1 with tau = +-inf, where the
+      single jvp is used.
     rescale: multiply the loss by the constant |L_mix| / |L| (official behaviour).
     scale_by_moment: multiply eta by m_1 (official behaviour).
     flip_sign: negate the penalty (to test the opposite direction of v1/v3).

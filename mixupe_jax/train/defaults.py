@@ -39,7 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.variant = "v1"  # v1 (= exact), v2, v3 (= fast), v4.
   config.threshold = config_dict.placeholder(float)  # tau; None: the variant's default.
   # Which per-example r_i v1/v2 threshold under train-mode BatchNorm: "official" (example i moved
-  # alone, as the official code) or "joint" (the whole batch moved; one jvp, cheaper).
+  # alone, as the official code) or "joint" (the whole batch moved; one jvp).
   config.term_split = "official"
   config.rescale = True
   config.scale_by_moment = True
