@@ -55,9 +55,9 @@ class Suite:
 
 
 # The methods: ERM, Mixup, and MixupE in its two main forms, exact (v1, the directional derivative
-# by jax.jvp, threshold tau = -1) and fast (v3, the official README's recipe, tau = 1); and exact
-# without a threshold (tau = +inf: every r_i enters), the paper's equation
-# L_mix + eta m_1 (1/B) sum_i r_i, because with tau = -1 few r_i ever enter at small budgets.
+# by forward mode, threshold tau = -1 on the official per-example r_i) and fast (v3, the official
+# README's recipe, tau = 1); and exact without a threshold (tau = +inf: every r_i enters), the
+# paper's equation L_mix + eta m_1 (1/B) sum_i r_i, where the per-example split cannot matter.
 METHODS = {
     "erm": MethodEntry({"method": "erm"}),
     "mixup": MethodEntry({"method": "mixup"}),
