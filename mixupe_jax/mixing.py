@@ -21,7 +21,7 @@ Pairing (who j(i) is):
   * "roll":        j = (i + 1) mod B.
 
 Inputs may have any rank: images [B, H, W, C], tables [B, D], spectrograms [B, T, F, 1], node
-features [N, D]. Labels are integer class ids [B] (then `num_classes` is required) or soft /
+features [N, D]. Integer inputs (uint8 images) are mixed in float32; floating ones keep their dtype. Labels are integer class ids [B] (then `num_classes` is required) or soft /
 one-hot labels [B, C]; the output labels are always soft, float32, and sum to one.
 
 Global vs per-shard mixing: under `jax.jit` with a batch-sharded input these functions mix across
@@ -48,7 +48,7 @@ _INVOLUTIVE_PAIRINGS = ("matching", "flip")
 class MixedBatch(NamedTuple):
   """A mixed batch: x~ = lam x + (1 - lam) x[partner], y~ likewise (soft labels)."""
 
-  inputs: jax.Array  # x~, same shape and dtype as the clean inputs.
+  inputs: jax.Array  # x~, the clean inputs' shape and (floating) dtype; integers mix in float32.
   labels: jax.Array  # y~ [B, C], float32, rows sum to one.
   lam: jax.Array  # [B] float32: weight of the example's own label (kept area for CutMix).
   partner: jax.Array  # [B] int32: index j(i) of the partner in the (shard-local) batch.
@@ -149,12 +149,22 @@ def sample_lambda(
   return lam
 
 
+def as_floating(values: jax.Array) -> jax.Array:
+  """Floating arrays as they are; integer or boolean ones (e.g. uint8 images) as float32, so that
+  a convex combination is not rounded back to the integers (lambda would become 0 or 1)."""
+  values = jnp.asarray(values)
+  if jnp.issubdtype(values.dtype, jnp.inexact):
+    return values
+  return values.astype(jnp.float32)
+
+
 def _broadcast_per_example(weights: jax.Array, like: jax.Array) -> jax.Array:
   return weights.reshape(weights.shape + (1,) * (like.ndim - 1)).astype(like.dtype)
 
 
 def mix_like(values: jax.Array, lam: jax.Array, partner: jax.Array) -> jax.Array:
-  """lam_i v_i + (1 - lam_i) v_j(i) for any per-example array v [B, ...]."""
+  """lam_i v_i + (1 - lam_i) v_j(i) for any per-example array v [B, ...] (integers in float32)."""
+  values = as_floating(values)
   chex.assert_equal_shape_prefix([values, lam, partner], 1)
   weight = _broadcast_per_example(lam, values)
   return weight * values + (1 - weight) * values[partner]
@@ -265,6 +275,7 @@ def cutmix(
   clipped at the borders, so it can differ from the sampled lambda); otherwise the sampled one.
   """
   soft = _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
+  inputs = as_floating(inputs)  # As Mixup's output, so that the two can be switched.
   batch_size = inputs.shape[0]
   axes = tuple(spatial_axes) if spatial_axes is not None else _default_spatial_axes(inputs.ndim)
   if not axes or any(not 1 <= axis < inputs.ndim for axis in axes):
@@ -323,5 +334,5 @@ def no_mixing(inputs: jax.Array, labels: jax.Array, num_classes: int | None = No
   """The identity mixing (lambda = 1, j(i) = i): ERM through the same interface."""
   soft = to_soft_labels(labels, num_classes)
   batch_size = inputs.shape[0]
-  return MixedBatch(inputs, soft, jnp.ones(batch_size, jnp.float32),
+  return MixedBatch(as_floating(inputs), soft, jnp.ones(batch_size, jnp.float32),
                     jnp.arange(batch_size, dtype=jnp.int32))

@@ -87,3 +87,50 @@ def test_unknown_x_bar_inputs_is_a_clear_error(cifar_folder):
   with pytest.raises(ValueError, match=r"Unknown x_bar_inputs 'train'; valid: augmented, "
                      "unaugmented"):
     x_bar_of(cifar_folder, x_bar_inputs="train")
+
+
+def test_a_changed_dataset_is_never_answered_with_a_stale_cached_x_bar(tmp_path, monkeypatch):
+  """The cache is named by the data's content (file sizes and times): rewrite a file and x_bar
+  is computed again; the file is created with the umask's mode; an unreadable one is replaced."""
+  import os
+  from mixupe_jax.data import images, statistics
+  monkeypatch.setenv("MIXUPE_JAX_CACHE", str(tmp_path / "cache"))
+  folder = tmp_path / "cifar"
+  folder.mkdir()
+  rng = np.random.default_rng(1)
+
+  def write(scale):
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+      images_ = (rng.integers(0, 256, (4, 3072)) * scale).astype(np.uint8)
+      (folder / name).write_bytes(pickle.dumps({b"data": images_, b"labels": [0, 1, 0, 1]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b"]}))
+
+  def cached_x_bar():
+    config_changes = dict(x_bar_inputs="unaugmented")
+    _, _, built = x_bar_of(folder, **config_changes)
+    return np.asarray(inputs_lib.compute_x_bar(built)), built
+
+  def plain_mean():
+    train = images.load_cifar_pickles(str(folder)).inputs("train")
+    normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train))
+    return normalize(train).mean(0)
+
+  write(1.0)
+  first, built = cached_x_bar()
+  np.testing.assert_allclose(first, plain_mean(), atol=1e-5)
+  cache_files = list((tmp_path / "cache").iterdir())
+  assert len(cache_files) == 1
+  umask = os.umask(0)
+  os.umask(umask)
+  assert cache_files[0].stat().st_mode & 0o777 == 0o666 & ~umask
+  write(0.5)  # Same path, same spec, new content.
+  second, built = cached_x_bar()
+  assert not np.allclose(second, first, atol=1e-3)
+  np.testing.assert_allclose(second, plain_mean(), atol=1e-5)
+  assert len(list((tmp_path / "cache").iterdir())) == 2
+  # A cache file that cannot be read is computed again, not trusted.
+  path = statistics.cache_path_for(built.dataset_path, built.x_bar_fingerprint)
+  with open(path, "wb") as file:
+    file.write(b"garbage")
+  np.testing.assert_allclose(np.asarray(inputs_lib.compute_x_bar(built)), second, atol=1e-6)
+  assert np.load(path).shape == second.shape

@@ -92,7 +92,12 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
     splits[split][0].append(clip_spectrogram(signal, sample_rate, duration, **FSDD_WINDOWS))
     splits[split][1].append(int(digit))
   if not splits["train"][0]:
-    raise DataError(f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files.")
+    raise DataError(f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files with an index "
+                    f"outside {test_indices.start}-{test_indices.stop - 1} (the training split).")
+  if not splits["test"][0]:
+    raise DataError(f"{path} holds no test recordings: FSDD's test split is index "
+                    f"{test_indices.start}-{test_indices.stop - 1} of every digit and speaker "
+                    f"({len(splits['train'][0])} training recordings found).")
   return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, FSDD_WINDOWS), 10,
                       tuple(str(d) for d in range(10)))
 
@@ -126,6 +131,10 @@ def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float
     splits[split][0].append(clip_spectrogram(signal, sample_rate, duration,
                                              **SPEECH_COMMANDS_WINDOWS))
     splits[split][1].append(label_of[member.split("/")[-2]])
+  empty = [split for split, (inputs, _) in splits.items() if not inputs]
+  if empty:
+    raise DataError(f"{path} has no {' or '.join(empty)} recordings (the split lists name files "
+                    "that are not there, or every file).")
   return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
                       len(class_names), class_names)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -26,7 +27,14 @@ def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], byt
   recursively) or a zip file; `layout` describes the expected content for the error message."""
   if zipfile.is_zipfile(path):
     archive = zipfile.ZipFile(path)
-    return [n for n in archive.namelist() if not n.endswith("/")], archive.read
+
+    def read_member(name):
+      try:
+        return archive.read(name)
+      except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}:{name} cannot be read from the archive ({error}).") from error
+
+    return [n for n in archive.namelist() if not n.endswith("/")], read_member
   if os.path.isdir(path):
     names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
              for root, _, files in os.walk(path) for f in files]
@@ -53,9 +61,11 @@ class ArrayDataset:
 
   def __post_init__(self):
     for split, (inputs, labels) in self.splits.items():
+      where = f"{self.name} {split}"
       if len(inputs) != len(labels):
-        raise DataError(f"{self.name} {split}: {len(inputs)} inputs but {len(labels)} labels.")
-      check_labels(labels, self.num_classes, f"{self.name} {split}")
+        raise DataError(f"{where}: {len(inputs)} inputs but {len(labels)} labels.")
+      check_inputs(inputs, where)
+      check_labels(labels, self.num_classes, where)
 
   def inputs(self, split: str) -> np.ndarray:
     return self._split(split)[0]
@@ -84,8 +94,24 @@ class GraphDataset:
     check_labels(self.labels, self.num_classes, self.name)
 
 
+def check_inputs(inputs: np.ndarray, where: str) -> None:
+  """Inputs are uint8 images or finite floating features."""
+  inputs = np.asarray(inputs)
+  if inputs.dtype != np.uint8 and not np.issubdtype(inputs.dtype, np.floating):
+    raise DataError(f"{where}: inputs of dtype {inputs.dtype}; expected uint8 images or floating "
+                    "features.")
+  if np.issubdtype(inputs.dtype, np.floating) and inputs.size and not np.all(np.isfinite(inputs)):
+    position = np.argwhere(~np.isfinite(inputs))[0]
+    value = inputs[tuple(position)]
+    raise DataError(f"{where}: input {int(position[0])} holds {value} at position "
+                    f"{tuple(int(p) for p in position[1:])}; inputs must be finite.")
+
+
 def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
   """Labels must be integers in [0, num_classes)."""
+  labels = np.asarray(labels)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{where}: labels of dtype {labels.dtype}; expected integer class ids.")
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
     bad = labels.min() if labels.min() < 0 else labels.max()
     raise DataError(f"{where}: label {bad} is out of range [0, {num_classes - 1}].")

@@ -3,7 +3,8 @@
 x / tx / allx: features of the labeled training nodes / the test nodes / all non-test nodes;
 y / ty / ally: their one-hot labels; graph: dict node -> neighbours; test.index: the ids of the
 test nodes. The standard split: the first len(y) nodes train, the next 500 validation, and the
-1,000 test.index nodes test.
+1,000 test.index nodes test. Nodes outside every split (CiteSeer's isolated test nodes) may have an
+all-zero label row; they are labelled 0 and never trained or evaluated.
 """
 
 from __future__ import annotations
@@ -32,11 +33,44 @@ def _load(directory: str, name: str, part: str):
     raise DataError(f"{path} is not a readable Planetoid {part} file ({error}).") from error
 
 
+def _check_parts(directory: str, name: str, parts: dict) -> None:
+  """Types and shapes of the pickled parts; a DataError names the file that is off."""
+  path = lambda part: os.path.join(directory, f"ind.{name}.{part}")
+  for part in ("x", "tx", "allx", "y", "ty", "ally"):
+    value = parts[part]
+    if not (scipy.sparse.issparse(value) or isinstance(value, np.ndarray)) or value.ndim != 2:
+      raise DataError(f"{path(part)}: expected a 2-D matrix, got {type(value).__name__}.")
+  if not isinstance(parts["graph"], dict):
+    raise DataError(f"{path('graph')}: expected a dict node -> neighbours, got "
+                    f"{type(parts['graph']).__name__}.")
+  for features, labels in (("x", "y"), ("tx", "ty"), ("allx", "ally")):
+    if parts[features].shape[0] != parts[labels].shape[0]:
+      raise DataError(f"{path(labels)} has {parts[labels].shape[0]} rows but {path(features)} "
+                      f"has {parts[features].shape[0]}.")
+  widths = {parts[p].shape[1] for p in ("x", "tx", "allx")}
+  classes = {parts[p].shape[1] for p in ("y", "ty", "ally")}
+  if len(widths) != 1 or len(classes) != 1:
+    raise DataError(f"{directory} ind.{name}.*: the feature widths {sorted(widths)} or the label "
+                    f"widths {sorted(classes)} of x/tx/allx and y/ty/ally differ.")
+
+
 def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
-  x, y, tx, ty, allx, ally, graph = (_load(directory, name, part)
-                                     for part in ("x", "y", "tx", "ty", "allx", "ally", "graph"))
+  """The standard split of `ind.<name>.*` in `directory`. Every node of a split must have a
+  one-hot label row; a node id outside the graph is an error naming its file."""
+  require_file(directory, "Planetoid folder")
+  names = ("x", "y", "tx", "ty", "allx", "ally", "graph")
+  parts = {part: _load(directory, name, part) for part in names}
+  _check_parts(directory, name, parts)
+  x, y, tx, ty, allx, ally, graph = (parts[part] for part in names)
   test_index = _load(directory, name, "test.index")
+  index_path = os.path.join(directory, f"ind.{name}.test.index")
+  if not len(test_index):
+    raise DataError(f"{index_path} lists no test nodes.")
   test_sorted = np.sort(test_index)
+  num_known = allx.shape[0]
+  if test_sorted[0] < num_known:
+    raise DataError(f"{index_path}: test node {test_sorted[0]} is among the {num_known} nodes of "
+                    "allx; test nodes come after them.")
   if name == "citeseer":
     # CiteSeer has isolated test nodes missing from tx: give them zero features and labels.
     full = np.arange(test_sorted.min(), test_sorted.max() + 1)
@@ -45,13 +79,21 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
     ty_full = np.zeros((len(full), ty.shape[1]))
     ty_full[test_sorted - test_sorted.min(), :] = ty
     tx, ty = tx_full, ty_full
+  num_nodes = num_known + tx.shape[0]
+  if test_sorted[-1] >= num_nodes:
+    raise DataError(f"{index_path}: test node {test_sorted[-1]} is beyond the {num_nodes} nodes "
+                    f"of allx and tx.")
   features = scipy.sparse.vstack([allx, tx]).tolil()
   features[test_index, :] = features[test_sorted, :]
-  labels_onehot = np.vstack([ally, ty])
+  labels_onehot = np.vstack([np.asarray(ally.todense() if scipy.sparse.issparse(ally) else ally),
+                             np.asarray(ty.todense() if scipy.sparse.issparse(ty) else ty)])
   labels_onehot[test_index, :] = labels_onehot[test_sorted, :]
-  num_nodes = features.shape[0]
   rows = [node for node, neighbours in graph.items() for _ in neighbours]
   cols = [n for neighbours in graph.values() for n in neighbours]
+  out_of_range = [n for n in rows + cols if not 0 <= n < num_nodes]
+  if out_of_range:
+    raise DataError(f"{os.path.join(directory, f'ind.{name}.graph')}: node {out_of_range[0]} is "
+                    f"outside the {num_nodes} nodes of the features.")
   adjacency = scipy.sparse.coo_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                                       shape=(num_nodes, num_nodes)).tocsr()
   adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)
@@ -60,6 +102,15 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
   num_train = len(y)
   splits = {"train": np.arange(num_train), "validation": np.arange(num_train, num_train + 500),
             "test": test_sorted}
+  for split, nodes in splits.items():
+    rows_of_split = labels_onehot[nodes]
+    not_one_hot = np.flatnonzero((rows_of_split.sum(1) != 1) | (rows_of_split.max(1) != 1))
+    if len(not_one_hot):
+      node = int(nodes[not_one_hot[0]])
+      source = f"ind.{name}.{'ty' if split == 'test' else 'ally'}"
+      raise DataError(f"{os.path.join(directory, source)}: {split} node {node} has label row "
+                      f"{labels_onehot[node].tolist()}; expected one-hot (an all-zero row would "
+                      "silently become class 0).")
   return GraphDataset(name, np.asarray(features.todense(), np.float32), adjacency.tocsr(),
                       np.argmax(labels_onehot, 1).astype(np.int32), splits,
                       labels_onehot.shape[1])

@@ -47,15 +47,32 @@ def _find(directory: str, stem: str) -> str:
 
 
 def load_idx_dataset(directory: str, name: str = "idx") -> ArrayDataset:
-  """MNIST-style directory: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] -> uint8 [N,28,28,1]."""
+  """MNIST-style directory: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] -> uint8 [N,28,28,1].
+
+  The classes are 0..max of the training labels; a test label outside them is an error naming
+  the file (it would otherwise add a class no example trains).
+  """
   require_file(directory, "idx dataset directory")
-  splits = {}
+  splits, label_files = {}, {}
   for split, prefix in (("train", "train"), ("test", "t10k")):
-    images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
+    images_path = _find(directory, f"{prefix}-images-idx3-ubyte")
+    labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
       raise DataError(f"{directory} {split}: expected images [N, H, W] and labels [N], got "
                       f"{images.shape} and {labels.shape}.")
+    if images.dtype != np.uint8:
+      raise DataError(f"{images_path}: images of type {images.dtype}; expected uint8 pixels.")
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+      raise DataError(f"{labels_path}: labels must be integers >= 0, got type {labels.dtype} "
+                      f"and minimum {labels.min() if labels.size else 'none'}.")
     splits[split] = (images[..., None], labels.astype(np.int32))
-  num_classes = int(max(labels.max() for _, labels in splits.values())) + 1
+    label_files[split] = labels_path
+  num_classes = int(splits["train"][1].max()) + 1
+  test_labels = splits["test"][1]
+  if test_labels.size and test_labels.max() >= num_classes:
+    bad = int(test_labels.max())
+    raise DataError(f"{label_files['test']}: label {bad} (example "
+                    f"{int(np.argmax(test_labels == bad))}) is not one of the training classes "
+                    f"0..{num_classes - 1} of {label_files['train']}.")
   return ArrayDataset(name, splits, num_classes)

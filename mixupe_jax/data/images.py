@@ -8,19 +8,31 @@ import os
 import pickle
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+# Modes whose pixels do not fit 8 bits: converting them to RGB would clip them silently.
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def _decode(data: bytes, where: str) -> np.ndarray:
+  """An 8-bit image file as uint8 RGB [H, W, 3]: grey, palette and CMYK are converted, the EXIF
+  orientation (phone cameras) is applied; 16-bit or float pixels are an error, not clipped."""
   try:
-    image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    image = Image.open(io.BytesIO(data))
+    image = ImageOps.exif_transpose(image)
+    if image.mode in WIDE_MODES:
+      raise DataError(f"{where} has {image.mode} pixels (more than 8 bits); convert the images "
+                      "to 8-bit first.")
+    return np.asarray(image.convert("RGB"))
+  except DataError:
+    raise
   except Exception as error:  # PIL raises several types for corrupt files.
     raise DataError(f"{where} is not a readable image ({error}).") from error
-  return image
 
 
 def load_image_folder(path: str, name: str = "imagefolder",
@@ -84,13 +96,28 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
     for file_name in files:
       path = os.path.join(directory, file_name)
       batch = _unpickle(path)
-      data = np.asarray(batch[b"data"], np.uint8)
-      if data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(f"{path}: expected data [N, 3072], got {data.shape}.")
+      if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DataError(f"{path}: expected a dict with {b'data'!r} and {label_key!r}.")
+      data = np.asarray(batch[b"data"])
+      if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: expected uint8 data [N, 3072], got {data.dtype} {data.shape}.")
+      batch_labels = np.asarray(batch[label_key])
+      if batch_labels.shape != (len(data),):
+        raise DataError(f"{path}: {batch_labels.shape} labels for {len(data)} images.")
       images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-      labels.append(np.asarray(batch[label_key], np.int32))
+      labels.append(batch_labels.astype(np.int32))
     splits[split] = (np.concatenate(images), np.concatenate(labels))
-  class_names = tuple(n.decode() for n in _unpickle(os.path.join(directory, meta))[names_key])
+  meta_path = os.path.join(directory, meta)
+  meta_content = _unpickle(meta_path)
+  if not isinstance(meta_content, dict) or names_key not in meta_content:
+    raise DataError(f"{meta_path}: expected a dict with {names_key!r}.")
+  class_names = tuple(n.decode() if isinstance(n, bytes) else str(n)
+                      for n in meta_content[names_key])
+  for split, (_, split_labels) in splits.items():
+    if split_labels.size and (split_labels.min() < 0 or split_labels.max() >= len(class_names)):
+      bad = int(split_labels.min() if split_labels.min() < 0 else split_labels.max())
+      raise DataError(f"{directory} {split}: label {bad} is not one of the {len(class_names)} "
+                      f"classes of {meta_path}.")
   return ArrayDataset(name, splits, len(class_names), class_names)
 
 

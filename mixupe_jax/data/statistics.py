@@ -4,11 +4,18 @@
 
 accumulated in float64 batch by batch, so the data never needs to be in memory at once. With
 several processes, each streams its own shard and the means are combined weighted by the counts.
+
+The cache file is named by what x_bar depends on: the caller's fingerprint (spec, split, seed,
+augmentation) and the data itself (`content_signature`: the size and modification time of every
+file), so changed files are never answered with a stale mean. It is written with the process's
+umask (readable by whoever may read the data), and a cache file that cannot be read is
+recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from typing import Callable, Iterable
@@ -47,10 +54,35 @@ def array_batches(inputs: np.ndarray, batch_size: int,
     yield batch if preprocess is None else preprocess(batch)
 
 
+CACHE_MARK = ".x_bar-"
+
+
+def content_signature(path: str) -> str:
+  """A digest of the size and modification time of `path`, or of every file under it (x_bar
+  cache files excluded): it changes when the data does."""
+  entries = []
+  if os.path.isdir(path):
+    for root, folders, files in os.walk(path):
+      folders.sort()
+      for name in sorted(files):
+        if CACHE_MARK in name:
+          continue
+        status = os.stat(os.path.join(root, name))
+        relative = os.path.relpath(os.path.join(root, name), path)
+        entries.append(f"{relative}|{status.st_size}|{status.st_mtime_ns}")
+  elif os.path.exists(path):
+    status = os.stat(path)
+    entries.append(f"|{status.st_size}|{status.st_mtime_ns}")
+  return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+
 def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
   """Under $MIXUPE_JAX_CACHE when it is set (a folder you choose, e.g. when the data folder is
   shared); else `<dataset>.x_bar-<hash>.npy` next to the dataset when its folder is writable; else
-  under ~/.cache/mixupe_jax."""
+  under ~/.cache/mixupe_jax. The hash covers `fingerprint` and the data's content signature."""
+  if dataset_path:
+    fingerprint = f"{fingerprint}|content={content_signature(dataset_path)}"
   digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
   chosen = os.environ.get("MIXUPE_JAX_CACHE")
   if chosen:
@@ -64,15 +96,22 @@ def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
 
 
 def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-  """Loads x_bar from `path`, or computes and saves it there atomically (never a partial file)."""
+  """Loads x_bar from `path`, or computes and saves it there atomically (never a partial file);
+  an unreadable cache file is computed again and replaced."""
   if os.path.exists(path):
-    return np.load(path)
+    try:
+      return np.load(path)
+    except (OSError, ValueError, EOFError) as error:
+      logging.warning("The cached x_bar %s cannot be read (%s); computing it again.", path, error)
   value = np.asarray(compute(), np.float32)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
   try:
     with os.fdopen(handle, "wb") as file:
       np.save(file, value)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; others may read the data.
     os.replace(temporary, path)
   finally:
     if os.path.exists(temporary):

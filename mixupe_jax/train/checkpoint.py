@@ -6,6 +6,13 @@ kill during a save never leaves a partial checkpoint where a good one was: resto
 newest finished step. A checkpoint holds the whole `TrainState` (step, params, model state,
 optimizer state); the data stream and the per-step keys are functions of the step, so resuming
 from step s replays exactly what an uninterrupted run does after s.
+
+Failures: a checkpoint that cannot be restored (a truncated file, an empty metadata file, an empty
+step folder) is skipped for the newest one that can, and moved aside as `unreadable-<step>`, with
+a warning naming both; when none can, restoring raises and moves nothing. Saves are synchronous:
+a failed save raises `CheckpointError` in the training loop at once (orbax's asynchronous path
+can leave its threads waiting forever after a failed write, so the process never exits). Saves
+are every `checkpoint_every_steps`, so waiting for them costs little.
 """
 
 from __future__ import annotations
@@ -13,10 +20,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """Checkpoints cannot be written, or none of those present can be read."""
 
 
 class Checkpointer:
@@ -25,24 +38,63 @@ class Checkpointer:
   whenever asked and keeps the newest `max_to_keep`."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3):
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep))
+    self.directory = os.path.abspath(directory)
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      raise CheckpointError(f"{self.directory} exists and is not a folder: checkpoints cannot "
+                            "be written there (move it away or choose another workdir).")
+    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                 enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
   def save(self, step: int, state: Any) -> bool:
-    """Saves `state` as step `step`, asynchronously (see `wait`)."""
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    """Saves `state` as step `step`; a failure raises CheckpointError naming the step and folder."""
+    try:
+      return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as error:
+      raise CheckpointError(
+          f"Saving the checkpoint of step {step} in {self.directory} failed "
+          f"({type(error).__name__}: {error}); training stopped. The newest finished "
+          f"checkpoint is step {self.latest_step()}.") from error
 
   def restore_latest(self, like: Any) -> Any | None:
-    """The newest finished checkpoint restored with `like`'s structure, shardings and dtypes,
-    or None when there is none."""
-    step = self.manager.latest_step()
-    if step is None:
-      return None
+    """The newest checkpoint that can be restored with `like`'s structure, shardings and dtypes,
+    or None when there is none. Newer ones that cannot are moved aside (see above)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    failed: list[tuple[int, Exception]] = []
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as error:  # orbax, tensorstore and the OS raise many kinds.
+        failed.append((step, error))
+        # A failed restore can leave the manager's handlers in a state that fails the next one.
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        continue
+      for bad_step, error in failed:
+        aside = self._set_aside(bad_step)
+        logging.warning("The checkpoint of step %d in %s cannot be restored (%s: %s); moved it "
+                        "to %s and resumed from step %d.", bad_step, self.directory,
+                        type(error).__name__, error, aside, step)
+      return restored
+    if failed:
+      step, error = failed[0]
+      raise CheckpointError(
+          f"No checkpoint in {self.directory} can be restored (steps "
+          f"{', '.join(str(s) for s, _ in failed)}); the newest, step {step}, fails with "
+          f"{type(error).__name__}: {error}. If the model or optimizer changed, use a new "
+          "workdir.")
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    source = os.path.join(self.directory, str(step))
+    target = os.path.join(self.directory, f"unreadable-{step}-{int(time.time())}")
+    if os.path.exists(source):
+      os.replace(source, target)
+    self.manager.reload()
+    return target
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

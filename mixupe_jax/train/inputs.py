@@ -100,8 +100,17 @@ def _augmentation(config, image_size: int | None):
 
 
 # Runs of an experiment suite share one process: the decoded dataset (e.g. 60,000 CIFAR JPEGs) is
-# read once. Loaders return fresh arrays and nothing downstream writes into them.
-_load_offline = functools.lru_cache(maxsize=2)(data_lib.load)
+# read once, keyed by the files' content as well as the spec, so changed files are read again.
+# Loaders return fresh arrays and nothing downstream writes into them.
+@functools.lru_cache(maxsize=2)
+def _load_offline_version(spec: str, content: str):
+  del content  # Part of the cache key only.
+  return data_lib.load(spec)
+
+
+def _load_offline(spec: str):
+  path = data_lib.dataset_path(spec)
+  return _load_offline_version(spec, statistics.content_signature(path) if path else "")
 
 
 def _load_dataset(spec: str, data_dir: str | None):

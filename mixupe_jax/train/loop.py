@@ -4,9 +4,11 @@ metrics. It knows nothing of the method it trains beyond calling one loss functi
     summary = train_and_evaluate(config, workdir)
 
 Resuming is automatic: when `workdir/checkpoints` holds a finished checkpoint, training continues
-from it and reproduces the uninterrupted run exactly. SIGTERM saves a checkpoint at the next step
-boundary and exits with status 143; a NaN or infinite loss stops training with the step named,
-before any checkpoint of the diverged state is written.
+from it and reproduces the uninterrupted run exactly; a finished run is not trained again (its
+summary is returned as it is). SIGTERM saves a checkpoint at the next step boundary and exits
+with status 143; a NaN or infinite loss stops training with the step named, before any
+checkpoint of the diverged state is written. The config is validated before anything is loaded,
+and one run at a time holds the workdir (see `workdir`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from absl import logging
 from mixupe_jax import evaluation, losses, parallel, regularizers
 from mixupe_jax.models import flax_apply_fn, init_model, node_apply_fn, normalized_edges
 from mixupe_jax.models.registry import build_model
-from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting
+from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting, validation
+from mixupe_jax.train import workdir as workdir_lib
 from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
@@ -62,11 +65,19 @@ def _truncate_log(path: str, last_step: int) -> None:
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir` (created if needed); returns the final evaluation."""
+  validation.validate(config)
   if config.distributed:
     jax.distributed.initialize()  # Coordinator and process ids from the environment (TPU pods, SLURM).
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() != 0:  # The chief holds the lock for every process of the run.
+    return _train_and_evaluate(config, workdir)
+  with workdir_lib.exclusive(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   process_index, process_count = jax.process_index(), jax.process_count()
   is_chief = process_index == 0
-  os.makedirs(workdir, exist_ok=True)
   data = inputs_lib.build_inputs(
       config, local_batch_size=config.batch_size // process_count,
       local_eval_batch_size=config.eval_batch_size // process_count,
@@ -139,6 +150,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if restored is not None:
     state = restored
   start_step = int(state.step)
+  summary_path = os.path.join(workdir, "summary.json")
+  if start_step > total_steps:
+    checkpointer.close()
+    raise validation.ConfigError(
+        f"{workdir} holds a checkpoint of step {start_step}, past this config's {total_steps} "
+        "steps (the config changed?); use another workdir.")
+  if start_step == total_steps and os.path.exists(summary_path):
+    checkpointer.close()
+    logging.info("%s finished already (step %d); its summary is unchanged.", workdir, start_step)
+    with open(summary_path) as file:
+      return json.load(file)
   log = reporting.MetricLog(workdir, enabled=is_chief)
   if is_chief:
     _truncate_log(log.path, start_step)
@@ -187,7 +209,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   progress = tqdm(total=total_steps, initial=start_step, unit="step", mininterval=1.0,
                   disable=not (is_chief and config.progress_bar), file=sys.stdout)
   batches = data.train_batches(start_step)
-  results: dict[str, dict[str, float]] = {}
+  # A run that stopped after its last checkpoint but before its summary is evaluated again.
+  results: dict[str, dict[str, float]] = evaluate(state) if start_step == total_steps else {}
   postfix: dict[str, str] = {}
   try:
     with checkpoint.PreemptionFlag() as preemption:
@@ -226,8 +249,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   summary = {"dataset": data.name, "method": config.method, "steps": total_steps,
              "epochs": config.num_epochs, **results}
   if is_chief:
-    with open(os.path.join(workdir, "summary.json"), "w") as file:
+    with open(f"{summary_path}.tmp", "w") as file:
       json.dump(summary, file, indent=2)
+    os.replace(f"{summary_path}.tmp", summary_path)
     reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"))
   return summary
 

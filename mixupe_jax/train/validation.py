@@ -1,0 +1,111 @@
+"""A config is checked whole before anything is loaded or trained: every error names the field,
+its value and what is allowed, in one line (`train.py` prints it without a traceback)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mixupe_jax import losses, mixing, regularizers
+from mixupe_jax.data import audio, pipeline, registry
+from mixupe_jax.models.registry import DTYPES, MODELS
+from mixupe_jax.train import inputs, optim
+
+
+class ConfigError(ValueError):
+  """A config field with a value the training system cannot use."""
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+  raise ConfigError(f"config.{field} = {value!r}: {expected}.")
+
+
+def _integer(config, field: str, minimum: int) -> None:
+  value = config[field]
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    _fail(field, value, f"expected an integer >= {minimum}")
+
+
+def _number(config, field: str, low: float, high: float, *, low_open: bool = False,
+            high_open: bool = False) -> None:
+  value = config[field]
+  bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+  if not bad:
+    bad = value < low or value > high or (low_open and value == low) or (
+        high_open and value == high)
+  if bad:
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    _fail(field, value, f"expected a number in {interval}")
+
+
+def _choice(config, field: str, valid) -> None:
+  if config[field] not in valid:
+    _fail(field, config[field], f"valid values are {', '.join(map(str, valid))}")
+
+
+def _dataset(spec: Any) -> None:
+  if not isinstance(spec, str):
+    _fail("dataset", spec, "expected a dataset spec string")
+  scheme, _, rest = spec.partition(":")
+  if scheme == "tfds":
+    valid = pipeline.TFDS_IMAGE_DATASETS + tuple(audio.TFDS_AUDIO_DATASETS)
+    if rest not in valid:
+      _fail("dataset", spec, f"TFDS datasets here are {', '.join('tfds:' + n for n in valid)}")
+  elif scheme not in registry.SCHEMES or not rest:
+    _fail("dataset", spec, "expected tfds:<name> or one of the forms "
+          + ", ".join(f"{s}:..." for s in registry.SCHEMES))
+
+
+def validate(config) -> None:
+  """Raises ConfigError for the first field that cannot work."""
+  _dataset(config.dataset)
+  _integer(config, "image_size", 0)
+  _number(config, "validation_fraction", 0.0, 1.0, high_open=True)
+  _choice(config, "augment", inputs.AUGMENTATIONS)
+  _integer(config, "crop_padding", 0)
+  _integer(config, "input_threads", 1)
+  _choice(config, "x_bar_inputs", inputs.X_BAR_INPUTS)
+  if not isinstance(config.model.get("name"), str) or config.model.name not in MODELS:
+    _fail("model.name", config.model.get("name"), f"valid models are {', '.join(MODELS)}")
+  _choice(config, "dtype", tuple(DTYPES))
+  _choice(config, "method", losses.METHODS)
+  _number(config, "alpha", 0.0, math.inf, high_open=True)
+  _number(config, "eta", 0.0, math.inf, high_open=True)
+  valid_variants = tuple(regularizers.VARIANTS) + tuple(regularizers.ALIASES)
+  _choice(config, "variant", valid_variants)
+  try:
+    regularizers.effective_threshold(regularizers.get_variant(config.variant), config.threshold)
+  except ValueError as error:
+    raise ConfigError(f"config.threshold = {config.threshold!r}: {error}") from None
+  _choice(config, "term_split", losses.TERM_SPLITS)
+  _choice(config, "mixer", losses.MIXERS)
+  layers = tuple(config.manifold_layers)
+  if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
+    _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
+  _integer(config, "batch_size", 1)
+  _integer(config, "eval_batch_size", 1)
+  _integer(config, "num_train_steps", 0)
+  if not config.num_train_steps:
+    _integer(config, "num_epochs", 1)
+  _choice(config, "optimizer", optim.OPTIMIZERS)
+  _number(config, "learning_rate", 0.0, math.inf, low_open=True, high_open=True)
+  _number(config, "momentum", 0.0, 1.0, high_open=True)
+  _number(config, "weight_decay", 0.0, math.inf, high_open=True)
+  _choice(config, "schedule", optim.SCHEDULES)
+  _number(config, "warmup_epochs", 0.0, math.inf, high_open=True)
+  boundaries = tuple(config.decay_epochs)
+  if any(not isinstance(e, (int, float)) or e < 0 for e in boundaries) or \
+      list(boundaries) != sorted(boundaries):
+    _fail("decay_epochs", boundaries, "expected increasing epochs >= 0")
+  _number(config, "decay_factor", 0.0, 1.0, low_open=True)
+  for field in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
+                "keep_checkpoints"):
+    _integer(config, field, 1)
+  options = dict(config.mixer_options)
+  if "label_smoothing" in options:
+    smoothing = options["label_smoothing"]
+    if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+      _fail("mixer_options.label_smoothing", smoothing, "expected a number in [0, 1)")
+  for field, valid in (("granularity", mixing.GRANULARITIES), ("pairing", mixing.PAIRINGS)):
+    if field in options and options[field] not in valid:
+      _fail(f"mixer_options.{field}", options[field], f"valid values are {', '.join(valid)}")
