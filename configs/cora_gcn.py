@@ -9,6 +9,7 @@ test accuracy from 0.81 (ERM) to 0.56. Mixing after the last propagation gives 0
     python train.py --config=configs/cora_gcn.py --config.dataset=planetoid:cora:/path/to/planetoid
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -16,9 +17,7 @@ def get_config():
   config = default_config()
   config.name = "cora_gcn"
   config.dataset = "planetoid:cora:../shared/data/planetoid"  # 140 / 500 / 1,000 nodes.
-  config.model.name = "gcn"
-  config.model.hidden_sizes = (64, 64)
-  config.model.propagate_output = False
+  config.model = model_config("gcn", hidden_sizes=(64, 64), propagate_output=False)
   config.method = "manifold_mixupe"
   config.manifold_layers = (2,)
   config.num_epochs = 200  # One full-batch step per epoch.

@@ -3,6 +3,7 @@
     python train.py                       # = --config=configs/digits_mlp.py; about a minute on CPU
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -10,8 +11,7 @@ def get_config():
   config = default_config()
   config.name = "digits_mlp"
   config.dataset = "sklearn:digits"  # 1,347 train / 450 test, standardized on train.
-  config.model.name = "mlp"
-  config.model.hidden_sizes = (128, 128)
+  config.model = model_config("mlp", hidden_sizes=(128, 128))
   config.method, config.alpha, config.eta, config.variant = "mixupe", 1.0, 1.0, "v1"
   config.batch_size = 64
   config.eval_batch_size = 128

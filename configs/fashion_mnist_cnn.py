@@ -3,6 +3,7 @@
     python train.py --config=configs/fashion_mnist_cnn.py --config.dataset=idx:/path/to/fashion_mnist
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -10,8 +11,7 @@ def get_config():
   config = default_config()
   config.name = "fashion_mnist_cnn"
   config.dataset = "idx:../shared/data/fashion_mnist"
-  config.model.name = "small_cnn"
-  config.model.channels = (32, 64)
+  config.model = model_config("small_cnn", channels=(32, 64))
   config.batch_size = 128
   config.eval_batch_size = 1000
   config.num_epochs = 3

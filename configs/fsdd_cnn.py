@@ -10,6 +10,7 @@ and Mixup and v3 0.64-0.65 after one epoch (one seed, learning rate 0.01).
     python train.py --config=configs/fsdd_cnn.py --config.dataset=tfds:spoken_digit   # same split
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -18,9 +19,7 @@ def get_config():
   config.name = "fsdd_cnn"
   config.dataset = "fsdd:../shared/data/fsdd/fsdd_recordings.zip"  # 2,700 train / 300 test.
   config.standardize = True  # Log-mel values sit around -10; per band-and-frame z-scores.
-  config.model.name = "small_cnn"
-  config.model.channels = (16, 32)
-  config.model.readout = "flatten"
+  config.model = model_config("small_cnn", channels=(16, 32), readout="flatten")
   config.variant = "fast"
   config.batch_size = 64
   config.eval_batch_size = 304

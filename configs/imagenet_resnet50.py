@@ -9,6 +9,7 @@ download of the ILSVRC2012 tars), then on a GPU host or a TPU VM / pod:
     python train.py --config=configs/imagenet_resnet50.py --config.distributed=True  # every host
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -19,7 +20,7 @@ def get_config():
   config.image_size = 224
   config.augment = "inception"
   config.input_threads = 16
-  config.model.name = "resnet50"
+  config.model = model_config("resnet50")
   config.dtype = "bfloat16"
   config.method, config.alpha, config.eta, config.variant = "mixupe", 0.2, 0.1, "fast"
   config.batch_size = 1024

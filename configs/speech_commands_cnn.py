@@ -10,6 +10,7 @@ Through TFDS (downloaded and prepared on first use) the classes are TFDS's 12: t
 silence and unknown.
 """
 
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -18,9 +19,7 @@ def get_config():
   config.name = "speech_commands_cnn"
   config.dataset = "speech_commands:speech_commands_v0.02"
   config.standardize = True
-  config.model.name = "small_cnn"
-  config.model.channels = (32, 64, 128)
-  config.model.readout = "flatten"
+  config.model = model_config("small_cnn", channels=(32, 64, 128), readout="flatten")
   config.variant = "fast"
   config.batch_size = 128
   config.eval_batch_size = 1024

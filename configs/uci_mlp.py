@@ -6,6 +6,7 @@ ReLU units, Adam, batch 16, 10 epochs; MixupE (v1). The argument names the set:
 """
 
 from mixupe_jax.data.tabular import UCI_DATASETS
+from mixupe_jax.models.registry import model_config
 from mixupe_jax.train.defaults import default_config
 
 
@@ -15,8 +16,7 @@ def get_config(name: str = "iris"):
   config = default_config()
   config.name = f"uci_{name}_mlp"
   config.dataset = f"uci:{name}:../shared/data/uci"
-  config.model.name = "mlp"
-  config.model.hidden_sizes = (128, 128)
+  config.model = model_config("mlp", hidden_sizes=(128, 128))
   config.batch_size = 16
   config.eval_batch_size = 64
   config.num_epochs = 10

@@ -1,6 +1,7 @@
 """Schedules, the optimizer, the sharded train step and the config checks of the training system."""
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -174,3 +175,59 @@ def test_an_unfinished_save_never_replaces_the_finished_checkpoint(tmp_path):
   np.testing.assert_array_equal(reopened.restore_latest({"w": jnp.zeros(3)})["w"], [0, 1, 2])
   reopened.close()
   checkpointer.close()
+
+
+def _another_value(option, value):
+  """A value of the same type as `value`, different from it, that the model accepts."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 1
+  if isinstance(value, float):
+    return 0.5 if value != 0.5 else 0.25
+  if isinstance(value, tuple):
+    return tuple(v + 1 for v in value)
+  return {"activation": "tanh", "readout": "flatten" if value == "average" else "average"}[option]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(CONFIG_DIR) if n.endswith(".py")))
+def test_every_model_option_can_be_set_from_the_command_line(name, monkeypatch):
+  """`--config.model.<option>=<value>` parsed as train.py parses it, on the locked config, for
+  every option the model registry declares; the model then builds with it."""
+  from absl import flags as absl_flags
+  from ml_collections import config_flags
+  from mixupe_jax.models.registry import model_options
+  path = os.path.join(CONFIG_DIR, name) + (":iris" if name == "uci_mlp.py" else "")
+  base = load_config_file(CONFIG_DIR, name + (":iris" if name == "uci_mlp.py" else ""))
+  options = model_options(base.model.name)
+  assert set(base.model) == {"name"} | set(options)
+  for option, value in options.items():
+    new = _another_value(option, base.model[option])
+    text = f"({','.join(map(str, new))},)" if isinstance(new, tuple) else str(new)
+    argv = ["train.py", f"--config={path}", f"--config.model.{option}={text}"]
+    monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides from argv.
+    flag_values = absl_flags.FlagValues()
+    config_flags.DEFINE_config_file("config", "configs/digits_mlp.py", flag_values=flag_values,
+                                    lock_config=True)
+    flag_values(argv)
+    config = flag_values.config
+    assert tuple(config.model[option]) == new if isinstance(new, tuple) \
+        else config.model[option] == new, (option, config.model[option])
+    build_model(config.model.name, num_classes=10, dtype=config.dtype,
+                **{k: v for k, v in config.model.items() if k != "name"}
+                | ({"edges": ([0], [0], [1.0])} if config.model.name == "gcn" else {}))
+
+
+def test_an_unknown_model_option_is_an_error_listing_the_valid_ones():
+  from mixupe_jax.models.registry import model_config
+  with pytest.raises(ValueError, match=r"Model 'small_cnn' has no option widht; its options are "
+                                       r"channels, readout"):
+    model_config("small_cnn", widht=3)
+  with pytest.raises(ValueError, match=r"Model 'mlp' has no option channels; its options are "):
+    build_model("mlp", num_classes=3, channels=(4,))
+  config = default_config()
+  config.model.name = "small_cnn"  # The MLP's options stay: an error that says so.
+  from mixupe_jax.train import validation
+  with pytest.raises(validation.ConfigError, match=r"config.model has activation, dropout_rate, "
+                     r"hidden_sizes, use_bias, which model 'small_cnn' does not take"):
+    validation.validate(config)

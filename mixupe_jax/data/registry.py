@@ -8,6 +8,10 @@
     speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
     planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
     uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
+    csv:<file>[:label=<column>][:test=<file>][:delimiter=<c>]
+                                  any CSV table (see tabular.load_csv): the label column by
+                                  header name or index (default the last)
+    npz:<file.npz>, npy:<folder>  prepared arrays x, y (or x_train, y_train, x_test, y_test)
     sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
 """
 
@@ -15,12 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from mixupe_jax.data import audio, graphs, idx, images, tabular
+from mixupe_jax.data import arrays, audio, graphs, idx, images, tabular
 from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 SCHEMES = ("idx", "imagefolder", "cifar_pickle", "tinyimagenet", "fsdd", "speech_commands",
-           "planetoid", "uci", "sklearn")
+           "planetoid", "uci", "csv", "npz", "npy", "sklearn")
+CSV_OPTIONS = ("label", "test", "delimiter")
 
 
 def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> ArrayDataset:
@@ -42,7 +47,22 @@ def dataset_path(spec: str) -> str | None:
   scheme, _, rest = spec.partition(":")
   if scheme in ("planetoid", "uci"):
     return rest.partition(":")[2]
+  if scheme == "csv":
+    return rest.split(":")[0]
   return None if scheme == "sklearn" else rest
+
+
+def _csv_options(spec: str) -> tuple[str, dict[str, str]]:
+  """csv:<file>[:key=value]... -> (file, options); an unknown key is an error naming it."""
+  path, *parts = spec.removeprefix("csv:").split(":")
+  options = {}
+  for part in parts:
+    key, equals, value = part.partition("=")
+    if not equals or key not in CSV_OPTIONS:
+      raise DataError(f"{spec!r}: {part!r} is not an option; csv: takes "
+                      f"{', '.join(k + '=...' for k in CSV_OPTIONS)} after the file.")
+    options[key] = {"\\t": "\t", "tab": "\t"}.get(value, value) if key == "delimiter" else value
+  return path, options
 
 
 def load(spec: str) -> ArrayDataset | GraphDataset:
@@ -52,7 +72,8 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
     raise DataError(f"Unknown dataset {spec!r}; valid forms: idx:<dir>, imagefolder:<path>, "
                     "cifar_pickle:<dir>, tinyimagenet:<path>, fsdd:<path>, speech_commands:<path>, "
                     "planetoid:<name>:<dir>, "
-                    "uci:<name>:<dir>, "
+                    "uci:<name>:<dir>, csv:<file>[:label=<column>][:test=<file>], npz:<file>, "
+                    "npy:<folder>, "
                     f"sklearn:<{'|'.join(SKLEARN_DATASETS)}>.")
   if scheme in ("planetoid", "uci"):
     name, _, directory = rest.partition(":")
@@ -66,4 +87,9 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
              "speech_commands": audio.load_speech_commands}
   if scheme == "sklearn":
     return load_sklearn(rest)
+  if scheme == "csv":
+    path, options = _csv_options(spec)
+    return tabular.load_csv(path, **options)
+  if scheme in ("npz", "npy"):
+    return arrays.load_arrays(rest)
   return loaders[scheme](rest)

@@ -1,4 +1,5 @@
-"""UCI tables: CSV / ARFF data rows / space-separated, to standardized float32 features.
+"""Tables to standardized float32 features: the six UCI sets of the Mixup paper by name, and any
+CSV file (`load_csv`). CSV / ARFF data rows / space-separated; quoted cells as in CSV.
 
 Preprocessing, fit on the training split only:
   * a cell is missing when it is one of MISSING ("?", empty, "NA", "N/A", "n/a", "NaN", "nan",
@@ -16,6 +17,7 @@ Where a dataset has no split of its own, a fixed seeded, stratified 80/20 split 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 
@@ -63,7 +65,8 @@ def read_table(path: str, delimiter: str | None) -> tuple[list[list[str]], list[
         continue
       if in_arff_header:
         continue
-      rows.append([cell.strip() for cell in line.split(delimiter)])
+      cells = next(csv.reader([line], delimiter=delimiter)) if delimiter else line.split()
+      rows.append([cell.strip() for cell in cells])
       lines.append(line_number)
   if not rows:
     raise DataError(f"{path} has no data rows.")
@@ -222,3 +225,115 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
   return ArrayDataset(f"uci:{name}", {"train": (train_x, to_ids(train_labels)),
                                       "test": (test_x, to_ids(test_labels))},
                       len(classes), tuple(classes))
+
+
+CSV_DELIMITERS = (",", ";", "\t", "|")
+
+
+def sniff_delimiter(path: str) -> str | None:
+  """The delimiter among CSV_DELIMITERS that splits most of the first 20 lines into one number
+  (> 1) of cells (a ragged line is then reported by `read_table`); None (whitespace) when none
+  does."""
+  require_file(path, "CSV file")
+  with open(path, encoding="utf-8-sig", errors="replace") as file:
+    sample = [line for line in (file.readline() for _ in range(50)) if line.strip()][:20]
+  best, best_score = None, (0, 1)
+  for delimiter in CSV_DELIMITERS:
+    widths = [len(next(csv.reader([line], delimiter=delimiter))) for line in sample]
+    width = max(set(widths), key=widths.count)
+    score = (widths.count(width), width)
+    if width > 1 and widths.count(width) >= 0.8 * len(sample) and score > best_score:
+      best, best_score = delimiter, score
+  return best
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+  """The first row is a header when none of its cells is a number while some column's other
+  values are all numbers (or, with no numeric column, when its cells all differ from every value
+  below them: names, not categories)."""
+  first, rest = rows[0], rows[1:]
+  if not rest or any(_is_number(cell) for cell in first):
+    return False
+  numeric = [all(_is_number(row[c]) for row in rest if row[c] not in MISSING)
+             and any(row[c] not in MISSING for row in rest) for c in range(len(first))]
+  if any(numeric):
+    return True
+  return all(all(cell != row[c] for row in rest) for c, cell in enumerate(first))
+
+
+def _label_index(label: str | int | None, header: list[str] | None, width: int, path: str) -> int:
+  if label is None:
+    return width - 1
+  if isinstance(label, str) and not label.lstrip("-").isdigit():
+    if header is None:
+      raise DataError(f"{path} has no header row, so the label column cannot be named "
+                      f"{label!r}; give its index instead (0-based, -1 = last).")
+    if label not in header:
+      raise DataError(f"{path} has no column {label!r}; its columns are {', '.join(header)}.")
+    return header.index(label)
+  index = int(label)
+  if not -width <= index < width:
+    raise DataError(f"{path}: label column {index} is out of range for its {width} columns.")
+  return index % width
+
+
+def _csv_part(path: str, delimiter: str | None, label: str | int | None):
+  """(feature rows, labels, line numbers, header) of one CSV file."""
+  rows, lines = read_table(path, delimiter)
+  header = None
+  if _looks_like_header(rows):
+    header, rows, lines = rows[0], rows[1:], lines[1:]
+  index = _label_index(label, header, len(rows[0]), path)
+  labels = [row[index] for row in rows]
+  features = [row[:index] + row[index + 1:] for row in rows]
+  for value, line in zip(labels, lines):
+    if value in MISSING:
+      raise DataError(f"{path} line {line}: the label is missing ({value!r}).")
+  return features, labels, lines, header
+
+
+def load_csv(path: str, *, label: str | int | None = None, test: str | None = None,
+             delimiter: str | None = None, test_fraction: float = 0.2, seed: int = 0
+             ) -> ArrayDataset:
+  """Any CSV table: one label column (a name from the header or an index; default the last),
+  every other column a feature, preprocessed as the UCI sets are (numeric or categorical columns,
+  missing values imputed and standardization fit on the training rows only). The delimiter is
+  detected (`,` `;` tab `|`, else whitespace) and so is a header row. String or integer labels
+  become 0..K-1 in sorted order. `test` is a held-out file of the same layout (its labels must
+  occur in training); without it a seeded, stratified `test_fraction` of the rows is held out."""
+  delimiter = delimiter or sniff_delimiter(path)
+  features, labels, lines, header = _csv_part(path, delimiter, label)
+  parts = [(path, features, lines)]
+  if test is not None:
+    test_features, test_labels, test_lines, test_header = _csv_part(test, delimiter, label)
+    if (header is None) != (test_header is None) or (header and header != test_header):
+      raise DataError(f"{test} does not have the columns of {path} "
+                      f"({test_header or 'no header'} vs {header or 'no header'}).")
+    if len(test_features[0]) != len(features[0]):
+      raise DataError(f"{test} has {len(test_features[0]) + 1} columns; {path} has "
+                      f"{len(features[0]) + 1}.")
+    known = set(labels)
+    unseen = [(value, line) for value, line in zip(test_labels, test_lines) if value not in known]
+    if unseen:
+      raise DataError(f"{test} line {unseen[0][1]}: label {unseen[0][0]!r} never occurs in "
+                      f"{path}.")
+    parts.append((test, test_features, test_lines))
+  check_columns(parts)
+  numeric = all(_is_number(value) for value in labels)
+  classes = sorted(set(labels), key=float if numeric else str)
+  if len(classes) < 2:
+    raise DataError(f"{path}: the label column holds one class ({classes[0]!r}); a classifier "
+                    "needs two or more.")
+  label_ids = {value: index for index, value in enumerate(classes)}
+  to_ids = lambda values: np.asarray([label_ids[v] for v in values], np.int32)
+  if test is not None:
+    train_rows, test_rows, train_labels, test_labels = features, test_features, labels, test_labels
+  else:
+    train_index, test_index = stratified_split(to_ids(labels), test_fraction, seed)
+    train_rows, test_rows = [features[i] for i in train_index], [features[i] for i in test_index]
+    train_labels = [labels[i] for i in train_index]
+    test_labels = [labels[i] for i in test_index]
+  train_x, test_x = preprocess_columns(train_rows, test_rows, path)
+  return ArrayDataset(f"csv:{os.path.basename(path)}",
+                      {"train": (train_x, to_ids(train_labels)),
+                       "test": (test_x, to_ids(test_labels))}, len(classes), tuple(classes))

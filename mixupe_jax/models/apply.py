@@ -1,4 +1,4 @@
-"""The apply-function protocol the losses use, and its adapter for Flax linen modules.
+"""The apply-function protocol the losses use, and its adapters for Flax linen and NNX modules.
 
 An apply function maps (params, model_state, inputs) to (logits, new_model_state):
 
@@ -64,6 +64,42 @@ def flax_apply_fn(module: nn.Module, *, train: bool = True,
   else:
     apply_fn.couples_examples = couples_examples
   return apply_fn
+
+
+def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | None = None
+                 ) -> tuple[ApplyFn, Params, ModelState]:
+  """(apply_fn, params, model_state) for a Flax NNX module whose `__call__(x)` returns logits.
+
+  `params` are the module's `nnx.Param`s, `model_state` every other variable (BatchNorm's
+  statistics, dropout's RNG counts), both `nnx.State` pytrees that optax and `jax.jit` take as
+  they are. Each call merges a copy of the module (`nnx.merge(..., copy=True)`, so the function
+  stays pure under jit, grad and jvp), puts it in train or eval mode (`module.train()` /
+  `module.eval()`), runs it and returns the logits and the updated `model_state`; the mixed and
+  the clean pass of MixupE therefore both update BatchNorm's running statistics in train mode,
+  as for linen. Hidden-layer keywords (`hidden_layer`, `hidden_transform`) are passed through to
+  modules that take them. `couples_examples` as in `flax_apply_fn` (None: train mode with BatchNorm statistics).
+  """
+  from flax import nnx  # Only for NNX users.
+
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+  def apply_fn(params, model_state, inputs, **hidden):
+    module = nnx.merge(graphdef, params, model_state, copy=True)
+    if train:
+      module.train()
+    else:
+      module.eval()
+    logits = module(inputs, **hidden)
+    _, _, new_state = nnx.split(module, nnx.Param, ...)
+    return logits, (new_state if train else model_state)
+
+  def has_batch_statistics(state):
+    variables = jax.tree.leaves(state, is_leaf=lambda v: isinstance(v, nnx.Variable))
+    return train and any(isinstance(v, nnx.BatchStat) for v in variables)
+
+  apply_fn.couples_examples = (has_batch_statistics if couples_examples is None
+                               else couples_examples)
+  return apply_fn, params, model_state
 
 
 def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from mixupe_jax.models.cnn import SmallCNN
 from mixupe_jax.models.gcn import GCN
@@ -28,6 +31,34 @@ MODELS = {
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+# Module fields that are not options: set by the training system (classes, dtype, graph edges).
+_NOT_OPTIONS = ("parent", "name", "num_classes", "dtype", "edges")
+
+
+def model_options(name: str) -> dict[str, Any]:
+  """Every option of model `name` with its default (the module's fields, with a preset's values,
+  e.g. PreActResNet-18's stage sizes)."""
+  if name not in MODELS:
+    raise ValueError(f"Unknown model {name!r}; valid models are {', '.join(MODELS)}.")
+  target, preset = MODELS[name], {}
+  if isinstance(target, functools.partial):
+    target, preset = target.func, dict(target.keywords)
+  options = {field.name: field.default for field in dataclasses.fields(target)
+             if field.name not in _NOT_OPTIONS and field.default is not dataclasses.MISSING}
+  return {**options, **preset}
+
+
+def model_config(name: str, **changes: Any) -> ml_collections.ConfigDict:
+  """`config.model` for model `name`: its name and every option with its default, so that any
+  option can be set from the command line (`--config.model.<option>=...`) on a locked config."""
+  options = model_options(name)
+  unknown = sorted(set(changes) - set(options))
+  if unknown:
+    raise ValueError(f"Model {name!r} has no option {', '.join(unknown)}; its options are "
+                     f"{', '.join(options)}.")
+  return ml_collections.ConfigDict({"name": name, **options, **changes})
+
+
 def compute_dtype(name: str) -> Any:
   if name not in DTYPES:
     raise ValueError(f"Unknown dtype {name!r}; valid: {', '.join(DTYPES)}.")
@@ -40,7 +71,9 @@ def build_model(name: str, *, num_classes: int, dtype: str = "float32", **option
   (the compute dtype: "bfloat16" is mixed precision on accelerators)."""
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; valid models are {', '.join(MODELS)}.")
-  try:
-    return MODELS[name](num_classes=num_classes, dtype=compute_dtype(dtype), **options)
-  except TypeError as error:
-    raise ValueError(f"Bad options {sorted(options)} for model {name!r}: {error}") from error
+  valid = set(model_options(name)) | {"edges"}
+  unknown = sorted(set(options) - valid)
+  if unknown:
+    raise ValueError(f"Model {name!r} has no option {', '.join(unknown)}; its options are "
+                     f"{', '.join(sorted(valid - {'edges'}))}.")
+  return MODELS[name](num_classes=num_classes, dtype=compute_dtype(dtype), **options)

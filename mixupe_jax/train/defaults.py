@@ -6,6 +6,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from mixupe_jax.models.registry import model_config
+
 
 def default_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -29,7 +31,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.eval_splits = ()  # Splits to evaluate; () = every split but train (e.g. only "validation").
 
   # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
-  config.model = ml_collections.ConfigDict({"name": "mlp"})
+  config.model = model_config("mlp")  # Every option of the model, so each can be overridden.
   config.dtype = "float32"  # Compute dtype; "bfloat16" on accelerators. Params stay float32.
 
   # Method (see mixupe_jax.losses.make_loss_fn).
@@ -82,7 +84,7 @@ def mixup_paper_image_config(name: str, dataset: str) -> ml_collections.ConfigDi
   config.name = name
   config.dataset = dataset
   config.augment = "crop_flip"
-  config.model.name = "preact_resnet18"
+  config.model = model_config("preact_resnet18")
   config.method, config.alpha, config.eta, config.variant = "mixupe", 1.0, 1.0, "v1"
   config.batch_size = 128
   config.eval_batch_size = 1000

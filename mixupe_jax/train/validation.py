@@ -8,7 +8,7 @@ from typing import Any
 
 from mixupe_jax import losses, mixing, regularizers
 from mixupe_jax.data import audio, pipeline, registry
-from mixupe_jax.models.registry import DTYPES, MODELS
+from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
 
 
@@ -67,6 +67,14 @@ def validate(config) -> None:
   _choice(config, "x_bar_inputs", inputs.X_BAR_INPUTS)
   if not isinstance(config.model.get("name"), str) or config.model.name not in MODELS:
     _fail("model.name", config.model.get("name"), f"valid models are {', '.join(MODELS)}")
+  options = model_options(config.model.name)
+  unknown = sorted(set(config.model) - {"name"} - set(options))
+  if unknown:
+    raise ConfigError(
+        f"config.model has {', '.join(unknown)}, which model {config.model.name!r} does not take "
+        f"(its options: {', '.join(options)}); a model named on the command line keeps the "
+        "config's options for its previous model, so change models in a config file "
+        "(config.model = model_config(name, ...)).")
   _choice(config, "dtype", tuple(DTYPES))
   _choice(config, "method", losses.METHODS)
   _number(config, "alpha", 0.0, math.inf, high_open=True)
