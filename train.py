@@ -17,7 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mixupe_jax.data import DataError
-from mixupe_jax.train import train_and_evaluate
+from mixupe_jax.train import reporting, train_and_evaluate
 from mixupe_jax.train.checkpoint import CheckpointError
 from mixupe_jax.train.validation import ConfigError
 from mixupe_jax.train.workdir import WorkdirInUse
@@ -70,6 +70,7 @@ def parse_flags(argv):
 
 def main(argv):
   logging.getLogger("absl").addFilter(_DropLibraryInfo())
+  reporting.quiet_tpu_probe()
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   config = flags.FLAGS.config

@@ -63,6 +63,8 @@ def cifar_images(path: str, count: int, rng) -> tuple[np.ndarray, str]:
 
 def tf_data_rates(cifar, labels, encoded, args) -> dict[str, float]:
   """examples/s of the same four pipelines written in tf.data."""
+  from mixupe_jax.data.base import require_tensorflow
+  require_tensorflow("The tf.data half of this benchmark")
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")  # Input pipelines run on the host.
   options = tf.data.Options()

@@ -231,3 +231,18 @@ def test_an_unknown_model_option_is_an_error_listing_the_valid_ones():
   with pytest.raises(validation.ConfigError, match=r"config.model has activation, dropout_rate, "
                      r"hidden_sizes, use_bias, which model 'small_cnn' does not take"):
     validation.validate(config)
+
+
+def test_curves_are_titled_and_the_training_loss_is_named_by_method():
+  from mixupe_jax.train import reporting
+  records = [{"step": 10, "split": "train", "loss": 1.2}, {"step": 20, "split": "train", "loss": 1.0},
+             {"step": 20, "split": "test", "nll": 0.9, "accuracy": 0.7}]
+  figure = reporting.curves_figure(records, title="fashion_mnist_cnn: mixupe on idx:data",
+                                   method="mixupe")
+  assert figure._suptitle.get_text() == "fashion_mnist_cnn: mixupe on idx:data"
+  loss_axis, accuracy_axis = figure.axes
+  assert [t.get_text() for t in loss_axis.get_legend().get_texts()] == [
+      "test: NLL", "train: MixupE loss (= Mixup loss when rescaled)"]
+  assert [t.get_text() for t in accuracy_axis.get_legend().get_texts()] == ["test: accuracy"]
+  for method, label in reporting.TRAINING_LOSS_LABELS.items():
+    assert method in losses.METHODS and label.startswith("train: ")

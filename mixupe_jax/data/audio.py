@@ -20,7 +20,8 @@ import re
 import numpy as np
 import scipy.io.wavfile
 
-from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
+from mixupe_jax.data.base import (ArrayDataset, DataError, list_members, require_file,
+                                  require_tensorflow)
 
 FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
 # 32 ms / 25 ms windows with 10 ms hops at 8 kHz / 16 kHz.
@@ -160,6 +161,7 @@ def load_tfds_audio(name: str, data_dir: str | None = None, *, duration: float =
   if name not in TFDS_AUDIO_DATASETS:
     raise DataError(f"Unknown TFDS audio dataset {name!r}; valid: "
                     f"{', '.join(TFDS_AUDIO_DATASETS)}.")
+  require_tensorflow(f"tfds:{name} (TFDS's audio builders import TensorFlow)")
   import tensorflow_datasets as tfds
 
   sample_rate, windows = TFDS_AUDIO_DATASETS[name]

@@ -15,6 +15,19 @@ class DataError(ValueError):
   """A missing, corrupt or malformed data file; the message names the file and the expectation."""
 
 
+def require_tensorflow(what: str) -> None:
+  """TensorFlow is an optional extra of the package; `what` needs it."""
+  import importlib.util
+  try:
+    spec = importlib.util.find_spec("tensorflow")
+  except (ImportError, ValueError):
+    spec = None
+  if spec is None:
+    raise ImportError(f"{what} needs TensorFlow, which mixupe_jax installs only with its "
+                      "'tensorflow' extra: pip install 'mixupe_jax[tensorflow]' (or pip install "
+                      "tensorflow-cpu). `pip install -r requirements.txt` includes it.")
+
+
 def require_file(path: str | os.PathLike, what: str) -> str:
   path = os.fspath(path)
   if not os.path.exists(path):

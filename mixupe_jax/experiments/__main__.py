@@ -16,6 +16,7 @@ import time
 from absl import app, flags
 
 from mixupe_jax.experiments import report, runner, suites
+from mixupe_jax.train import reporting
 
 flags.DEFINE_string("suite", "cpu", f"One of: {', '.join(suites.SUITES)}.")
 flags.DEFINE_string("workdir", None, "Run directories (default workdir/experiments/<suite>).")
@@ -36,6 +37,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.getLogger("absl").addFilter(_DropLibraryInfo())  # One line per run is the progress.
+  reporting.quiet_tpu_probe()
   FLAGS = flags.FLAGS
   suite = suites.get_suite(FLAGS.suite)
   workdir = FLAGS.workdir or os.path.join("workdir", "experiments", suite.runs_of or suite.name)

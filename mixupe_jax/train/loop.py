@@ -252,6 +252,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     with open(f"{summary_path}.tmp", "w") as file:
       json.dump(summary, file, indent=2)
     os.replace(f"{summary_path}.tmp", summary_path)
-    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"))
+    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"),
+                          title=f"{config.name}: {config.method} on {data.name}",
+                          method=config.method)
   return summary
 
