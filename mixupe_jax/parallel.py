@@ -4,6 +4,16 @@ Under `jax.jit`, a loss of a batch-sharded array is the loss of the GLOBAL batch
 collectives (the mean over the batch, BatchNorm's batch statistics, a permutation that pairs
 examples across devices), so the result equals the single-device one up to float reassociation.
 `mix_per_shard` instead mixes within each device's shard (no cross-device traffic for the pairing).
+
+The mixing scope (`config.mixing_scope`, `mixer_for_scope`):
+  "global"  pairs across the global batch: the run is the same on any number of devices, but the
+            compiled step gathers the whole batch (inputs and labels) onto every device, which
+            grows with the pod (616 MB per device and step for ImageNet at batch 1024).
+  "device"  pairs within each device's shard (`mix_per_shard`): no gather; lambda (granularity
+            "batch"), the CutMix box and the Mixup/CutMix switch are the same on every device, the
+            permutation differs per device. The run then depends on the number of devices, as the
+            pairs do.
+  "auto"    (the default) "device" on more than one device, else "global" (the same thing there).
 """
 
 from __future__ import annotations
@@ -52,18 +62,44 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated_sharding(mesh))
 
 
-def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
+MIXING_SCOPES = ("auto", "device", "global")
+
+
+def resolve_mixing_scope(scope: str, mesh: Mesh) -> str:
+  """"device" or "global" for a config's scope on `mesh` (see above)."""
+  if scope not in MIXING_SCOPES:
+    raise ValueError(f"Unknown mixing_scope {scope!r}; valid: {', '.join(MIXING_SCOPES)}.")
+  if scope == "auto":
+    return "device" if mesh.size > 1 else "global"
+  return scope
+
+
+def mixer_for_scope(mixer: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS):
+  """`mixer` itself for the global scope; for the device scope, `mix_per_shard` with partner
+  indices into the global batch (so that mixing hidden features, which the model computes for
+  the global batch, pairs the same examples)."""
+  if resolve_mixing_scope(scope, mesh) == "global":
+    return mixer
+  return mix_per_shard(mixer, mesh, axis_name, global_partner=True)
+
+
+def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS, *,
+                  global_partner: bool = False):
   """Runs `mixer(key, inputs, labels, shard_index=...)` on each device's shard via shard_map.
 
   The key is the same on every device, so batch-level choices (lambda for granularity "batch",
   the CutMix box, the Mixup/CutMix switch) are the same everywhere; the pairing, and per-example
   lambdas, differ per shard (the shard index is folded into their key). Partner indices are local
-  to the shard.
+  to the shard, or, with `global_partner`, indices into the global batch (shard offset added).
   """
   sharded = PartitionSpec(axis_name)
 
   def per_shard(key, inputs, labels):
-    return mixer(key, inputs, labels, shard_index=jax.lax.axis_index(axis_name))
+    shard_index = jax.lax.axis_index(axis_name)
+    mixed = mixer(key, inputs, labels, shard_index=shard_index)
+    if global_partner:
+      mixed = mixed._replace(partner=mixed.partner + shard_index * inputs.shape[0])
+    return mixed
 
   return jax.shard_map(
       per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),

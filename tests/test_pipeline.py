@@ -1,6 +1,7 @@
 """Input pipelines: TFDS sources under tfds.testing.mock_data, and exact sharding/determinism on
 in-memory sources."""
 
+import functools
 import itertools
 
 import numpy as np
@@ -65,16 +66,37 @@ def _indices(batch):
   return batch[0].reshape(len(batch[0])).tolist()
 
 
-def test_hosts_read_disjoint_shards_and_epochs_reshuffle():
-  seen = []
-  for process in range(4):
-    batches = first(pipeline.train_batches(_indexed_source(), batch_size=5, seed=3,
-                                           process_index=process, process_count=4), 4)
-    epoch1, epoch2 = sum(map(_indices, batches[:2]), []), sum(map(_indices, batches[2:]), [])
-    assert sorted(epoch1) == sorted(epoch2) == list(range(process, 40, 4))
-    assert epoch1 != epoch2  # A new permutation every epoch.
-    seen.append(set(epoch1))
-  assert set.union(*seen) == set(range(40)) and sum(map(len, seen)) == 40
+def test_epochs_are_new_permutations_of_the_whole_source():
+  batches = first(pipeline.train_batches(_indexed_source(), batch_size=20, seed=3,
+                                         process_index=0, process_count=1), 4)
+  epoch1, epoch2 = sum(map(_indices, batches[:2]), []), sum(map(_indices, batches[2:]), [])
+  assert sorted(epoch1) == sorted(epoch2) == list(range(40))
+  assert epoch1 != epoch2
+
+
+@pytest.mark.parametrize("augment", [None, pipeline.cifar_augment], ids=["plain", "augmented"])
+def test_global_batches_do_not_depend_on_the_process_count(augment):
+  """P processes of batch 12 / P read, together, exactly the global batches of 1 process of batch
+  12, augmentation included, for 5 steps (across an epoch boundary of the 40 examples)."""
+  if augment is None:
+    source = _indexed_source()
+  else:  # Images with content, so that a crop or flip shows.
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    source = pipeline.ArraySource(images, np.arange(40) % 10)
+    augment = functools.partial(pipeline.cifar_augment, padding=2)
+  def run(process_count, process_index):
+    return first(pipeline.train_batches(source, batch_size=12 // process_count, seed=5,
+                                        augment=augment, process_index=process_index,
+                                        process_count=process_count), 5)
+
+  single = run(1, 0)
+  for process_count in (2, 3, 4):
+    per_process = [run(process_count, p) for p in range(process_count)]
+    for step in range(5):
+      images = np.concatenate([batches[step][0] for batches in per_process])
+      labels = np.concatenate([batches[step][1] for batches in per_process])
+      np.testing.assert_array_equal(images, single[step][0])
+      np.testing.assert_array_equal(labels, single[step][1])
 
 
 def test_resuming_at_a_step_continues_the_same_stream():
@@ -97,7 +119,8 @@ def test_cifar_augment_is_a_shifted_possibly_flipped_copy():
   assert len(nonzero) >= (32 - 8) ** 2  # At most 4 rows/columns of zero padding each way.
 
 
-def test_shard_smaller_than_batch_is_a_clear_error():
-  with pytest.raises(ValueError, match=r"shard has 10 examples, fewer than the batch size 16"):
+def test_dataset_smaller_than_the_global_batch_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"The dataset has 40 examples, fewer than the global batch "
+                                       r"size 64 \(16 per process x 4\)"):
     pipeline.train_batches(_indexed_source(40), batch_size=16, seed=0, process_index=0,
                            process_count=4)

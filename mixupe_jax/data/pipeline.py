@@ -7,9 +7,10 @@ loaders, so both go through the same pipeline. Why grain rather than tf.data, by
 is faster per core (CIFAR pad-crop-flip 20,752 vs grain 4,565 examples/s; ImageNet Inception crop
 577 vs 340; eval 384 vs 168), but both run 10x to 280x faster than the train step on the same
 machine, so neither is the bottleneck there. grain is kept because it reads the same files by
-random access: per-host sharding is a slice of the index space, the shuffle is a seeded permutation
-per epoch, and resuming at step s is reading batch s (exact, tested), which tf.data's iterator
-state does not give across a changed host count. On an accelerator host feeding ImageNet, budget
+random access: the shuffle is one seeded permutation of the whole source per epoch, each host
+reads its rows of every global batch (so the order does not depend on the host count), and
+resuming at step s is reading batch s (exact, tested), which tf.data's iterator state does not
+give across a changed host count. On an accelerator host feeding ImageNet, budget
 input cores from the per-core rate above (about 170-340 examples/s per core). Augmentation runs in
 NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
 deterministic.
@@ -156,22 +157,38 @@ def train_batches(source, *, batch_size: int, seed: int,
                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """An infinite, deterministic stream of this process's (images, labels) training batches.
 
-  Process p of P reads examples p, p + P, ... (a disjoint shard); each epoch is a new seeded
-  permutation of the shard; batch s of the stream depends only on (seed, s, p, P), so resuming
-  with `start_step=s` continues exactly where step s - 1 left off.
+  The data order does not depend on the topology: every epoch is one seeded permutation of the
+  whole source, cut into global batches of `batch_size * process_count` examples, and process p
+  reads rows p * batch_size ... (p + 1) * batch_size - 1 of each. Augmentation draws come from
+  (seed, position in that global stream). So the same seed gives the same global batches on 1 or
+  N processes, and resuming with `start_step=s` continues exactly where step s - 1 left off.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  shard = _process_shard(grain.MapDataset.source(source), process_index, process_count)
-  if len(shard) < batch_size:
-    raise ValueError(f"This process's shard has {len(shard)} examples, fewer than the batch "
-                     f"size {batch_size}.")
-  stream = shard.shuffle(seed=seed).repeat(None)
+  if process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
+  dataset = grain.MapDataset.source(source)
+  global_batch = batch_size * process_count
+  if len(dataset) < global_batch:
+    raise ValueError(f"The dataset has {len(dataset)} examples, fewer than the global batch size "
+                     f"{global_batch} ({batch_size} per process x {process_count}).")
+  stream = dataset.shuffle(seed=seed).repeat(None)
   if augment is not None:
     stream = stream.random_map(
         lambda e, rng: {**e, "image": augment(np.asarray(e["image"]), rng)}, seed=seed)
-  batches = stream.batch(batch_size, drop_remainder=True,
-                         batch_fn=functools.partial(_stack, normalize=normalize))
+  offset = process_index * batch_size
+
+  def global_position(index: int) -> int:
+    step, row = divmod(index, batch_size)
+    return step * global_batch + offset + row
+
+  rows = grain.MapDataset.range(len(stream) // global_batch * batch_size).map(
+      lambda index: stream[global_position(index)])
+  batches = rows.batch(batch_size, drop_remainder=True,
+                       batch_fn=functools.partial(_stack, normalize=normalize))
   iterator = batches.slice(slice(start_step, None)).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * batch_size))
   return iter(iterator)

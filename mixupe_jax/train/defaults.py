@@ -48,6 +48,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.flip_sign = False
   config.mixer = "mixup"  # mixup, cutmix, mixup_or_cutmix.
   config.mixer_options = ml_collections.ConfigDict()  # E.g. granularity, pairing, switch_prob.
+  # Pair examples within each device's shard ("device": no gather of the batch) or across the
+  # global batch ("global": the same run on any number of devices); "auto": device when >1.
+  config.mixing_scope = "auto"
   config.manifold_layers = (0, 1, 2)
 
   # Optimization (see mixupe_jax.train.optim).
@@ -72,7 +75,13 @@ def default_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.progress_bar = True
-  config.distributed = False  # jax.distributed.initialize() first (multi-host GPU / TPU pods).
+  # Multi-host (see the README's "Multi-host"): jax.distributed.initialize() first. Unset fields
+  # are detected (TPU pods, SLURM); on plain hosts give all three.
+  config.distributed = False
+  config.coordinator_address = config_dict.placeholder(str)  # "host:port" of process 0.
+  config.num_processes = config_dict.placeholder(int)
+  config.process_id = config_dict.placeholder(int)
+  config.heartbeat_timeout_seconds = 100  # A process unheard for this long ends the others.
   return config
 
 

@@ -13,6 +13,7 @@ and one run at a time holds the workdir (see `workdir`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -63,11 +64,40 @@ def _truncate_log(path: str, last_step: int) -> None:
       file.writelines(json.dumps(r) + "\n" for r in kept)
 
 
+def start_distributed(config) -> None:
+  """`jax.distributed.initialize` with the config's coordinator, process count and id (each None
+  is detected from the environment: TPU pods, SLURM), then a check that every process runs the
+  same config. On CPU the collectives go through gloo."""
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  given = {name: config[name] for name in ("coordinator_address", "num_processes", "process_id")
+           if config[name] is not None}
+  jax.distributed.initialize(**given,
+                             heartbeat_timeout_seconds=config.heartbeat_timeout_seconds)
+  check_same_config_everywhere(config)
+
+
+def check_same_config_everywhere(config) -> None:
+  """Every process must train the same config (process ids aside): a ConfigError otherwise."""
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  shared = {k: v for k, v in config.to_dict().items() if k not in ("process_id",)}
+  digest = np.frombuffer(hashlib.sha256(json.dumps(shared, sort_keys=True, default=str)
+                                        .encode()).digest(), np.uint8)
+  digests = np.asarray(multihost_utils.process_allgather(digest))
+  differing = [index for index in range(len(digests)) if not np.array_equal(digests[index],
+                                                                             digests[0])]
+  if differing:
+    raise validation.ConfigError(
+        f"Processes {differing} run a config that differs from process 0's; every process of a "
+        "run must be started with the same config and flags (process_id aside).")
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir` (created if needed); returns the final evaluation."""
   validation.validate(config)
   if config.distributed:
-    jax.distributed.initialize()  # Coordinator and process ids from the environment (TPU pods, SLURM).
+    start_distributed(config)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() != 0:  # The chief holds the lock for every process of the run.
     return _train_and_evaluate(config, workdir)
@@ -131,8 +161,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   x_bar = None
   if _needs_x_bar(config):
     x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
-  mixer = losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
-                            **config.mixer_options)
+  mixer = parallel.mixer_for_scope(
+      losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
+                        **config.mixer_options), mesh, config.mixing_scope)
   loss_fn = losses.make_loss_fn(
       config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
       eta=config.eta, variant=config.variant, threshold=config.threshold,

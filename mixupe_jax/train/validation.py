@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mixupe_jax import losses, mixing, regularizers
+from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.data import audio, pipeline, registry
 from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
@@ -87,6 +87,14 @@ def validate(config) -> None:
     raise ConfigError(f"config.threshold = {config.threshold!r}: {error}") from None
   _choice(config, "term_split", losses.TERM_SPLITS)
   _choice(config, "mixer", losses.MIXERS)
+  _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
+  _integer(config, "heartbeat_timeout_seconds", 1)
+  for field in ("num_processes", "process_id"):
+    if config[field] is not None:
+      _integer(config, field, 1 if field == "num_processes" else 0)
+  if (config.process_id is not None and config.num_processes is not None
+      and config.process_id >= config.num_processes):
+    _fail("process_id", config.process_id, f"expected < num_processes = {config.num_processes}")
   layers = tuple(config.manifold_layers)
   if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
     _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
