@@ -1,7 +1,8 @@
 """The train and eval steps, jitted over a device mesh: batch sharded, everything else replicated.
 
 Under `jax.jit` with these shardings the step computes the loss of the GLOBAL batch (BatchNorm's
-batch statistics and the pairing of the mixing included); XLA inserts the collectives. The step's
+batch statistics included; the pairing of the mixing is global or per device, as the loss
+function's mixer says: see `parallel.mixer_for_scope`); XLA inserts the collectives. The step's
 random key is fold_in(base_key, step), so a step's randomness depends only on the seed and the
 step number: resuming from a checkpoint replays the same keys.
 """
