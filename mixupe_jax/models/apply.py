@@ -25,6 +25,19 @@ import jax
 
 Params = Any
 ModelState = dict[str, Any]
+# A model with dropout keeps its RNG key (raw uint32 data) in the model state under this name: each
+# train-mode call draws from it and returns it advanced, so every pass gets new masks and the
+# masks are a function of the seed and the step (checkpointed with the state).
+DROPOUT_RNG = "dropout_rng"
+
+
+def dropout_rngs(model_state: ModelState, train: bool) -> tuple[dict, ModelState]:
+  """(rngs for `module.apply`, the state with its key advanced) in train mode with a key; else
+  ({}, the state unchanged)."""
+  if not train or DROPOUT_RNG not in model_state:
+    return {}, model_state
+  key, dropout = jax.random.split(jax.random.wrap_key_data(model_state[DROPOUT_RNG]))
+  return {"dropout": dropout}, {**model_state, DROPOUT_RNG: jax.random.key_data(key)}
 
 
 class ApplyFn(Protocol):
@@ -52,15 +65,18 @@ def flax_apply_fn(module: nn.Module, *, train: bool = True,
   """
 
   def apply_fn(params, model_state, inputs, **hidden):
-    variables = {"params": params, **model_state}
-    if train and model_state:
-      logits, updates = module.apply(variables, inputs, train=True,
-                                     mutable=list(model_state), **hidden)
+    rngs, model_state = dropout_rngs(model_state, train)
+    collections = {k: v for k, v in model_state.items() if k != DROPOUT_RNG}
+    variables = {"params": params, **collections}
+    if train and collections:
+      logits, updates = module.apply(variables, inputs, train=True, rngs=rngs,
+                                     mutable=list(collections), **hidden)
       return logits, {**model_state, **updates}
-    return module.apply(variables, inputs, train=train, **hidden), model_state
+    return module.apply(variables, inputs, train=train, rngs=rngs, **hidden), model_state
 
   if couples_examples is None:
-    apply_fn.couples_examples = lambda model_state: train and bool(model_state)
+    apply_fn.couples_examples = lambda model_state: train and bool(
+        set(model_state) - {DROPOUT_RNG})
   else:
     apply_fn.couples_examples = couples_examples
   return apply_fn
@@ -102,11 +118,14 @@ def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | Non
   return apply_fn, params, model_state
 
 
-def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array
-               ) -> tuple[Params, ModelState]:
-  """Initializes a linen module; returns (params, model_state)."""
+def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array,
+               dropout_key: jax.Array | None = None) -> tuple[Params, ModelState]:
+  """Initializes a linen module; returns (params, model_state). A module with dropout needs
+  `dropout_key`, which the state then carries (see DROPOUT_RNG)."""
   variables = dict(module.init(key, sample_inputs, train=False))
   params = variables.pop("params")
+  if dropout_key is not None:
+    variables[DROPOUT_RNG] = jax.random.key_data(dropout_key)
   return params, variables
 
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixupe_jax.models.apply import (ApplyFn, HiddenTransform, check_hidden_layer,
-                                     maybe_transform, output_dtype)
+                                     dropout_rngs, maybe_transform, output_dtype)
 
 
 def normalized_edges(adjacency: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,6 +43,8 @@ class GCN(nn.Module):
   # receptive field and mixing it (Manifold Mixup) mixes two nodes consistently; mixing earlier
   # puts node j's features in node i's neighbourhood while the label says j.
   propagate_output: bool = True
+  # Dropout on the input of every dense layer in train mode (Kipf & Welling: 0.5).
+  dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
 
   def propagate(self, h: jax.Array) -> jax.Array:
@@ -53,13 +55,13 @@ class GCN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
                hidden_transform: HiddenTransform | None = None) -> jax.Array:
-    del train  # No BatchNorm or dropout: the same function in both modes.
     check_hidden_layer(hidden_layer, len(self.hidden_sizes), "GCN")
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train or not self.dropout_rate)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     for layer, size in enumerate(self.hidden_sizes, start=1):
-      h = nn.relu(self.propagate(nn.Dense(size, dtype=self.dtype)(h)))
+      h = nn.relu(self.propagate(nn.Dense(size, dtype=self.dtype)(dropout(h))))
       h = maybe_transform(h, layer, hidden_layer, hidden_transform)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype)(h)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype)(dropout(h))
     if self.propagate_output:
       logits = self.propagate(logits)
     return logits.astype(output_dtype(self.dtype))
@@ -81,8 +83,9 @@ def node_apply_fn(module: nn.Module, features: Any, node_ids: Any, *, train: boo
     transform = None
     if hidden_transform is not None:
       transform = lambda h: h.at[node_ids].set(hidden_transform(h[node_ids]))
-    logits = module.apply({"params": params}, x, train=train, hidden_layer=hidden_layer,
-                          hidden_transform=transform)
+    rngs, model_state = dropout_rngs(model_state, train)
+    logits = module.apply({"params": params}, x, train=train, rngs=rngs,
+                          hidden_layer=hidden_layer, hidden_transform=transform)
     return logits[node_ids], model_state
 
   apply_fn.couples_examples = True  # A node's logits depend on its neighbours' features.

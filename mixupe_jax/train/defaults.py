@@ -20,6 +20,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.image_size = 0  # TFDS images: crop/resize to this size (0: keep the native size).
   config.validation_fraction = 0.0  # Stratified, seeded validation split carved from train.
   config.standardize = False  # Float inputs: zero mean, unit variance per position (train fit).
+  config.graph_row_normalize = False  # Graphs: each node's features divided by their sum (Kipf).
   config.augment = "none"  # "none", "crop_flip" (pad-crop + flip) or "inception".
   config.crop_padding = 4
   config.flip = True
@@ -29,6 +30,10 @@ def default_config() -> ml_collections.ConfigDict:
   # The same without augmentation.
   config.x_bar_inputs = "augmented"
   config.eval_splits = ()  # Splits to evaluate; () = every split but train (e.g. only "validation").
+  # > 0: stop after this many evaluations without a better accuracy on `early_stopping_split`; the
+  # result is the best evaluation (every split's metrics at that step).
+  config.early_stopping_patience = 0
+  config.early_stopping_split = "validation"
 
   # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
   config.model = model_config("mlp")  # Every option of the model, so each can be overridden.
@@ -63,7 +68,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9
   config.nesterov = True
   config.weight_decay = 1e-4
-  config.weight_decay_kernels_only = False
+  config.weight_decay_kernels_only = False  # Shorthand for weight_decay_scope = "kernels".
+  config.weight_decay_scope = "all"  # all, kernels, first_layer (Kipf & Welling's GCN).
   config.schedule = "step"  # step, cosine, constant.
   config.warmup_epochs = 0.0
   config.decay_epochs = (100, 150)

@@ -178,7 +178,7 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
-    return _graph_inputs(spec, dataset)
+    return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
   splits = _split_for_validation(dataset, config.validation_fraction, config.seed)
   if config.standardize:
     if splits["train"][0].dtype == np.uint8:
@@ -223,9 +223,18 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
                          f"{augmented_fingerprint}"))
 
 
-def _graph_inputs(spec: str, graph: data_lib.GraphDataset) -> Inputs:
+def row_normalized(features: np.ndarray) -> np.ndarray:
+  """Each row divided by its sum (rows summing to 0 stay 0), as Kipf & Welling preprocess."""
+  sums = features.sum(axis=1, keepdims=True)
+  return (features / np.where(sums == 0, 1, sums)).astype(features.dtype)
+
+
+def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: bool = False
+                  ) -> Inputs:
   """Full-batch node classification: every step is all training nodes, evaluation one batch per
   split (the model sees the whole graph; see `models.gcn.node_apply_fn`)."""
+  if row_normalize:
+    graph = dataclasses.replace(graph, features=row_normalized(graph.features))
   features, labels = graph.features, graph.labels
   ids = graph.split_indices
 

@@ -30,6 +30,7 @@ from mixupe_jax.models import flax_apply_fn, init_model, node_apply_fn, normaliz
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting, validation
 from mixupe_jax.train import workdir as workdir_lib
+from mixupe_jax.train.early_stopping import EarlyStopping
 from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
@@ -156,7 +157,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                                                       train=False), mesh)
                   for split in data.eval_batches}
     sample = jnp.asarray(graph.features)
-  params, model_state = init_model(model, init_key, sample)
+  # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
+  dropout_key = (jax.random.fold_in(init_key, 1)
+                 if config.model.get("dropout_rate", 0.0) > 0 else None)
+  params, model_state = init_model(model, init_key, sample, dropout_key)
 
   x_bar = None
   if _needs_x_bar(config):
@@ -187,16 +191,30 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     raise validation.ConfigError(
         f"{workdir} holds a checkpoint of step {start_step}, past this config's {total_steps} "
         "steps (the config changed?); use another workdir.")
-  if start_step == total_steps and os.path.exists(summary_path):
-    checkpointer.close()
-    logging.info("%s finished already (step %d); its summary is unchanged.", workdir, start_step)
+  if os.path.exists(summary_path):
     with open(summary_path) as file:
-      return json.load(file)
+      finished = json.load(file)
+    if finished.get("steps") == total_steps and \
+        finished.get("final_step", finished.get("steps")) == start_step:
+      checkpointer.close()
+      logging.info("%s finished already (step %d); its summary is unchanged.", workdir,
+                   start_step)
+      return finished
   log = reporting.MetricLog(workdir, enabled=is_chief)
   if is_chief:
     _truncate_log(log.path, start_step)
     with open(os.path.join(workdir, "config.json"), "w") as file:
       file.write(config.to_json_best_effort(indent=2))
+  stopper = None
+  if config.early_stopping_patience:
+    if config.early_stopping_split not in data.eval_batches:
+      checkpointer.close()
+      raise validation.ConfigError(
+          f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
+          f"evaluated splits are {sorted(data.eval_batches)}.")
+    records = reporting.read_log(log.path) if os.path.exists(log.path) else []
+    stopper = EarlyStopping.from_log(records, config.early_stopping_split,
+                                     config.early_stopping_patience)
   logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
                data.name, data.num_train, data.num_classes, steps_per_epoch, total_steps,
                mesh.size, f", resuming at step {start_step}" if start_step else "")
@@ -241,11 +259,15 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                   disable=not (is_chief and config.progress_bar), file=sys.stdout)
   batches = data.train_batches(start_step)
   # A run that stopped after its last checkpoint but before its summary is evaluated again.
-  results: dict[str, dict[str, float]] = evaluate(state) if start_step == total_steps else {}
+  # An early-stopped run whose log says it stopped here trains no further.
+  stopped = stopper is not None and stopper.best is not None and \
+      stopper.waited >= stopper.patience
+  end_step = start_step if stopped else total_steps
+  results: dict[str, dict[str, float]] = evaluate(state) if start_step == end_step else {}
   postfix: dict[str, str] = {}
   try:
     with checkpoint.PreemptionFlag() as preemption:
-      for step in range(start_step, total_steps):
+      for step in range(start_step, end_step):
         state, metrics = train_step(state, *global_batch(next(batches), mesh))
         done = step + 1
         pending.append((done, metrics))
@@ -258,12 +280,15 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           if train_metrics:
             postfix.update(loss=f"{train_metrics['loss']:.4f}",
                            ex_per_s=f"{train_metrics['examples_per_second']:.0f}")
+        stop_early = False
         if end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0 \
             or done == total_steps:
           results = evaluate(state)
           for split, split_metrics in results.items():
             log.write(done, split, split_metrics)
             postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
+          stop_early = stopper is not None and stopper.update(done, results)
+          save = save or stop_early
         progress.set_postfix(postfix, refresh=False)
         if save or preempted:
           checkpointer.save(done, state)
@@ -271,14 +296,25 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           checkpointer.wait()
           logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
           raise Preempted(done)
+        if stop_early:
+          logging.info("Early stopping at step %d: %d evaluations without a better %s accuracy "
+                       "than step %d's.", done, stopper.waited, stopper.split, stopper.best_step)
+          break
   finally:
     progress.close()
     checkpointer.wait()
     checkpointer.close()
     log.close()
 
+  final_step = int(state.step)
   summary = {"dataset": data.name, "method": config.method, "steps": total_steps,
-             "epochs": config.num_epochs, **results}
+             "final_step": final_step, "epochs": config.num_epochs}
+  if stopper is not None and stopper.best is not None:
+    # The result is the best evaluation on the early-stopping split, every split at that step.
+    summary.update(best_step=stopper.best_step, stopped_early=final_step < total_steps,
+                   **stopper.best)
+  else:
+    summary.update(results)
   if is_chief:
     with open(f"{summary_path}.tmp", "w") as file:
       json.dump(summary, file, indent=2)

@@ -43,11 +43,24 @@ def _kernels_only(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _first_layer_only(params):
+  """Weight decay on the first layer's parameters only (the first module of the params tree, in
+  creation order: Kipf & Welling's GCN regularizes its first layer alone)."""
+  first = next(iter(params))
+  return {name: jax.tree.map(lambda _: name == first, subtree) for name, subtree in params.items()}
+
+
+WEIGHT_DECAY_SCOPES = {"all": None, "kernels": _kernels_only, "first_layer": _first_layer_only}
+
+
 def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}.")
-  decay = optax.add_decayed_weights(
-      config.weight_decay, mask=_kernels_only if config.weight_decay_kernels_only else None)
+  scope = "kernels" if config.weight_decay_kernels_only else config.weight_decay_scope
+  if scope not in WEIGHT_DECAY_SCOPES:
+    raise ValueError(f"Unknown weight_decay_scope {scope!r}; valid: "
+                     f"{', '.join(WEIGHT_DECAY_SCOPES)}.")
+  decay = optax.add_decayed_weights(config.weight_decay, mask=WEIGHT_DECAY_SCOPES[scope])
   if config.optimizer == "sgd":
     update = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
   else:

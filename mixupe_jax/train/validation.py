@@ -98,6 +98,7 @@ def validate(config) -> None:
   layers = tuple(config.manifold_layers)
   if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
     _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
+  _integer(config, "early_stopping_patience", 0)
   _integer(config, "batch_size", 1)
   _integer(config, "eval_batch_size", 1)
   _integer(config, "num_train_steps", 0)
@@ -108,6 +109,7 @@ def validate(config) -> None:
   _number(config, "momentum", 0.0, 1.0, high_open=True)
   _number(config, "weight_decay", 0.0, math.inf, high_open=True)
   _choice(config, "schedule", optim.SCHEDULES)
+  _choice(config, "weight_decay_scope", tuple(optim.WEIGHT_DECAY_SCOPES))
   _number(config, "warmup_epochs", 0.0, math.inf, high_open=True)
   boundaries = tuple(config.decay_epochs)
   if any(not isinstance(e, (int, float)) or e < 0 for e in boundaries) or \
