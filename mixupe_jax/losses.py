@@ -15,7 +15,8 @@ The MixupE loss (see `regularizers` for the versions):
     L = L_mix + eta * m_1 * P,     m_1 = alpha / (2 alpha + 1),
 
 then, with `rescale`, L <- stopgrad(|L_mix| / |L|) * L (the official code's rescaling: the value
-reported equals |L_mix| while the gradient carries the regularizer). The clean pass runs after the
+is sign(L) |L_mix|, so |L_mix| unless the regularizer makes L negative, while the gradient, scaled
+by a positive constant, carries the regularizer). The clean pass runs after the
 mixed pass with the model state it returned, in the same (train) mode, so BatchNorm's running
 statistics see both batches as in the official code.
 """

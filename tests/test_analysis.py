@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 from mixupe_jax import analysis, directional, mixing
@@ -77,9 +78,34 @@ def test_first_term_is_m1_times_the_mixupe_jvp_term_at_the_batch_mean(smooth_pro
                              rtol=1e-4, atol=1e-7)
 
 
-def test_alpha_zero_has_no_terms(smooth_problem):
-  inputs, labels, loss, *_ = smooth_problem
+def test_alpha_zero_has_no_terms_and_every_estimate_is_the_standard_loss(smooth_problem):
+  """alpha = 0: no mixing. The standard loss, the quadrature and the Monte-Carlo estimate all
+  equal the mean cross-entropy of the clean logits, computed here with NumPy."""
+  inputs, labels, loss, apply_fn, params, state = smooth_problem
   series = analysis.taylor_terms(loss, inputs, labels, 0.0, order=3)
   np.testing.assert_array_equal(series.terms, 0.0)
-  np.testing.assert_allclose(analysis.mixup_loss_quadrature(loss, inputs, labels, 0.0),
-                             series.standard_loss, rtol=1e-6)
+  logits = np.asarray(apply_fn(params, state, inputs)[0], np.float64)
+  log_probabilities = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
+  by_hand = -np.mean(np.sum(np.asarray(labels) * log_probabilities, axis=1))
+  np.testing.assert_allclose(series.standard_loss, by_hand, rtol=1e-6)
+  np.testing.assert_allclose(analysis.mixup_loss_quadrature(loss, inputs, labels, 0.0), by_hand,
+                             rtol=1e-6)
+  estimate = analysis.mixup_loss_monte_carlo(jax.random.key(0), loss, inputs, labels, 0.0, 4)
+  np.testing.assert_allclose(estimate.mean, by_hand, rtol=1e-6)
+  assert float(estimate.standard_error) == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.4, 2.0])
+def test_quadrature_of_a_quadratic_loss_equals_its_closed_form(alpha):
+  """l(x, y) = |x|^2 (y ignored): E_lambda (1/n^2) sum_ij |lambda x_i + (1 - lambda) x_j|^2
+  = (E[lambda^2] + E[(1 - lambda)^2]) mean_i |x_i|^2 + 2 E[lambda (1 - lambda)] |mean_i x_i|^2,
+  with E[lambda^2] = (alpha + 1) / (2 (2 alpha + 1)) for Beta(alpha, alpha)."""
+  inputs = jax.random.normal(jax.random.key(2), (7, 3))
+  labels = jnp.ones((7, 2)) / 2
+  square = lambda x, y: jnp.sum(x ** 2)
+  second = (alpha + 1) / (2 * (2 * alpha + 1))
+  x = np.asarray(inputs, np.float64)
+  expected = 2 * second * np.mean(np.sum(x ** 2, 1)) + \
+      2 * (0.5 - second) * np.sum(x.mean(0) ** 2)
+  np.testing.assert_allclose(analysis.mixup_loss_quadrature(square, inputs, labels, alpha),
+                             expected, rtol=1e-5)

@@ -109,6 +109,26 @@ def test_hidden_layer_jvp_equals_finite_differences(key, make, apply_of):
   np.testing.assert_allclose(tangents, finite_difference, rtol=2e-3, atol=2e-4)
 
 
+def test_hidden_layer_jvp_towards_a_given_h_bar_equals_finite_differences(key, make, apply_of):
+  """With a target h_bar given (not the batch mean), d_i = h_bar - h_i."""
+  inputs, _, _ = _batch("mlp", key)
+  module, params, state = make("mlp", key, inputs, NUM_CLASSES)
+  apply_fn = apply_of(module)
+  h_bar = jnp.linspace(-1.0, 1.0, 16)
+  _, tangents, _ = directional.hidden_directional_derivative(apply_fn, params, state, inputs, 1,
+                                                             h_bar=h_bar)
+
+  def logits_at(t):
+    shift = lambda h: h + t * (h_bar - h)
+    return apply_fn(params, state, inputs, hidden_layer=1, hidden_transform=shift)[0]
+
+  step = 1e-2
+  finite_difference = (logits_at(step) - logits_at(-step)) / (2 * step)
+  np.testing.assert_allclose(tangents, finite_difference, rtol=2e-3, atol=2e-4)
+  _, towards_mean, _ = directional.hidden_directional_derivative(apply_fn, params, state, inputs, 1)
+  assert not np.allclose(tangents, towards_mean, atol=1e-3)
+
+
 def test_hidden_layer_zero_with_mean_direction_equals_input_jvp(key, make, apply_of):
   inputs, _, _ = _batch("cnn", key)
   module, params, state = make("cnn", key, inputs, NUM_CLASSES)

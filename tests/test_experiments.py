@@ -31,6 +31,53 @@ def test_paired_test_matches_hand_computation():
   assert report.paired_test([0.9, 0.8], [0.8, 0.7])["p"] is None
 
 
+def test_aggregate_pairs_three_seeds_by_seed_and_gives_the_hand_computed_p(tmp_path):
+  """Runs arrive in any order; the comparison pairs MixupE and Mixup on their common finished seeds
+  (0, 1, 2: seed 3 diverged for Mixup), d = (0.01, 0.03, 0.02): t = 2 sqrt(3) with 2 degrees of
+  freedom, whose two-sided p has the closed form 1 - t / sqrt(t^2 + 2) = 0.0742. Pairing by list
+  position instead would give d = (0.06, -0.07, 0.12) here."""
+  import types
+  mixup = {0: 0.80, 1: 0.70, 2: 0.75, 3: float("nan")}
+  mixupe = {0: 0.81, 1: 0.73, 2: 0.77, 3: 0.70}
+
+  def run(method, seed, accuracy, status="finished"):
+    return {"dataset": "toy", "method": method, "seed": seed, "status": status, "seconds": 2.0,
+            "metrics": {"test": {"accuracy": accuracy, "nll": 1.0 - accuracy, "ece": 0.1}},
+            "curves": {}}
+
+  runs = [run("mixupe", s, mixupe[s]) for s in (2, 0, 3, 1)]
+  runs += [run("mixup", s, mixup[s], "finished" if s < 3 else "diverged") for s in (1, 3, 2, 0)]
+  suite = types.SimpleNamespace(
+      name="toy", seeds=(0, 1, 2, 3), eta_grid=(0.1,), sign_grid=(False,),
+      validation_fraction=0.1, comparisons=(("mixupe", "mixup"),),
+      methods={"mixup": types.SimpleNamespace(searched=False),
+               "mixupe": types.SimpleNamespace(searched=True)})
+  results = report.aggregate(suite, {"runs": runs, "search": {}, "chosen": {}}, seconds=5.0)
+  table = results["results"]["toy"]
+  assert table["mixup"]["seeds"] == [0, 1, 2] and table["mixup"]["diverged_seeds"] == [3]
+  assert table["mixupe"]["seeds"] == [0, 1, 2, 3]
+  np.testing.assert_allclose(table["mixup"]["accuracy"]["mean"], 0.75)
+  np.testing.assert_allclose(table["mixup"]["accuracy"]["std"], 0.05)
+  assert table["mixup"]["accuracy"]["n"] == 3 and table["mixup"]["seconds"] == 8.0
+  comparison = table["comparisons"]["mixupe - mixup"]["accuracy"]
+  t = 2 * np.sqrt(3)
+  assert comparison["n"] == 3
+  np.testing.assert_allclose(comparison["mean_difference"], 0.02, atol=1e-12)
+  np.testing.assert_allclose(comparison["t"], t, rtol=1e-9)
+  np.testing.assert_allclose(comparison["p"], 1 - t / np.sqrt(t ** 2 + 2), rtol=1e-9)
+  # NLL = 1 - accuracy here, so its difference is the negative one, with the same p.
+  np.testing.assert_allclose(table["comparisons"]["mixupe - mixup"]["nll"]["t"], -t, rtol=1e-9)
+  assert results["total_run_seconds"] == 16.0 and results["wall_seconds_this_invocation"] == 5.0
+  text = report.markdown(results, suite)
+  assert "| toy | 75.00 ± 5.00 | 75.25 ± 4.79 | +2.00 (p=0.07) |" in text
+  assert "Diverged (NaN loss) runs: toy/mixup seeds [3]." in text
+  assert "Training time, all runs of the suite: 0.3 min." in text
+  json_path, markdown_path = report.write(results, suite, str(tmp_path / "out"))
+  assert json.loads(open(json_path).read()) == json.loads(json.dumps(results))
+  assert open(markdown_path).read() == text
+  assert sorted(os.listdir(tmp_path / "out")) == ["results.json", "results.md"]
+
+
 def test_mean_and_std_use_the_sample_deviation():
   summary = report.mean_and_std([1.0, 2.0, 4.0])
   np.testing.assert_allclose(summary["mean"], 7 / 3)
@@ -132,7 +179,14 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
     for method in suites.TINY.methods:
       entry = results["results"][dataset][method]
       assert entry["seeds"] == [0]
-      assert 0.0 <= entry["accuracy"]["mean"] <= 1.0 and entry["nll"]["mean"] > 0
+      # The table's one-seed entry is the run's own test evaluation (its result file and the
+      # summary.json that training wrote).
+      run_dir = workdir / runner.Run("final", dataset, method, 0).relative_dir
+      run_result = json.loads((run_dir / runner.RESULT_FILE).read_text())
+      summary = json.loads((run_dir / "summary.json").read_text())
+      for name in ("accuracy", "nll", "ece"):
+        assert entry[name]["mean"] == run_result["metrics"]["test"][name] == \
+            summary["test"][name]
     assert "mixupe_exact - mixup" in results["results"][dataset]["comparisons"]
     assert f"| {dataset} |" in table
     # The chosen eta is one of the grid's and the search saw only the validation split.

@@ -84,19 +84,83 @@ def test_cutmix_box_is_a_single_box_that_spans_the_channels(key):
   assert np.all(from_partner == from_partner[..., :1])  # Same mask for every channel.
   mask = from_partner[0, :, :, 0]
   rows, cols = np.nonzero(mask)
-  if rows.size:
-    assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # A full rectangle.
+  assert rows.size  # This key cuts a box (lambda < 1, a non-empty cut).
+  assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()  # A full rectangle.
   assert np.all(from_partner == from_partner[:1])  # Granularity "batch": one box for the batch.
 
 
-def test_uncorrected_cutmix_keeps_the_sampled_lambda(key):
-  x = jnp.zeros((8, 9, 9, 1))
-  corrected = mixing.cutmix(key, x, jnp.zeros(8, jnp.int32), alpha=1.0, num_classes=2)
-  sampled = mixing.cutmix(key, x, jnp.zeros(8, jnp.int32), alpha=1.0, num_classes=2,
+def box_extents(taken: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(rows spanned, columns spanned, touches a border) of each example's taken region [N, H, W];
+  asserts that every region is one full rectangle."""
+  extents = []
+  for region in taken:
+    rows, cols = np.nonzero(region)
+    if not rows.size:
+      extents.append((0, 0, False))
+      continue
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    assert region[top:bottom, left:right].all() and region.sum() == (bottom - top) * (right - left)
+    touches = top == 0 or left == 0 or bottom == region.shape[0] or right == region.shape[1]
+    extents.append((bottom - top, right - left, touches))
+  rows, cols, touches = map(np.asarray, zip(*extents))
+  return rows, cols, touches
+
+
+def expected_clipped_length(cut: int, size: int) -> float:
+  """E over a uniform centre c in {0, ..., size - 1} of the length of [c - cut // 2,
+  c + cut // 2 + cut % 2) clipped to [0, size): the box law, enumerated."""
+  centres = np.arange(size)
+  high = np.minimum(centres + cut // 2 + cut % 2, size)
+  low = np.maximum(centres - cut // 2, 0)
+  return float(np.mean(high - low))
+
+
+def test_cutmix_box_side_is_sqrt_one_minus_lambda_of_each_side():
+  """Given lambda, the box has side floor(sqrt(1 - lambda) size) on each axis before clipping,
+  and its taken area, averaged over the uniform centre, is the enumerated clipped area."""
+  size, count = 32, 2000
+  lam = np.random.default_rng(0).uniform(0.0, 1.0, count).astype(np.float32)
+  keep = mixing.cutmix_mask(jax.random.key(4), jnp.asarray(lam), (count, size, size, 1), (1, 2))
+  taken = 1.0 - np.asarray(keep)[..., 0]
+  rows, cols, touches = box_extents(taken > 0)
+  cut = np.floor(np.sqrt(1.0 - lam) * size).astype(int)
+  inside = ~touches & (cut > 0)
+  assert inside.sum() > count // 10
+  np.testing.assert_array_equal(rows[inside], cut[inside])  # Unclipped boxes: the law exactly.
+  np.testing.assert_array_equal(cols[inside], cut[inside])
+  assert np.all(rows <= cut) and np.all(cols <= cut)  # Clipping only shrinks.
+  expected = np.array([expected_clipped_length(c, size) ** 2 for c in cut]) / size ** 2
+  difference = taken.mean(axis=(1, 2)) - expected
+  assert abs(difference.mean()) < 4 * difference.std() / np.sqrt(count)
+  # The law has teeth: a side of (1 - lambda) instead of its square root is far off.
+  wrong_cut = np.floor((1.0 - lam) * size).astype(int)
+  wrong = np.array([expected_clipped_length(c, size) ** 2 for c in wrong_cut]) / size ** 2
+  assert abs((taken.mean(axis=(1, 2)) - wrong).mean()) > 20 * difference.std() / np.sqrt(count)
+
+
+def test_uncorrected_cutmix_keeps_the_sampled_lambda_that_sets_the_box(key):
+  """correct_lambda=False: the label weight is the sampled lambda ~ Beta(alpha, alpha), and the
+  box cut for example i follows it (side floor(sqrt(1 - lambda_i) size) where unclipped)."""
+  size, count = 24, 512
+  x = jnp.arange(count * size * size, dtype=jnp.float32).reshape(count, size, size, 1)
+  labels = jnp.zeros(count, jnp.int32)
+  sampled = mixing.cutmix(key, x, labels, alpha=0.5, num_classes=2, granularity="example",
                           correct_lambda=False)
-  expected = mixing.sample_lambda(jax.random.split(jax.random.split(key)[0])[0], 1.0, 8)
-  np.testing.assert_allclose(sampled.lam, expected)
-  assert not np.allclose(sampled.lam, corrected.lam)
+  corrected = mixing.cutmix(key, x, labels, alpha=0.5, num_classes=2, granularity="example")
+  lam = np.asarray(sampled.lam)
+  assert scipy.stats.kstest(lam, scipy.stats.beta(0.5, 0.5).cdf).pvalue > 1e-3
+  np.testing.assert_array_equal(sampled.inputs, corrected.inputs)  # Same boxes, other weights.
+  other = np.asarray(sampled.partner) != np.arange(count)  # Self-paired examples keep all.
+  kept = np.mean(np.asarray(sampled.inputs) == np.asarray(x), axis=(1, 2, 3))
+  np.testing.assert_allclose(corrected.lam[other], kept[other], rtol=1e-6)
+  assert not np.allclose(lam[other], kept[other], atol=1e-3)
+  assert np.all(kept >= lam - 1e-6)  # The box never takes more than 1 - lambda.
+  rows, cols, touches = box_extents((np.asarray(sampled.inputs) != np.asarray(x))[..., 0])
+  cut = np.floor(np.sqrt(1.0 - lam) * size).astype(int)
+  inside = ~touches & (cut > 0) & other
+  assert inside.sum() > count // 8
+  np.testing.assert_array_equal(rows[inside], cut[inside])
+  np.testing.assert_array_equal(cols[inside], cut[inside])
 
 
 def test_mixup_or_cutmix_switches_with_the_given_probability():
@@ -138,9 +202,16 @@ def test_label_smoothing_and_soft_labels():
   smoothed = mixing.smooth_labels(mixing.to_soft_labels(labels, 4), 0.2)
   np.testing.assert_allclose(smoothed, [[0.85, 0.05, 0.05, 0.05], [0.05, 0.05, 0.85, 0.05]],
                              rtol=1e-6)
+  # Soft labels mix row by row with the example's lambda: with pairing "flip" (1 <-> 0),
+  # y~_0 = lam [0.3, 0.7] + (1 - lam) [1, 0], y~_1 = lam [1, 0] + (1 - lam) [0.3, 0.7].
   soft = jnp.array([[0.3, 0.7], [1.0, 0.0]])
-  mixed = mixing.mixup(jax.random.key(0), jnp.ones((2, 3)), soft, alpha=1.0)
-  np.testing.assert_allclose(np.sum(mixed.labels, -1), 1.0, rtol=1e-6)
+  mixed = mixing.mixup(jax.random.key(0), jnp.ones((2, 3)), soft, alpha=1.0, pairing="flip",
+                       granularity="example", label_smoothing=0.1)
+  lam0, lam1 = np.asarray(mixed.lam, np.float64)
+  assert 0 < lam0 < 1 and 0 < lam1 < 1 and lam0 != lam1
+  smooth_a, smooth_b = np.array([0.32, 0.68]), np.array([0.95, 0.05])  # 0.9 y + 0.1 / 2.
+  np.testing.assert_allclose(mixed.labels, [lam0 * smooth_a + (1 - lam0) * smooth_b,
+                                            lam1 * smooth_b + (1 - lam1) * smooth_a], rtol=1e-6)
 
 
 @pytest.mark.parametrize("call,message", [
@@ -158,3 +229,14 @@ def test_label_smoothing_and_soft_labels():
 def test_bad_input_is_a_clear_error(call, message):
   with pytest.raises(ValueError, match=message):
     call()
+
+
+def test_no_mixing_is_the_identity_with_one_hot_labels():
+  x = jnp.arange(12, dtype=jnp.uint8).reshape(4, 3)
+  mixed = mixing.no_mixing(x, jnp.array([2, 0, 1, 2]), num_classes=3)
+  assert mixed.inputs.dtype == jnp.float32
+  np.testing.assert_array_equal(mixed.inputs, np.arange(12).reshape(4, 3))
+  np.testing.assert_array_equal(mixed.labels, np.eye(3)[[2, 0, 1, 2]])
+  np.testing.assert_array_equal(mixed.lam, np.ones(4))
+  np.testing.assert_array_equal(mixed.partner, np.arange(4))
+  assert mixed.lam.dtype == jnp.float32 and mixed.partner.dtype == jnp.int32

@@ -12,8 +12,22 @@ from mixupe_jax import losses, mixing, parallel
 from mixupe_jax.models import flax_apply_fn
 
 
-def test_eight_simulated_devices_are_present():
-  assert jax.device_count() == 8, "conftest.py must set --xla_force_host_platform_device_count=8"
+def test_a_batch_is_split_in_order_over_all_eight_devices():
+  """data_mesh() spans every device (conftest.py sets 8 simulated ones) and shard_batch gives
+  device k the examples [2k, 2k + 2) of a 16-example batch, in the mesh's device order; the
+  replicated parameters are whole on every device."""
+  mesh = parallel.data_mesh()
+  assert mesh.size == 8 and list(mesh.devices) == jax.devices()
+  batch = {"x": np.arange(16 * 3, dtype=np.float32).reshape(16, 3), "y": np.arange(16)}
+  sharded = parallel.shard_batch(batch, mesh)
+  for leaf, expected in ((sharded["x"], batch["x"]), (sharded["y"], batch["y"])):
+    shards = sorted(leaf.addressable_shards, key=lambda shard: list(mesh.devices).index(shard.device))
+    assert len(shards) == 8
+    for k, shard in enumerate(shards):
+      np.testing.assert_array_equal(shard.data, expected[2 * k:2 * k + 2])
+  replicated = parallel.replicate(jnp.arange(5.0), mesh)
+  assert all(np.array_equal(shard.data, np.arange(5.0)) for shard in replicated.addressable_shards)
+  assert len(replicated.addressable_shards) == 8
 
 
 @pytest.mark.parametrize("variant", ["v1", "v3"])

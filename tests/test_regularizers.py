@@ -159,3 +159,48 @@ def test_moment_scaling_and_aliases(mixed):
   assert regularizers.get_variant("fast") is regularizers.VARIANTS["v3"]
   with pytest.raises(ValueError, match=r"Unknown MixupE variant 'v5'.*v1, v2, v3, v4"):
     regularizers.get_variant("v5")
+
+
+def test_defaults_are_the_official_ones(mixed):
+  """Unset options give the official v1: tau = -1 (here 3 of the 6 r_i lie below -1, 4 below 0),
+  the m_1 scaling, the rescaling, the published sign; v3's tau is 1.0 (the README's recipe)."""
+  assert regularizers.get_variant("v1").default_threshold == -1.0
+  assert regularizers.get_variant("v3").default_threshold == 1.0
+  expected_mix, expected_total = hand_reference("v1", np.asarray(mixed.inputs),
+                                                np.asarray(mixed.labels), -1.0)
+  loss, aux = losses.mixupe_loss_fn(PARAMS, {}, mixed, X, LABELS, X_BAR, apply_fn=linear_apply,
+                                    alpha=ALPHA, eta=ETA, num_classes=3)
+  np.testing.assert_allclose(aux.metrics["active_fraction"], 0.5)
+  np.testing.assert_allclose(aux.metrics["unscaled_loss"], expected_total, rtol=1e-5)
+  np.testing.assert_allclose(aux.metrics["regularizer"], expected_total - expected_mix, rtol=1e-5)
+  np.testing.assert_allclose(loss, abs(expected_mix), rtol=1e-5)
+  np.testing.assert_allclose(aux.metrics["rescale_factor"], expected_mix / expected_total,
+                             rtol=1e-5)
+  # v3's default keeps every u_i < 1 here (all six); tau = 0 would keep three.
+  _, fast = losses.mixupe_loss_fn(PARAMS, {}, mixed, X, LABELS, X_BAR, apply_fn=linear_apply,
+                                  alpha=ALPHA, eta=ETA, variant="fast", num_classes=3)
+  np.testing.assert_allclose(fast.metrics["active_fraction"], 1.0)
+  _, expected_fast = hand_reference("v3", np.asarray(mixed.inputs), np.asarray(mixed.labels), 1.0)
+  np.testing.assert_allclose(fast.metrics["unscaled_loss"], expected_fast, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,tau,flip_sign", [("v1", -1.0, False), ("v3", 1.0, True)])
+def test_rescaling_a_negative_loss_uses_its_magnitude(variant, tau, flip_sign, mixed):
+  """A large eta makes L = L_mix + eta m_1 P negative (v1 adds the negative r_i < -1; flipped v3
+  adds sum u_i < 0). The official rescaling, L * stopgrad(|L_mix| / |L|), then gives the value
+  -|L_mix| and scales the gradient by |L_mix| / |L| > 0: the step keeps the direction of grad L."""
+  eta = 6.0
+  kwargs = dict(apply_fn=linear_apply, alpha=ALPHA, eta=eta, variant=variant, threshold=tau,
+                flip_sign=flip_sign, num_classes=3)
+  mix_loss = float(losses.mixup_loss_fn(PARAMS, {}, mixed, apply_fn=linear_apply)[0])
+  unscaled = lambda p: losses.mixupe_loss_fn(p, {}, mixed, X, LABELS, X_BAR, rescale=False,
+                                             **kwargs)[0]
+  rescaled = lambda p: losses.mixupe_loss_fn(p, {}, mixed, X, LABELS, X_BAR, rescale=True,
+                                             **kwargs)[0]
+  total = float(unscaled(PARAMS))
+  assert total < -0.5 and mix_loss > 0
+  np.testing.assert_allclose(rescaled(PARAMS), -mix_loss, rtol=1e-5)
+  factor = mix_loss / -total
+  for name in PARAMS:
+    np.testing.assert_allclose(jax.grad(rescaled)(PARAMS)[name],
+                               factor * jax.grad(unscaled)(PARAMS)[name], rtol=1e-5, atol=1e-7)

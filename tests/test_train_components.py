@@ -57,6 +57,67 @@ def test_sgd_nesterov_with_weight_decay_matches_the_update_rule():
   np.testing.assert_allclose(theta["w"], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scope,decayed", [
+    ("all", {"Dense_0/kernel", "Dense_0/bias", "BatchNorm_0/scale", "Dense_1/kernel"}),
+    ("kernels", {"Dense_0/kernel", "Dense_1/kernel"}),
+    ("first_layer", {"Dense_0/kernel", "Dense_0/bias"})])
+def test_weight_decay_scopes_decay_exactly_their_parameters(scope, decayed):
+  """With zero gradients and no momentum, one SGD step moves theta by -lr wd theta exactly on the
+  decayed parameters: all of them, the weight matrices (ndim > 1), or the first layer's."""
+  params = {"Dense_0": {"kernel": jnp.full((2, 3), 2.0), "bias": jnp.full(3, 2.0)},
+            "BatchNorm_0": {"scale": jnp.full(3, 2.0)},
+            "Dense_1": {"kernel": jnp.full((3, 1), 2.0)}}
+  for use_shorthand in ((False, True) if scope == "kernels" else (False,)):
+    config = default_config()
+    config.momentum, config.weight_decay = 0.0, 0.25
+    if use_shorthand:
+      config.weight_decay_kernels_only = True
+    else:
+      config.weight_decay_scope = scope
+    optimizer = optim.make_optimizer(config, optax.constant_schedule(0.5))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+    for module, leaves in updates.items():
+      for name, update in leaves.items():
+        expected = -0.5 * 0.25 * 2.0 if f"{module}/{name}" in decayed else 0.0
+        np.testing.assert_allclose(update, expected, err_msg=f"{scope} {module}/{name}")
+  config = default_config()
+  config.weight_decay_scope = "first_layer"
+  optimizer = optim.make_optimizer(config, optax.constant_schedule(0.1))
+  # A CNN's input layer is Conv_0 (its dense readout is Dense_0).
+  conv_params = {"Conv_0": {"kernel": jnp.ones((3, 3, 1, 2))}, "Dense_0": {"kernel": jnp.ones((2, 2))}}
+  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, conv_params),
+                                optimizer.init(conv_params), conv_params)
+  assert float(jnp.abs(updates["Conv_0"]["kernel"]).min()) > 0
+  np.testing.assert_array_equal(updates["Dense_0"]["kernel"], 0.0)
+  with pytest.raises(ValueError, match=r"^weight_decay_scope='first_layer' needs a top-level "
+                     r"module named Conv_0 or Dense_0 \(the input layer\); this model's modules "
+                     r"are \['Block_0', 'Head'\]\.$"):
+    optimizer.init({"Head": {"w": jnp.ones(2)}, "Block_0": {"w": jnp.ones(2)}})
+  config.weight_decay_scope = "biases"
+  with pytest.raises(ValueError, match="'biases'.*all, kernels, first_layer"):
+    optim.make_optimizer(config, optax.constant_schedule(0.1))
+
+
+def test_adam_with_weight_decay_matches_the_update_rule():
+  """Adam (b1 0.9, b2 0.999, eps 1e-8) on g + wd theta, written out for two steps."""
+  config = default_config()
+  config.optimizer, config.weight_decay = "adam", 0.01
+  optimizer = optim.make_optimizer(config, optax.constant_schedule(0.1))
+  theta = {"w": jnp.array([1.0, -2.0])}
+  state = optimizer.init(theta)
+  first, second, expected = np.zeros(2), np.zeros(2), np.array([1.0, -2.0])
+  for t, g in enumerate([np.array([0.5, 0.25]), np.array([-1.0, 2.0])], start=1):
+    updates, state = optimizer.update({"w": jnp.asarray(g)}, state, theta)
+    theta = optax.apply_updates(theta, updates)
+    decayed = g + 0.01 * expected
+    first = 0.9 * first + 0.1 * decayed
+    second = 0.999 * second + 0.001 * decayed ** 2
+    expected = expected - 0.1 * (first / (1 - 0.9 ** t)) / (
+        np.sqrt(second / (1 - 0.999 ** t)) + 1e-8)
+  np.testing.assert_allclose(theta["w"], expected, rtol=1e-6)
+
+
 def test_unknown_names_are_errors_listing_the_valid_ones():
   config = default_config()
   config.schedule = "linear"

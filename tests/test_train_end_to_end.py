@@ -91,7 +91,12 @@ def test_offline_config_trains_a_few_steps(tmp_path, config, folder, extra):
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
   evaluated = [r for r in records if r["split"] != "train"]
-  assert evaluated and all(0 <= r["accuracy"] <= 1 for r in evaluated)
+  # The run's summary is its last evaluation, split for split.
+  summary = json.load(open(os.path.join(workdir, "summary.json")))
+  last = {r["split"]: r for r in evaluated if r["step"] == 3}
+  assert last and set(last) == {s for s in summary if isinstance(summary[s], dict)}
+  for split, record in last.items():
+    assert {k: v for k, v in record.items() if k not in ("step", "split")} == summary[split]
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1] == "3"
 
 
@@ -183,5 +188,6 @@ def test_imagenet_config_runs_a_step_on_mock_data_at_reduced_size(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads(result.stdout.strip().splitlines()[-1])
   assert summary["steps"] == 1
-  assert 0 <= summary["validation"]["accuracy"] <= 1
+  assert summary["final_step"] == 1
+  assert set(summary["validation"]) == {"accuracy", "accuracy_top5", "nll", "ece"}
   assert summary["validation"]["accuracy_top5"] >= summary["validation"]["accuracy"]

@@ -44,9 +44,14 @@ def _kernels_only(params):
 
 
 def _first_layer_only(params):
-  """Weight decay on the first layer's parameters only (the first module of the params tree, in
-  creation order: Kipf & Welling's GCN regularizes its first layer alone)."""
-  first = next(iter(params))
+  """Weight decay on the input layer's parameters only (Kipf & Welling's GCN regularizes its first
+  layer alone): the top-level module `Conv_0` if there is one, else `Dense_0`. Flax names modules
+  by type and creation order, and a params tree does not keep the creation order, so the first
+  layer is found by name; every model here starts with one of the two."""
+  first = next((name for name in ("Conv_0", "Dense_0") if name in params), None)
+  if first is None:
+    raise ValueError("weight_decay_scope='first_layer' needs a top-level module named Conv_0 or "
+                     f"Dense_0 (the input layer); this model's modules are {sorted(params)}.")
   return {name: jax.tree.map(lambda _: name == first, subtree) for name, subtree in params.items()}
 
 

@@ -1,0 +1,162 @@
+"""The mutation check of the core: how many single-formula changes the fast tests catch.
+
+mutmut changes one thing at a time in the core modules (an operator, a constant, an argument, a
+keyword) and runs the tests that exercise the changed function; a change that every such test
+still passes is a survivor. The modules and the tests it uses are set in pyproject.toml
+([tool.mutmut]). The script runs mutmut (resuming where it stopped: finished mutants are not
+rerun), then writes a report of every survivor with its diff, marking those listed in
+scripts/mutation_equivalents.json: mutants that compute the same function as the original (one
+line each says why). Anything else that survives is a missing test.
+
+    pip install mutmut==3.8.1
+    python scripts/mutation_check.py                 # run, then report
+    python scripts/mutation_check.py --report-only   # report the last run
+    python scripts/mutation_check.py --rerun-survivors  # retest survivors (after new tests)
+
+Not part of the test suite: a full run takes hours on 2 cores. The report goes to
+results/mutation/report.md and report.json; the kill rate counts killed (and timed-out) mutants
+over all mutants but the equivalent ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EQUIVALENTS = os.path.join(ROOT, "scripts", "mutation_equivalents.json")
+REPORT_DIR = os.path.join(ROOT, "results", "mutation")
+KILLED = ("killed", "timeout")
+
+
+def mutmut(*arguments: str, capture: bool = True) -> str:
+  executable = shutil.which("mutmut")
+  if executable is None:
+    sys.exit("mutmut is not installed: pip install mutmut==3.8.1 (it is not a dependency of "
+             "the package or of its tests).")
+  result = subprocess.run([executable, *arguments], cwd=ROOT, text=True,
+                          capture_output=capture, check=False)
+  if result.returncode not in (0, 1) and capture:
+    sys.exit(f"mutmut {' '.join(arguments)} failed:\n{result.stderr[-2000:]}")
+  return result.stdout if capture else ""
+
+
+def statuses() -> dict[str, str]:
+  """mutant name -> mutmut's status (killed, survived, timeout, no tests, ...)."""
+  result = {}
+  for line in mutmut("results", "--all", "true").splitlines():
+    name, _, status = line.strip().rpartition(": ")
+    if name.startswith("mixupe_jax."):
+      result[name] = status
+  if not result:
+    sys.exit("No mutants found: run without --report-only first.")
+  return result
+
+
+def mutated_lines(name: str) -> list[str]:
+  """The '-' and '+' lines of a mutant's diff."""
+  diff = mutmut("show", name)
+  return [line for line in diff.splitlines()
+          if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def module_of(name: str) -> str:
+  """mixupe_jax.losses.x_mixupe_loss_fn__mutmut_12 -> mixupe_jax.losses."""
+  return name.rpartition(".")[0]
+
+
+def report(rerun_names: list[str] | None = None) -> dict:
+  with open(EQUIVALENTS) as file:
+    equivalents = json.load(file)
+  status_of = statuses()
+  survivors = sorted((name for name, status in status_of.items() if status not in KILLED),
+                     key=lambda n: (module_of(n), n))
+  rows, stale = [], []
+  for name in survivors:
+    lines = mutated_lines(name)
+    known = equivalents.get(name)
+    if known is not None and known["mutated"] not in lines:
+      stale.append(name)  # The code changed under the listed mutant: review it again.
+      known = None
+    rows.append({"name": name, "status": status_of[name], "diff": lines,
+                 "equivalent": known["why"] if known else None})
+  per_module = collections.defaultdict(collections.Counter)
+  for name, status in status_of.items():
+    per_module[module_of(name)][status] += 1
+  for row in rows:
+    if row["equivalent"]:
+      per_module[module_of(row["name"])]["equivalent"] += 1
+  total = len(status_of)
+  killed = sum(status in KILLED for status in status_of.values())
+  equivalent = sum(row["equivalent"] is not None for row in rows)
+  summary = {
+      "mutants": total, "killed": killed, "equivalent": equivalent,
+      "unexplained_survivors": len(rows) - equivalent,
+      "kill_rate": killed / max(total - equivalent, 1),
+      "raw_kill_rate": killed / max(total, 1),
+      "stale_equivalents": stale,
+      "per_module": {module: dict(counts) for module, counts in sorted(per_module.items())},
+      "survivors": rows,
+  }
+  os.makedirs(REPORT_DIR, exist_ok=True)
+  with open(os.path.join(REPORT_DIR, "report.json"), "w") as file:
+    json.dump(summary, file, indent=2)
+  with open(os.path.join(REPORT_DIR, "report.md"), "w") as file:
+    file.write(markdown(summary))
+  return summary
+
+
+def markdown(summary: dict) -> str:
+  lines = ["# Mutation check of the core", "",
+           "`python scripts/mutation_check.py` (mutmut; modules and tests in pyproject.toml).", "",
+           f"- mutants: {summary['mutants']}",
+           f"- killed (or timed out): {summary['killed']}",
+           f"- equivalent (listed in scripts/mutation_equivalents.json): "
+           f"{summary['equivalent']}",
+           f"- unexplained survivors: {summary['unexplained_survivors']}",
+           f"- kill rate, equivalents excluded: {100 * summary['kill_rate']:.1f}%",
+           f"- kill rate, all mutants: {100 * summary['raw_kill_rate']:.1f}%", "",
+           "| module | " + " | ".join(["killed", "timeout", "survived", "no tests",
+                                        "equivalent"]) + " |", "|---" * 6 + "|"]
+  for module, counts in summary["per_module"].items():
+    lines.append(f"| {module} | " + " | ".join(
+        str(counts.get(k, 0)) for k in ("killed", "timeout", "survived", "no tests",
+                                          "equivalent")) + " |")
+  lines += ["", "## Survivors", ""]
+  for row in summary["survivors"]:
+    verdict = f"equivalent: {row['equivalent']}" if row["equivalent"] else "**needs a test**"
+    lines += [f"- `{row['name']}` ({row['status']}; {verdict})", "  ```diff",
+              *[f"  {line}" for line in row["diff"]], "  ```"]
+  if summary["stale_equivalents"]:
+    lines += ["", "Listed as equivalent, but the code changed: "
+              + ", ".join(summary["stale_equivalents"])]
+  return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--report-only", action="store_true")
+  parser.add_argument("--rerun-survivors", action="store_true",
+                      help="retest the survivors only (with the current tests)")
+  parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+  args = parser.parse_args()
+  if args.rerun_survivors:
+    survivors = [n for n, s in statuses().items() if s not in KILLED]
+    mutmut("run", "--max-children", str(args.max_children), *survivors, capture=False)
+  elif not args.report_only:
+    mutmut("run", "--max-children", str(args.max_children), capture=False)
+  summary = report()
+  print(f"{summary['mutants']} mutants, {summary['killed']} killed, {summary['equivalent']} "
+        f"equivalent, {summary['unexplained_survivors']} unexplained survivors: kill rate "
+        f"{100 * summary['kill_rate']:.1f}% (equivalents excluded), "
+        f"{100 * summary['raw_kill_rate']:.1f}% of all. Report: "
+        f"{os.path.relpath(REPORT_DIR, ROOT)}/report.md")
+
+
+if __name__ == "__main__":
+  main()
