@@ -109,3 +109,36 @@ def test_quadrature_of_a_quadratic_loss_equals_its_closed_form(alpha):
       2 * (0.5 - second) * np.sum(x.mean(0) ** 2)
   np.testing.assert_allclose(analysis.mixup_loss_quadrature(square, inputs, labels, alpha),
                              expected, rtol=1e-5)
+
+
+def test_documented_defaults(smooth_problem):
+  """256 Monte-Carlo samples, 32 quadrature nodes, Taylor terms up to order 6."""
+  inputs, labels, loss, *_ = smooth_problem
+  inputs, labels = inputs[:6], labels[:6]
+  key = jax.random.key(3)
+  default = analysis.mixup_loss_monte_carlo(key, loss, inputs, labels, 1.0)
+  explicit = analysis.mixup_loss_monte_carlo(key, loss, inputs, labels, 1.0, num_samples=256)
+  assert float(default.mean) == float(explicit.mean)
+  assert float(default.mean) != float(
+      analysis.mixup_loss_monte_carlo(key, loss, inputs, labels, 1.0, num_samples=257).mean)
+  assert float(analysis.mixup_loss_quadrature(loss, inputs, labels, 0.5)) == float(
+      analysis.mixup_loss_quadrature(loss, inputs, labels, 0.5, num_nodes=32))
+  assert analysis.taylor_terms(loss, inputs, labels, 1.0).terms.shape == (6,)
+
+
+def test_taylor_terms_over_given_reference_inputs(smooth_problem):
+  """With r over a given sample (here two points), term k is m_k / k! times the mean over i and r
+  of D^k_{r - x_i} l(x_i, y_i); for k = 1 that derivative is a jvp of the loss, computed here
+  independently of the jet."""
+  inputs, labels, loss, *_ = smooth_problem
+  inputs, labels = inputs[:5], labels[:5]
+  references = jnp.stack([jnp.ones(6), -0.5 * jnp.ones(6)])
+  series = analysis.taylor_terms(loss, inputs, labels, 1.0, order=3, reference_inputs=references)
+  first = np.mean([jax.jvp(lambda x: loss(x, y), (x,), (r - x,))[1]
+                   for x, y in zip(inputs, labels) for r in references])
+  np.testing.assert_allclose(series.mean_derivatives[0], first, rtol=1e-4)
+  moments = [analysis.mixing_moment(1.0, k) / np.prod(range(1, k + 1)) for k in (1, 2, 3)]
+  np.testing.assert_allclose(series.terms, np.asarray(moments) * series.mean_derivatives,
+                             rtol=1e-6)
+  batch_series = analysis.taylor_terms(loss, inputs, labels, 1.0, order=3)
+  assert not np.allclose(batch_series.mean_derivatives[0], first, rtol=1e-2)

@@ -31,28 +31,44 @@ def test_paired_test_matches_hand_computation():
   assert report.paired_test([0.9, 0.8], [0.8, 0.7])["p"] is None
 
 
+def toy_suite_and_outcome():
+  """A suite of two methods on two datasets: "toy" with seeds 0-3 (Mixup's seed 3 diverged), and
+  "one" with seed 0 only; one searched eta per dataset; a comparison with a method that never
+  ran."""
+  import types
+  mixup = {0: 0.80, 1: 0.70, 2: 0.75, 3: float("nan")}
+  mixupe = {0: 0.81, 1: 0.73, 2: 0.77, 3: 0.70}
+
+  def run(dataset, method, seed, accuracy, status="finished"):
+    return {"dataset": dataset, "method": method, "seed": seed, "status": status, "seconds": 2.0,
+            "metrics": {"test": {"accuracy": accuracy, "nll": 1.0 - accuracy, "ece": 0.1}},
+            "curves": {"step": [seed]}}
+
+  runs = [run("toy", "mixupe", s, mixupe[s]) for s in (2, 0, 3, 1)]
+  runs += [run("toy", "mixup", s, mixup[s], "finished" if s < 3 else "diverged")
+           for s in (1, 3, 2, 0)]
+  runs += [run("one", "mixup", 0, 0.5), run("one", "mixupe", 0, 0.6)]
+  search_entry = lambda eta: {"eta": eta, "flip_sign": False, "seconds": 3.0}
+  outcome = {"runs": runs,
+             "search": {"toy": {"mixupe": [search_entry(0.1), search_entry(1.0)]},
+                        "one": {"mixupe": [search_entry(0.1)]}},
+             "chosen": {"toy": {"mixupe": {"eta": 0.1, "flip_sign": False}},
+                        "one": {"mixupe": {"eta": 1.0, "flip_sign": True}}}}
+  suite = types.SimpleNamespace(
+      name="toy", seeds=(0, 1, 2, 3), eta_grid=(0.1, 1.0), sign_grid=(False, True),
+      validation_fraction=0.1, comparisons=(("mixupe", "mixup"), ("absent", "mixup")),
+      methods={"mixup": types.SimpleNamespace(searched=False),
+               "mixupe": types.SimpleNamespace(searched=True)})
+  return suite, outcome
+
+
 def test_aggregate_pairs_three_seeds_by_seed_and_gives_the_hand_computed_p(tmp_path):
   """Runs arrive in any order; the comparison pairs MixupE and Mixup on their common finished seeds
   (0, 1, 2: seed 3 diverged for Mixup), d = (0.01, 0.03, 0.02): t = 2 sqrt(3) with 2 degrees of
   freedom, whose two-sided p has the closed form 1 - t / sqrt(t^2 + 2) = 0.0742. Pairing by list
   position instead would give d = (0.06, -0.07, 0.12) here."""
-  import types
-  mixup = {0: 0.80, 1: 0.70, 2: 0.75, 3: float("nan")}
-  mixupe = {0: 0.81, 1: 0.73, 2: 0.77, 3: 0.70}
-
-  def run(method, seed, accuracy, status="finished"):
-    return {"dataset": "toy", "method": method, "seed": seed, "status": status, "seconds": 2.0,
-            "metrics": {"test": {"accuracy": accuracy, "nll": 1.0 - accuracy, "ece": 0.1}},
-            "curves": {}}
-
-  runs = [run("mixupe", s, mixupe[s]) for s in (2, 0, 3, 1)]
-  runs += [run("mixup", s, mixup[s], "finished" if s < 3 else "diverged") for s in (1, 3, 2, 0)]
-  suite = types.SimpleNamespace(
-      name="toy", seeds=(0, 1, 2, 3), eta_grid=(0.1,), sign_grid=(False,),
-      validation_fraction=0.1, comparisons=(("mixupe", "mixup"),),
-      methods={"mixup": types.SimpleNamespace(searched=False),
-               "mixupe": types.SimpleNamespace(searched=True)})
-  results = report.aggregate(suite, {"runs": runs, "search": {}, "chosen": {}}, seconds=5.0)
+  suite, outcome = toy_suite_and_outcome()
+  results = report.aggregate(suite, outcome, seconds=5.0)
   table = results["results"]["toy"]
   assert table["mixup"]["seeds"] == [0, 1, 2] and table["mixup"]["diverged_seeds"] == [3]
   assert table["mixupe"]["seeds"] == [0, 1, 2, 3]
@@ -67,18 +83,84 @@ def test_aggregate_pairs_three_seeds_by_seed_and_gives_the_hand_computed_p(tmp_p
   np.testing.assert_allclose(comparison["p"], 1 - t / np.sqrt(t ** 2 + 2), rtol=1e-9)
   # NLL = 1 - accuracy here, so its difference is the negative one, with the same p.
   np.testing.assert_allclose(table["comparisons"]["mixupe - mixup"]["nll"]["t"], -t, rtol=1e-9)
-  assert results["total_run_seconds"] == 16.0 and results["wall_seconds_this_invocation"] == 5.0
-  text = report.markdown(results, suite)
-  assert "| toy | 75.00 ± 5.00 | 75.25 ± 4.79 | +2.00 (p=0.07) |" in text
-  assert "Diverged (NaN loss) runs: toy/mixup seeds [3]." in text
-  assert "Training time, all runs of the suite: 0.3 min." in text
+  assert set(table["comparisons"]) == {"mixupe - mixup"}  # "absent" never ran: no comparison.
+  # One seed: a mean, a zero spread, no test.
+  one = results["results"]["one"]
+  assert one["mixup"]["accuracy"] == {"mean": 0.5, "std": 0.0, "n": 1}
+  single = one["comparisons"]["mixupe - mixup"]["accuracy"]
+  assert single["p"] is None and single["t"] is None and single["std_difference"] is None
+  np.testing.assert_allclose(single["mean_difference"], 0.1)
+  # 10 runs of 2 s and 3 searches of 3 s.
+  assert results["total_run_seconds"] == 29.0 and results["wall_seconds_this_invocation"] == 5.0
+  assert {k: results[k] for k in ("suite", "seeds", "eta_grid", "sign_grid",
+                                  "validation_fraction", "chosen", "search")} == {
+      "suite": "toy", "seeds": [0, 1, 2, 3], "eta_grid": [0.1, 1.0], "sign_grid": [False, True],
+      "validation_fraction": 0.1, "chosen": outcome["chosen"], "search": outcome["search"]}
+  assert results["curves"]["toy/mixup/seed=1"] == {"step": [1]} and len(results["curves"]) == 10
   json_path, markdown_path = report.write(results, suite, str(tmp_path / "out"))
   assert json.loads(open(json_path).read()) == json.loads(json.dumps(results))
-  assert open(markdown_path).read() == text
+  assert open(markdown_path).read() == report.markdown(results, suite)
   assert sorted(os.listdir(tmp_path / "out")) == ["results.json", "results.md"]
 
 
+TOY_MARKDOWN = """\
+**test accuracy (%)**, mean ± std over seeds [0, 1, 2, 3]
+
+| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
+|---|---|---|---|---|
+| toy | 75.00 ± 5.00 | 75.25 ± 4.79 | +2.00 (p=0.07) | — |
+| one | 50.00 ± 0.00 | 60.00 ± 0.00 | +10.00 (p=n/a) | — |
+
+**test NLL**, mean ± std over seeds [0, 1, 2, 3]
+
+| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
+|---|---|---|---|---|
+| toy | 0.250 ± 0.050 | 0.247 ± 0.048 | -0.020 (p=0.07) | — |
+| one | 0.500 ± 0.000 | 0.400 ± 0.000 | -0.100 (p=n/a) | — |
+
+**test ECE (15 bins)**, mean ± std over seeds [0, 1, 2, 3]
+
+| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
+|---|---|---|---|---|
+| toy | 0.100 ± 0.000 | 0.100 ± 0.000 | +0.000 (p=n/a) | — |
+| one | 0.100 ± 0.000 | 0.100 ± 0.000 | +0.000 (p=n/a) | — |
+
+**Chosen on the validation split** (eta, sign; published = the variant's own sign)
+
+| dataset | mixupe |
+|---|---|
+| toy | 0.1, published |
+| one | 1, flipped |
+
+Diverged (NaN loss) runs: toy/mixup seeds [3].
+Training time, all runs of the suite: 0.5 min.
+"""
+
+
+def test_markdown_table_written_out():
+  """The whole results.md of the toy suite, every number hand-computed: accuracy means 75.00 and
+  75.25, stds 5.00 and 4.79 (sample, n - 1), d = +2.00 points with p = 0.0742 (MixupE's NLL,
+  0.2475, is 0.24749... in binary, hence 0.247)."""
+  suite, outcome = toy_suite_and_outcome()
+  assert report.markdown(report.aggregate(suite, outcome), suite) == TOY_MARKDOWN
+
+
+def test_no_p_below_the_rounding_cut_off_relative_to_the_mean_difference():
+  """Differences equal up to 1e-9 max(1, |mean|) have no t; a larger spread has one."""
+  around = lambda mean, spread: ([mean + spread, mean, mean - spread], [0.0, 0.0, 0.0])
+  assert report.paired_test(*around(0.5, 0.4e-9))["p"] is None
+  assert report.paired_test(*around(0.5, 1.5e-9))["p"] is not None
+  assert report.paired_test(*around(1000.0, 1e-8))["p"] is None  # Relative to |mean| = 1000.
+  assert report.paired_test(*around(1000.0, 1e-5))["p"] is not None
+  two = report.paired_test([0.9, 0.7], [0.8, 0.5])  # n = 2: one degree of freedom.
+  np.testing.assert_allclose(two["std_difference"], np.std([0.1, 0.2], ddof=1))
+  np.testing.assert_allclose(two["p"], stats.ttest_rel([0.9, 0.7], [0.8, 0.5]).pvalue)
+  assert set(two) == {"mean_difference", "std_difference", "t", "p", "n"}
+
+
 def test_mean_and_std_use_the_sample_deviation():
+  assert report.mean_and_std([0.7]) == {"mean": 0.7, "std": 0.0, "n": 1}
+  np.testing.assert_allclose(report.mean_and_std([1.0, 2.0])["std"], np.sqrt(0.5))
   summary = report.mean_and_std([1.0, 2.0, 4.0])
   np.testing.assert_allclose(summary["mean"], 7 / 3)
   np.testing.assert_allclose(summary["std"], np.sqrt(((1 - 7/3)**2 + (2 - 7/3)**2 + (4 - 7/3)**2) / 2))

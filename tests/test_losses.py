@@ -339,3 +339,30 @@ def test_erm_returns_the_updated_state_and_names_its_metrics(cnn_problem):
   np.testing.assert_allclose(loss, by_hand, rtol=1e-5)
   np.testing.assert_allclose(aux.metrics["accuracy"],
                              np.mean(logits.argmax(1) == np.asarray(labels)))
+
+
+def test_manifold_mixupe_defaults_are_the_official_options(cnn_problem):
+  """Unset options equal v1, the official split, the m_1 scaling and the rescaling (value
+  sign(L) |L_mix|), and each of them changes the result when switched (tau = 0 here, so that
+  the term is not empty at this layer; its default is pinned in test_regularizers)."""
+  inputs, labels, _, apply_fn, params, state = cnn_problem
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  common = dict(apply_fn=apply_fn, layer=1, alpha=1.0, eta=2.0, threshold=0.0,
+                num_classes=NUM_CLASSES)
+  run = lambda **options: losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels,
+                                                         **common, **options)
+  default_loss, default_aux = run()
+  official = dict(variant="v1", term_split="official", rescale=True,
+                  scale_by_moment=True, flip_sign=False)
+  loss, aux = run(**official)
+  assert float(loss) == float(default_loss)
+  jax.tree.map(np.testing.assert_array_equal, aux.metrics, default_aux.metrics)
+  np.testing.assert_allclose(abs(float(default_loss)), float(default_aux.metrics["mixup_loss"]),
+                             rtol=1e-6)
+  assert float(default_aux.metrics["rescale_factor"]) != 1.0
+  for change in (dict(rescale=False), dict(scale_by_moment=False), dict(flip_sign=True),
+                 dict(term_split="joint")):
+    assert float(run(**{**official, **change})[1].metrics["unscaled_loss"]) != float(
+        default_aux.metrics["unscaled_loss"]) or change == dict(rescale=False), change
+  assert float(run(**{**official, "rescale": False})[0]) == float(
+      default_aux.metrics["unscaled_loss"])

@@ -240,3 +240,86 @@ def test_no_mixing_is_the_identity_with_one_hot_labels():
   np.testing.assert_array_equal(mixed.lam, np.ones(4))
   np.testing.assert_array_equal(mixed.partner, np.arange(4))
   assert mixed.lam.dtype == jnp.float32 and mixed.partner.dtype == jnp.int32
+  with jax.enable_x64(True):  # The documented dtypes hold under x64 too.
+    mixed = mixing.no_mixing(jnp.zeros((4, 3)), jnp.array([2, 0, 1, 2]), num_classes=3)
+    assert mixed.lam.dtype == jnp.float32 and mixed.partner.dtype == jnp.int32
+
+
+def test_mixup_or_cutmix_defaults_and_options():
+  """Defaults: CutMix half of the time, with the kept-area lambda. switch_prob 0 and 1 are
+  allowed (always Mixup / always CutMix); label smoothing and the shard index reach both ops."""
+  x = jnp.arange(4 * 8 * 8 * 1, dtype=jnp.float32).reshape(4, 8, 8, 1)
+  labels = jnp.arange(4) % 2
+
+  def is_cutmix(mixed):
+    j = np.asarray(mixed.partner)
+    return bool(np.all((mixed.inputs == x) | (mixed.inputs == x[j])))
+
+  chose = [mixing.mixup_or_cutmix(jax.random.key(seed), x, labels, mixup_alpha=1.0,
+                                  cutmix_alpha=1.0, num_classes=2) for seed in range(200)]
+  assert scipy.stats.binomtest(sum(map(is_cutmix, chose)), 200, 0.5).pvalue > 1e-3
+  for mixed in chose:
+    if is_cutmix(mixed):
+      kept = np.mean(np.asarray(mixed.inputs) == np.asarray(x), axis=(1, 2, 3))
+      other = np.asarray(mixed.partner) != np.arange(4)
+      np.testing.assert_allclose(np.asarray(mixed.lam)[other], kept[other], rtol=1e-6)
+  for probability, expected in ((0.0, False), (1.0, True)):
+    assert all(is_cutmix(mixing.mixup_or_cutmix(
+        jax.random.key(seed), x, labels, mixup_alpha=1.0, cutmix_alpha=1.0,
+        switch_prob=probability, num_classes=2)) == expected for seed in range(20))
+  for probability in (-0.1, 1.5):
+    with pytest.raises(ValueError, match=f"switch_prob must lie in \\[0, 1\\], got {probability}"):
+      mixing.mixup_or_cutmix(jax.random.key(0), x, labels, mixup_alpha=1.0, cutmix_alpha=1.0,
+                             switch_prob=probability, num_classes=2)
+  for probability in (0.0, 1.0):
+    smoothed = mixing.mixup_or_cutmix(jax.random.key(0), x, labels, mixup_alpha=1.0,
+                                      cutmix_alpha=1.0, switch_prob=probability, num_classes=2,
+                                      label_smoothing=0.2)
+    assert float(jnp.min(smoothed.labels)) >= 0.1 - 1e-6  # Every class keeps 0.2 / 2.
+  shards = [mixing.mixup_or_cutmix(jax.random.key(0), jnp.tile(x, (4, 1, 1, 1)),
+                                   jnp.tile(labels, 4), mixup_alpha=1.0, cutmix_alpha=1.0,
+                                   num_classes=2, shard_index=index) for index in (0, 1)]
+  assert not np.array_equal(shards[0].partner, shards[1].partner)
+  # Granularity, pairing, the lambda correction and the cut axes reach both ops.
+  for probability in (0.0, 1.0):
+    mixed = mixing.mixup_or_cutmix(jax.random.key(3), jnp.tile(x, (2, 1, 1, 1)),
+                                   jnp.tile(labels, 2), mixup_alpha=1.0, cutmix_alpha=1.0,
+                                   switch_prob=probability, num_classes=2, granularity="example",
+                                   pairing="flip", correct_lambda=False, spatial_axes=(1,))
+    np.testing.assert_array_equal(mixed.partner, np.arange(7, -1, -1))
+    assert len(set(np.asarray(mixed.lam).tolist())) == 8  # One lambda per example, sampled.
+    if probability:
+      taken = np.asarray(mixed.inputs) != np.tile(np.asarray(x), (2, 1, 1, 1))
+      assert np.all(taken == taken[:, :, :1])  # Cut along axis 1 only: whole rows.
+      assert not np.allclose(mixed.lam, 1 - taken.mean(axis=(1, 2, 3)))  # Not the kept area.
+
+
+def test_label_smoothing_bounds():
+  labels = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+  np.testing.assert_array_equal(mixing.smooth_labels(labels, 0.0), labels)
+  with pytest.raises(ValueError, match=r"label_smoothing must lie in \[0, 1\), got 1.0"):
+    mixing.smooth_labels(labels, 1.0)
+
+
+def test_cutmix_options_reach_the_box_and_the_labels(key):
+  x = jnp.arange(8 * 6 * 6 * 1, dtype=jnp.float32).reshape(8, 6, 6, 1)
+  labels = jnp.arange(8) % 2
+  rows = mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, spatial_axes=(1,),
+                       pairing="flip", label_smoothing=0.2)
+  taken = np.asarray(rows.inputs) != np.asarray(x)
+  assert taken.any() and np.all(taken == taken[:, :, :1])  # Whole rows: axis 1 only is cut.
+  np.testing.assert_array_equal(rows.partner, np.arange(7, -1, -1))
+  assert float(jnp.min(rows.labels)) >= 0.1 - 1e-6  # Smoothed: every class keeps 0.2 / 2.
+  # The batch's lambda and box are the same on every shard; the pairing differs. Per-example
+  # lambdas differ per shard too.
+  shards = [mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, shard_index=i) for i in (0, 1)]
+  np.testing.assert_array_equal(shards[0].lam, shards[1].lam)
+  assert not np.array_equal(shards[0].partner, shards[1].partner)
+  taken = [np.asarray(s.inputs) != np.asarray(x)[np.asarray(s.partner)] for s in shards]
+  np.testing.assert_array_equal(taken[0][0], taken[1][0])
+  per_example = [mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, granularity="example",
+                               correct_lambda=False, shard_index=i) for i in (0, 1)]
+  assert not np.array_equal(per_example[0].lam, per_example[1].lam)
+  for axes in [(), (4,), (0,)]:
+    with pytest.raises(ValueError, match=r"spatial_axes .* must name axes in \[1, 3\]"):
+      mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, spatial_axes=axes)

@@ -204,3 +204,32 @@ def test_rescaling_a_negative_loss_uses_its_magnitude(variant, tau, flip_sign, m
   for name in PARAMS:
     np.testing.assert_allclose(jax.grad(rescaled)(PARAMS)[name],
                                factor * jax.grad(unscaled)(PARAMS)[name], rtol=1e-5, atol=1e-7)
+
+
+def test_logit_term_holds_p_by_default():
+  """u_i = f_i^T (y_i - p_i): by default p is a constant for the gradient, d u_i / d f_i = y_i - p_i;
+  with detach_probabilities=False the gradient also flows through p."""
+  logits = jnp.array([[1.0, -0.5, 0.3], [0.2, 0.8, -1.0]])
+  labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+  p = np.asarray(jax.nn.softmax(logits))
+  np.testing.assert_allclose(regularizers.logit_term(logits, labels),
+                             np.sum(np.asarray(logits) * (np.asarray(labels) - p), 1), rtol=1e-6)
+  held = jax.grad(lambda f: jnp.sum(regularizers.logit_term(f, labels)))(logits)
+  np.testing.assert_allclose(held, np.asarray(labels) - p, rtol=1e-6, atol=1e-7)
+  flowing = jax.grad(lambda f: jnp.sum(regularizers.logit_term(f, labels, False)))(logits)
+  assert not np.allclose(flowing, held, atol=1e-3)
+
+
+def test_logit_term_computes_in_float32_or_wider():
+  """bfloat16 logits give the float32 value of the same numbers; float64 logits stay float64."""
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.normal(size=(6, 5)) * 3, jnp.bfloat16)
+  labels = jax.nn.one_hot(jnp.arange(6) % 5, 5)
+  narrow = regularizers.logit_term(logits, labels)
+  assert narrow.dtype == jnp.float32
+  np.testing.assert_allclose(narrow, regularizers.logit_term(logits.astype(jnp.float32), labels),
+                             rtol=1e-6)
+  with jax.enable_x64(True):  # Under x64 too: float32 for bfloat16, float64 for float64.
+    assert regularizers.logit_term(logits, labels).dtype == jnp.float32
+    wide = regularizers.logit_term(jnp.asarray(rng.normal(size=(6, 5))), labels.astype(jnp.float64))
+    assert wide.dtype == jnp.float64

@@ -40,6 +40,25 @@ def test_cosine_schedule_reaches_zero_at_the_last_step():
   assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_cosine_after_warmup_constant_and_one_step_edges():
+  """Cosine decays over the steps after the warm-up; "constant" stays at lr past any decay epoch;
+  a one-step warm-up starts at 0; a one-step cosine ends at 0."""
+  config = default_config()
+  config.learning_rate, config.schedule, config.warmup_epochs = 0.1, "cosine", 1
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=100)
+  assert float(schedule(5)) == pytest.approx(0.05)
+  assert float(schedule(10)) == pytest.approx(0.1)
+  assert float(schedule(55)) == pytest.approx(0.05)  # Half-way through the 90 cosine steps.
+  assert float(schedule(100)) == pytest.approx(0.0, abs=1e-8)
+  config.warmup_epochs = 0
+  assert float(optim.learning_rate_schedule(config, 10, total_steps=1)(1)) == pytest.approx(
+      0.0, abs=1e-8)
+  config.schedule, config.warmup_epochs = "constant", 0.1  # A one-step warm-up.
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10, total_steps=3000)
+  assert float(schedule(0)) == 0.0
+  assert [float(schedule(t)) for t in (1, 1500, 2999)] == pytest.approx([0.1, 0.1, 0.1])
+
+
 def test_sgd_nesterov_with_weight_decay_matches_the_update_rule():
   config = default_config()
   config.momentum, config.weight_decay = 0.9, 0.01
@@ -307,3 +326,27 @@ def test_curves_are_titled_and_the_training_loss_is_named_by_method():
   assert [t.get_text() for t in accuracy_axis.get_legend().get_texts()] == ["test: accuracy"]
   for method, label in reporting.TRAINING_LOSS_LABELS.items():
     assert method in losses.METHODS and label.startswith("train: ")
+
+
+def test_eval_step_splits_the_batch_and_returns_replicated_sums():
+  """The eval step takes the batch split over the 8 devices (params replicated) and returns the
+  batch's metric sums replicated, so every process can read them; the sums are those of
+  evaluation.batch_sums on the whole batch."""
+  from mixupe_jax import evaluation
+  from mixupe_jax.models import MLP, flax_apply_fn, init_model
+  mesh = parallel.data_mesh()
+  module = MLP(3, hidden_sizes=(4,))
+  inputs = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
+  labels, mask = (np.arange(16) % 3).astype(np.int32), np.ones(16, np.float32)
+  params, model_state = init_model(module, jax.random.key(0), inputs)
+  state = step_lib.TrainState(jnp.zeros((), jnp.int32), params, model_state, ())
+  eval_step = step_lib.make_eval_step(flax_apply_fn(module, train=False), mesh)
+  compiled = eval_step.lower(state, inputs, labels, mask).compile()
+  batch = parallel.batch_sharding(mesh)
+  assert all(sharding.is_equivalent_to(batch, 2) for sharding in compiled.input_shardings[0][1:])
+  sums = eval_step(state, inputs, labels, mask)
+  expected = evaluation.batch_sums(module.apply({"params": params}, inputs, train=False), labels,
+                                   mask)
+  for name, value in sums.items():
+    assert value.sharding.is_fully_replicated, name
+    np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
