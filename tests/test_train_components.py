@@ -191,6 +191,13 @@ def test_mixupe_train_step_on_8_devices_equals_1_device():
   for one, eight in zip(jax.tree.leaves(one_state), jax.tree.leaves(eight_state)):
     np.testing.assert_allclose(one, eight, rtol=2e-4, atol=2e-6)
   assert int(eight_state.step) == 2
+  # The step reports the loss, the schedule's learning rate, the gradient's norm and the loss's
+  # own metrics.
+  assert float(eight_metrics["learning_rate"]) == pytest.approx(0.05)
+  assert {"loss", "learning_rate", "gradient_norm", "mixup_loss", "regularizer"} <= set(
+      eight_metrics)
+  np.testing.assert_allclose(one_metrics["gradient_norm"], eight_metrics["gradient_norm"],
+                             rtol=1e-4)
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
