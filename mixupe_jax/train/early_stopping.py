@@ -30,6 +30,11 @@ class EarlyStopping:
       self.best_step, self.best, self.score, self.waited = step, results, score, 0
     else:
       self.waited += 1
+    return self.stopped
+
+  @property
+  def stopped(self) -> bool:
+    """Whether `patience` evaluations in a row have not improved on the best one."""
     return self.waited >= self.patience
 
   @classmethod

@@ -260,9 +260,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   batches = data.train_batches(start_step)
   # A run that stopped after its last checkpoint but before its summary is evaluated again.
   # An early-stopped run whose log says it stopped here trains no further.
-  stopped = stopper is not None and stopper.best is not None and \
-      stopper.waited >= stopper.patience
-  end_step = start_step if stopped else total_steps
+  end_step = start_step if stopper is not None and stopper.stopped else total_steps
   results: dict[str, dict[str, float]] = evaluate(state) if start_step == end_step else {}
   postfix: dict[str, str] = {}
   try:
