@@ -87,7 +87,7 @@ def module_of(name: str) -> str:
   return name.rpartition(".")[0]
 
 
-def report(rerun_names: list[str] | None = None) -> dict:
+def report() -> dict:
   with open(EQUIVALENTS) as file:
     equivalents = json.load(file)
   status_of = statuses()
