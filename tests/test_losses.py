@@ -197,6 +197,18 @@ def test_v2_and_v4_accept_no_threshold_or_infinity_and_ignore_it(variant, cnn_pr
   assert float(values[0]["penalty"]) == float(values[1]["penalty"]) != 0.0
 
 
+def assert_gradient_along_a_random_direction(gradient, value_fn, params, *, seed, epsilon,
+                                             rtol, atol=0.0):
+  """gradient . v equals the central difference (f(theta + eps v) - f(theta - eps v)) / 2 eps of
+  `value_fn` along a random normal direction v (float64)."""
+  rng = np.random.default_rng(seed)
+  along = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
+  moved = lambda sign: jax.tree.map(lambda a, v: a + sign * epsilon * v, params, along)
+  expected = (value_fn(moved(1)) - value_fn(moved(-1))) / (2 * epsilon)
+  got = sum(jnp.sum(g * v) for g, v in zip(jax.tree.leaves(gradient), jax.tree.leaves(along)))
+  np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("kind,variant,tau", [("mlp", "v2", None), ("mlp_bn", "v1", 0.0)])
 def test_hidden_layer_term_gradient_equals_finite_differences_with_the_direction_held(
     kind, variant, tau):
@@ -249,15 +261,9 @@ def test_hidden_layer_term_gradient_equals_finite_differences_with_the_direction
     if variant == "v1":
       assert 0 < float(jnp.sum(weights)) < 8  # tau = 0 selects part of the batch.
     np.testing.assert_allclose(regularizer(params), jnp.sum(weights * r0) / 8, rtol=1e-6)
-    gradient = jax.grad(regularizer)(params)
-    rng = np.random.default_rng(0)
-    along = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
-    epsilon = 1e-4
-    shifted = lambda sign: jax.tree.map(lambda a, v: a + sign * epsilon * v, params, along)
-    expected = (jnp.sum(weights * values(shifted(1))) - jnp.sum(weights * values(shifted(-1)))) \
-        / (2 * epsilon * 8)
-    got = sum(jnp.sum(g * v) for g, v in zip(jax.tree.leaves(gradient), jax.tree.leaves(along)))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert_gradient_along_a_random_direction(
+        jax.grad(regularizer)(params), lambda p: jnp.sum(weights * values(p)) / 8, params,
+        seed=0, epsilon=1e-4, rtol=1e-5)
 
 
 HAND_METHODS = [("erm", {}), ("mixup", {}), ("manifold_mixup", {}),
@@ -312,13 +318,8 @@ def test_loss_values_by_hand_and_gradients_by_finite_differences(method, options
     loss = loss_fn(params, state, inputs, labels, jax.random.key(0))[0]
     np.testing.assert_allclose(loss, by_hand(params), rtol=1e-12)
     gradient = jax.grad(lambda p: loss_fn(p, state, inputs, labels, jax.random.key(0))[0])(params)
-    rng = np.random.default_rng(1)
-    along = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), params)
-    epsilon = 1e-5
-    moved = lambda sign: jax.tree.map(lambda a, v: a + sign * epsilon * v, params, along)
-    expected = (by_hand(moved(1)) - by_hand(moved(-1))) / (2 * epsilon)
-    got = sum(jnp.sum(g * v) for g, v in zip(jax.tree.leaves(gradient), jax.tree.leaves(along)))
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    assert_gradient_along_a_random_direction(gradient, by_hand, params, seed=1, epsilon=1e-5,
+                                             rtol=1e-6, atol=1e-9)
 
 
 def test_erm_returns_the_updated_state_and_names_its_metrics(cnn_problem):
