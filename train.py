@@ -16,11 +16,16 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from mixupe_jax.data import DataError
-from mixupe_jax.train import reporting, train_and_evaluate
-from mixupe_jax.train.checkpoint import CheckpointError
-from mixupe_jax.train.validation import ConfigError
-from mixupe_jax.train.workdir import WorkdirInUse
+from mixupe_jax import xla_cpu
+
+xla_cpu.configure()  # Before JAX's first computation: XLA reads its flags once.
+
+from mixupe_jax.data import DataError  # noqa: E402
+from mixupe_jax.train import reporting, train_and_evaluate  # noqa: E402
+from mixupe_jax.train.checkpoint import CheckpointError  # noqa: E402
+from mixupe_jax.train.validation import ConfigError  # noqa: E402
+from mixupe_jax.train.workdir import WorkdirInUse  # noqa: E402
+
 
 def _stop(message: str, status: int = 2):
   print(f"error: {message}", file=sys.stderr)

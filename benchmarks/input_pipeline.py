@@ -32,17 +32,26 @@ from mixupe_jax.data import pipeline
 
 
 class JpegSource:
-  """JPEG bytes decoded on access, as `tfds.data_source` does for image datasets."""
+  """JPEG bytes, decoded whole on access as `tfds.data_source` does by default (`decode=True`),
+  or handed on encoded as `pipeline.tfds_source(..., encoded=True)` does for ImageNet."""
 
-  def __init__(self, encoded: list[bytes], labels: np.ndarray):
-    self.encoded, self.labels = encoded, labels
+  def __init__(self, encoded: list[bytes], labels: np.ndarray, decode: bool):
+    self.encoded, self.labels, self.decode = encoded, labels, decode
 
   def __len__(self):
     return len(self.encoded)
 
   def __getitem__(self, index):
-    return {"image": np.asarray(Image.open(io.BytesIO(self.encoded[index])).convert("RGB")),
-            "label": self.labels[index]}
+    image = self.encoded[index]
+    if self.decode:
+      image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+    return {"image": image, "label": self.labels[index]}
+
+
+def earlier_normalizer(name: str):
+  """The normalization as it was before the single-buffer version (four float32 temporaries)."""
+  mean, std = (np.asarray(v, np.float32) for v in pipeline.CHANNEL_STATISTICS[name])
+  return lambda images: (images.astype(np.float32) / 255.0 - mean) / std
 
 
 def examples_per_second(batches, batch_size: int, num_batches: int) -> float:
@@ -152,6 +161,8 @@ def main():
   parser.add_argument("--step-repeats", type=int, default=3)
   parser.add_argument("--out", default="benchmarks/input_pipeline.json")
   args = parser.parse_args()
+  from mixupe_jax import xla_cpu
+  xla_cpu.configure()  # The train steps it compares with, as train.py runs them.
   rng = np.random.default_rng(0)
 
   count = max(4096, args.batch_size * (args.batches + 2))
@@ -163,7 +174,8 @@ def main():
     pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     encoded.append(buffer.getvalue())
-  jpegs = JpegSource(encoded, (np.arange(256) % 10).astype(np.int32))
+  jpeg_labels = (np.arange(256) % 10).astype(np.int32)
+  decoded_jpegs, jpegs = JpegSource(encoded, jpeg_labels, True), JpegSource(encoded, jpeg_labels, False)
   imagenet_normalize = pipeline.normalizer("imagenet2012")
   cifar_normalize = pipeline.normalizer("cifar10")
   common = dict(batch_size=args.batch_size, seed=0, num_threads=args.threads, process_index=0,
@@ -181,28 +193,44 @@ def main():
           jpegs, augment=pipeline.random_resized_crop, normalize=imagenet_normalize,
           **{**common, "batch_size": small}), small, args.batches),
   }
-  eval_batches = pipeline.eval_batches(jpegs, batch_size=small, preprocess=pipeline.resize_center_crop,
-                                       normalize=imagenet_normalize, process_index=0,
-                                       process_count=1)
-  rates["imagenet_eval"] = examples_per_second(eval_batches, small, 6)
+  rates["imagenet_eval"] = examples_per_second(pipeline.eval_batches(
+      jpegs, batch_size=small, preprocess=pipeline.resize_center_crop,
+      normalize=imagenet_normalize, process_index=0, process_count=1), small, 6)
+  # The same two pipelines as they were before: whole images decoded at the source, cropped and
+  # resized as arrays, normalized with temporaries.
+  earlier = {
+      "imagenet_train": examples_per_second(pipeline.train_batches(
+          decoded_jpegs, augment=pipeline.random_resized_crop,
+          normalize=earlier_normalizer("imagenet2012"), **{**common, "batch_size": small}),
+          small, args.batches),
+      "imagenet_eval": examples_per_second(pipeline.eval_batches(
+          decoded_jpegs, batch_size=small, preprocess=pipeline.resize_center_crop,
+          normalize=earlier_normalizer("imagenet2012"), process_index=0, process_count=1),
+          small, 6),
+  }
   tf_rates = tf_data_rates(cifar, labels, encoded, args)
 
   step_rates = {f"train_step_{m}": train_step_rate(m, 32, args.step_repeats)
                 for m in ("erm", "mixupe")}
   fastest_step = max(step_rates.values())
-  print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads; "
-        f"CIFAR source: {cifar_origin}")
-  print("| stage | grain examples/s | tf.data examples/s | grain / tf.data | grain vs fastest "
-        "train step |")
-  print("|---|---|---|---|---|")
+  cores = min(args.threads, os.cpu_count())
+  print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads "
+        f"(per core: divided by {cores}); CIFAR source: {cifar_origin}")
+  print("| stage | grain examples/s | per core | grain before | per core | tf.data examples/s "
+        "| per core | grain / tf.data | grain vs fastest train step |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for name, rate in rates.items():
-    print(f"| {name} | {rate:.0f} | {tf_rates[name]:.0f} | {rate / tf_rates[name]:.2f}x | "
+    before = earlier.get(name)
+    before_text = f"{before:.0f} | {before / cores:.0f}" if before else " | "
+    print(f"| {name} | {rate:.0f} | {rate / cores:.0f} | {before_text} | {tf_rates[name]:.0f} | "
+          f"{tf_rates[name] / cores:.0f} | {rate / tf_rates[name]:.2f}x | "
           f"{rate / fastest_step:.1f}x |")
   for name, rate in step_rates.items():
-    print(f"| {name} | {rate:.0f} | | | {rate / fastest_step:.1f}x |")
+    print(f"| {name} | {rate:.0f} | | | | | | | {rate / fastest_step:.1f}x |")
   with open(args.out, "w") as file:
-    json.dump(dict(pipelines=rates, tf_data_pipelines=tf_rates, train_steps=step_rates,
-                   threads=args.threads, cifar_source=cifar_origin, machine=platform.machine(),
+    json.dump(dict(pipelines=rates, earlier_pipelines=earlier, tf_data_pipelines=tf_rates,
+                   train_steps=step_rates, threads=args.threads, cores_used=cores,
+                   cifar_source=cifar_origin, machine=platform.machine(),
                    cpus=os.cpu_count()), file, indent=2)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixupe_jax import losses
+from mixupe_jax import losses, xla_cpu
 from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
 
 METHODS = {
@@ -35,6 +36,15 @@ METHODS = {
                                      term_split="official"),
     "mixupe_exact_v1_joint": dict(method="mixupe", variant="v1", eta=0.1, term_split="joint"),
     "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.001),
+    # The term on a random quarter of the clean batch: about (1 + 2 rho) = 1.5x Mixup's FLOPs.
+    "mixupe_exact_v1_official_rho0.25": dict(method="mixupe", variant="v1", eta=0.1,
+                                             term_split="official", term_fraction=0.25),
+    # The clean pass rematerialized: convolution outputs kept, the rest recomputed.
+    "mixupe_exact_v1_official_remat": dict(method="mixupe", variant="v1", eta=0.1,
+                                           term_split="official",
+                                           clean_pass_remat="dots_saveable"),
+    "mixupe_exact_v1_joint_remat": dict(method="mixupe", variant="v1", eta=0.1,
+                                        term_split="joint", clean_pass_remat="dots_saveable"),
 }
 
 
@@ -66,7 +76,15 @@ def main():
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/step_cost.json")
+  parser.add_argument("--xla-default", action="store_true",
+                      help="Keep XLA's own CPU convolutions (YNNPACK) instead of "
+                           "mixupe_jax.xla_cpu.OPTIONS.")
+  parser.add_argument("--memory-scheduler", action="store_true",
+                      help="Also XLA:CPU's memory-minimizing scheduler "
+                           "(mixupe_jax.xla_cpu.MEMORY_OPTIONS).")
   args = parser.parse_args()
+  if not args.xla_default:
+    xla_cpu.configure(memory_scheduler=args.memory_scheduler)
 
   key = jax.random.key(0)
   inputs = jax.random.normal(key, (args.batch_size, args.image_size, args.image_size, 3))
@@ -130,6 +148,7 @@ def main():
       batch_shape=[args.batch_size, args.image_size, args.image_size, 3],
       backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
       device_count=jax.device_count(), jax_version=jax.__version__,
+      xla_flags=os.environ.get("XLA_FLAGS", ""),
       machine=platform.machine(), processor=platform.processor(), repeats=args.repeats,
       results=results)
   with open(args.out, "w") as file:

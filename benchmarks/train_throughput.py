@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixupe_jax import losses, parallel
+from mixupe_jax import losses, parallel, xla_cpu
 from mixupe_jax.models import flax_apply_fn, init_model
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import TrainState, make_train_step
@@ -81,6 +81,7 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="Steps per timed sample.")
   parser.add_argument("--out", default="benchmarks/train_throughput.json")
   args = parser.parse_args()
+  xla_cpu.configure()  # On the CPU backend only; see mixupe_jax.xla_cpu.
 
   mesh = parallel.data_mesh()
   parallel.check_divisible(args.batch_size, mesh)

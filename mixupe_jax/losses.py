@@ -33,7 +33,8 @@ import numpy as np
 import optax
 
 from mixupe_jax import analysis, directional, mixing, regularizers
-from mixupe_jax.models.apply import ApplyFn, ModelState, Params, couples_examples
+from mixupe_jax.models.apply import (ApplyFn, ModelState, Params, RematPolicy, couples_examples,
+                                     remat_policy, rematerialized)
 
 METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
 MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
@@ -110,12 +111,15 @@ def _regularized(
     scale_by_moment: bool,
     flip_sign: bool,
     num_classes: int | None,
+    clean_pass_remat: str | RematPolicy | None,
 ) -> tuple[jax.Array, LossAux]:
   """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
 
   The clean pass always runs (with eta = 0 too, as officially: BatchNorm's running statistics see
   the clean batch); with eta = 0 the loss is L_mix exactly.
   """
+  if clean_pass_remat is not None:
+    apply_fn = rematerialized(apply_fn, clean_pass_remat)
   chosen = regularizers.get_variant(variant)
   tau = regularizers.effective_threshold(chosen, threshold)
   alpha = mixing.check_alpha(alpha)
@@ -200,13 +204,16 @@ def mixupe_loss_fn(
     scale_by_moment: bool = True,
     flip_sign: bool = False,
     num_classes: int | None = None,
+    clean_pass_remat: str | RematPolicy | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to |L_mix| when `rescale`.
 
   Args:
     params, model_state: the model's parameters and non-trainable state (`{}` if none).
     mixed: the mixed batch (from `mixing.mixup` etc.), soft labels.
-    clean_inputs, clean_labels: the unmixed batch; integer labels need `num_classes`.
+    clean_inputs, clean_labels: the unmixed batch; integer labels need `num_classes`. A random
+      subset of it gives an estimate of the term at a fraction of the cost
+      (`regularizers.subsample_examples`; `make_loss_fn(term_fraction=...)` draws it).
     x_bar: the training-set mean input (per-example shape); needed by v1/v2.
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
     alpha: the Beta(alpha, alpha) parameter of the mixing, for m_1 = alpha / (2 alpha + 1).
@@ -224,6 +231,9 @@ def mixupe_loss_fn(
     rescale: multiply the loss by the constant |L_mix| / |L| (official behaviour).
     scale_by_moment: multiply eta by m_1 (official behaviour).
     flip_sign: negate the penalty (to test the opposite direction of v1/v3).
+    clean_pass_remat: None, or a `jax.checkpoint` policy (a name in `models.apply.REMAT_POLICIES`
+      such as "dots_saveable", or a policy) for the clean pass: its backward recomputes what the
+      policy does not keep, trading FLOPs for memory; the loss and gradient are unchanged.
 
   Returns:
     (loss, LossAux(model_state after both passes, metrics)).
@@ -235,7 +245,7 @@ def mixupe_loss_fn(
       mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=x_bar,
       layer=0, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
       term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
-      flip_sign=flip_sign, num_classes=num_classes)
+      flip_sign=flip_sign, num_classes=num_classes, clean_pass_remat=clean_pass_remat)
 
 
 def manifold_mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
@@ -271,6 +281,7 @@ def manifold_mixupe_loss_fn(
     scale_by_moment: bool = True,
     flip_sign: bool = False,
     num_classes: int | None = None,
+    clean_pass_remat: str | RematPolicy | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup at hidden layer k plus the MixupE term at the same layer (options as in
   `mixupe_loss_fn`). For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch
@@ -283,10 +294,12 @@ def manifold_mixupe_loss_fn(
       mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=None,
       layer=layer, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
       term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
-      flip_sign=flip_sign, num_classes=num_classes)
+      flip_sign=flip_sign, num_classes=num_classes, clean_pass_remat=clean_pass_remat)
 
 
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], mixing.MixedBatch]
+# (key, inputs, labels) -> (the clean examples the MixupE term is computed on, their labels).
+Subsampler = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 LossFn = Callable[[Params, ModelState, jax.Array, jax.Array, jax.Array],
                   tuple[jax.Array, LossAux]]
 
@@ -322,12 +335,22 @@ def make_loss_fn(
     x_bar: jax.Array | None = None,
     mixer: Mixer | None = None,
     manifold_layers: Sequence[int] = (0, 1, 2),
+    term_fraction: float = 1.0,
+    term_subsample: Subsampler | None = None,
+    clean_pass_remat: str | RematPolicy | None = None,
 ) -> LossFn:
   """The uniform loss a training loop calls: loss_fn(params, model_state, inputs, labels, key).
 
   `method` is one of METHODS. The mixed batch comes from `mixer` (default: Mixup with lambda per
   batch and a random permutation). Manifold methods draw the layer uniformly from
   `manifold_layers` for every batch.
+
+  `term_fraction` rho < 1 ("mixupe" only) computes the MixupE term, clean pass included, on
+  round(rho B) clean examples drawn by `term_subsample(key, inputs, labels)` (default:
+  `regularizers.subsample_examples`, uniform without replacement; `parallel.subsample_per_shard`
+  draws within each device's shard), so that MixupE-exact costs about (1 + 2 rho) Mixup's FLOPs
+  instead of 3x. The estimate and its meaning under BatchNorm: `regularizers.subsample_examples`.
+  The subset's key is fold_in(key, 2), so the mixing and the layer draw are those of rho = 1.
   """
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
@@ -338,9 +361,18 @@ def make_loss_fn(
                              scale_by_moment=scale_by_moment, flip_sign=flip_sign,
                              num_classes=num_classes)
   if method in ("mixupe", "manifold_mixupe"):
-    # Fail on a bad variant, threshold or split before training starts.
+    # Fail on a bad variant, threshold, split, fraction or policy before training starts.
     regularizers.effective_threshold(regularizers.get_variant(variant), threshold)
     _check_term_split(term_split)
+    if clean_pass_remat is not None:
+      remat_policy(clean_pass_remat)
+  term_fraction = regularizers.check_term_fraction(term_fraction)
+  if term_fraction < 1 and method != "mixupe":
+    raise ValueError(f"term_fraction={term_fraction} applies to method 'mixupe' only (the term "
+                     f"on a subset of the clean batch), not to {method!r}.")
+  if term_subsample is None:
+    term_subsample = functools.partial(regularizers.subsample_examples, fraction=term_fraction)
+  regularizer_options["clean_pass_remat"] = clean_pass_remat
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
 
@@ -353,7 +385,10 @@ def make_loss_fn(
     if method == "mixup":
       return mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
     if method == "mixupe":
-      return mixupe_loss_fn(params, model_state, mixed, inputs, labels, x_bar,
+      term_inputs, term_labels = inputs, labels
+      if term_fraction < 1:
+        term_inputs, term_labels = term_subsample(jax.random.fold_in(key, 2), inputs, labels)
+      return mixupe_loss_fn(params, model_state, mixed, term_inputs, term_labels, x_bar,
                             apply_fn=apply_fn, **regularizer_options)
     if method == "manifold_mixup":
       branches = [functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)

@@ -104,3 +104,25 @@ def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS, *,
   return jax.shard_map(
       per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),
       out_specs=mixing.MixedBatch(sharded, sharded, sharded, sharded))
+
+
+def subsample_per_shard(subsample: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
+  """Runs `subsample(key, inputs, labels, shard_index=...)` (e.g.
+  `regularizers.subsample_examples`) on each device's shard via shard_map: every device keeps
+  round(rho b) of its own b rows (the shard index folded into the key), so the clean pass of the
+  subset stays sharded and nothing is gathered. Every example still enters with probability rho."""
+  sharded = PartitionSpec(axis_name)
+
+  def per_shard(key, inputs, labels):
+    return subsample(key, inputs, labels, shard_index=jax.lax.axis_index(axis_name))
+
+  return jax.shard_map(per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),
+                       out_specs=(sharded, sharded))
+
+
+def subsample_for_scope(subsample: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS):
+  """Like `mixer_for_scope`: the global subset for the global scope (the same rows on any number
+  of devices), per device for the device scope."""
+  if resolve_mixing_scope(scope, mesh) == "global":
+    return subsample
+  return subsample_per_shard(subsample, mesh, axis_name)

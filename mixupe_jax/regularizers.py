@@ -133,3 +133,40 @@ def selection_weights(statistic: jax.Array, variant: Variant, tau: float | None
 def penalty_sign(variant: Variant, flip_sign: bool = False) -> float:
   """+1 for L_mix + eta m_1 (...) (v1, v2), -1 for L_mix - eta m_1 (...) (v3, v4); or flipped."""
   return -variant.sign if flip_sign else variant.sign
+
+
+def check_term_fraction(fraction: float) -> float:
+  """rho must be in (0, 1]."""
+  fraction = float(fraction)
+  if not 0 < fraction <= 1:
+    raise ValueError(f"term_fraction must be in (0, 1], got {fraction} (1 computes the term on "
+                     "the whole clean batch).")
+  return fraction
+
+
+def subsample_size(batch_size: int, fraction: float) -> int:
+  """k = max(1, round(rho B)): how many clean examples the term is computed on."""
+  return max(1, int(round(check_term_fraction(fraction) * batch_size)))
+
+
+def subsample_examples(key: jax.Array, inputs: jax.Array, labels: jax.Array, *, fraction: float,
+                       shard_index: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """k = max(1, round(rho B)) of the B clean examples, uniformly without replacement.
+
+  The MixupE term computed on them, (1/k) sum_{i in S} w_i s_i, estimates the full
+  (1/B) sum_i w_i s_i: every example enters S with probability k/B, so for a model whose example
+  i's logits depend on x_i alone (no train-mode BatchNorm) the estimate is unbiased, the
+  thresholded and |r_i| versions included (their per-example choice is made on the example's own
+  value). Under train-mode BatchNorm the k examples are normalized with their own statistics, so
+  the estimate is the term of the model as it computes on a batch of k, not an unbiased estimate
+  of the full batch's term, and the running statistics see the k clean examples only.
+
+  `shard_index` (from `parallel.subsample_per_shard`) is folded into the key so that each device
+  draws its own rows; the key alone decides everything else.
+  """
+  chex.assert_equal_shape_prefix([inputs, labels], 1)
+  if shard_index is not None:
+    key = jax.random.fold_in(key, shard_index)
+  batch_size = inputs.shape[0]
+  chosen = jax.random.permutation(key, batch_size)[:subsample_size(batch_size, fraction)]
+  return inputs[chosen], labels[chosen]

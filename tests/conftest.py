@@ -9,6 +9,9 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+from mixupe_jax import xla_cpu  # noqa: E402  (imports jax, creates no backend)
+
+xla_cpu.configure()  # What train.py runs; tests/test_xla_cpu.py compares both.
 # Cached x_bar files go to a throw-away folder (inherited by train.py subprocesses), never next to
 # the offline data the tests read.
 os.environ["MIXUPE_JAX_CACHE"] = tempfile.mkdtemp(prefix="mixupe_jax_test_cache_")

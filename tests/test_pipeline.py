@@ -2,11 +2,13 @@
 in-memory sources."""
 
 import functools
+import io
 import itertools
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from PIL import Image
 
 from mixupe_jax.data import pipeline
 
@@ -49,6 +51,91 @@ def test_tfds_imagenet_train_and_eval_at_reduced_size():
         process_count=1, preprocess=lambda image: pipeline.resize_center_crop(image, 64)))
   assert [len(b[1]) for b in evaluation] == [3, 3, 2]
   assert evaluation[0][0].shape == (3, 64, 64, 3) and evaluation[0][0].dtype == np.uint8
+
+
+def test_tfds_imagenet_encoded_reaches_the_crop_as_bytes():
+  """`encoded=True` hands the stored JPEG bytes on; the crop and the eval resize decode them."""
+  with tfds.testing.mock_data(num_examples=8):
+    source = pipeline.tfds_source("imagenet2012", "train", encoded=True)
+    assert isinstance(source[0]["image"], bytes)
+    augment = lambda image, rng: pipeline.random_resized_crop(image, rng, size=64)
+    images, _ = next(pipeline.train_batches(
+        source, batch_size=4, seed=1, augment=augment, process_index=0, process_count=1,
+        normalize=pipeline.normalizer("imagenet2012")))
+    evaluation = next(pipeline.eval_batches(
+        pipeline.tfds_source("imagenet2012", "validation", encoded=True), batch_size=3,
+        process_index=0, process_count=1,
+        preprocess=lambda image: pipeline.resize_center_crop(image, 64)))
+  assert images.shape == (4, 64, 64, 3) and images.dtype == np.float32
+  assert evaluation[0].shape == (3, 64, 64, 3) and evaluation[0].dtype == np.uint8
+
+
+def _smooth_image(height, width):
+  rows, columns = np.mgrid[0:height, 0:width]
+  # A few periods across the image, so that a 64-pixel crop of it is well sampled.
+  channels = [128 + 100 * np.sin(rows * 20.0 / height + c) * np.cos(columns * 25.0 / width - c)
+              for c in range(3)]
+  return np.stack(channels, -1).astype(np.uint8)
+
+
+def _jpeg(image, **options):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="JPEG", quality=95, **options)
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize("height,width", [(120, 160), (900, 1200)])
+def test_crops_of_encoded_images_match_crops_of_decoded_ones(height, width):
+  """The same draws give the same window and flip whether the crop gets the JPEG or its pixels;
+  the images differ only by resampling at the window's edge and, for the large image, by the
+  reduced-size DCT decode (1/2: the window still has at least 2 x 64 pixels a side)."""
+  image = _smooth_image(height, width)
+  encoded = _jpeg(image)
+  decoded = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+  for seed in range(6):
+    from_bytes = pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=64)
+    from_pixels = pipeline.random_resized_crop(decoded, np.random.default_rng(seed), size=64)
+    assert from_bytes.shape == from_pixels.shape == (64, 64, 3)
+    difference = np.abs(from_bytes.astype(float) - from_pixels.astype(float))
+    assert difference.mean() < 2.0, (seed, difference.mean())
+  center_bytes = pipeline.resize_center_crop(encoded, 64)
+  center_pixels = pipeline.resize_center_crop(decoded, 64)
+  assert np.abs(center_bytes.astype(float) - center_pixels.astype(float)).mean() < 2.0
+
+
+def test_only_the_needed_resolution_of_a_jpeg_is_decoded(monkeypatch):
+  """A 1200 x 900 JPEG cropped to 64 x 64 is decoded at 1/8 or 1/4 scale, never at full size;
+  grayscale and PNG inputs come out RGB."""
+  from PIL import JpegImagePlugin
+  decoded_sizes = []
+  original = JpegImagePlugin.JpegImageFile.draft
+
+  def spy(self, mode, size):
+    result = original(self, mode, size)
+    decoded_sizes.append(self.size)
+    return result
+
+  monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+  encoded = _jpeg(_smooth_image(900, 1200))
+  for seed in range(5):
+    pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=64)
+  pipeline.resize_center_crop(encoded, 64)
+  assert len(decoded_sizes) == 6 and all(w <= 1200 // 4 for w, _ in decoded_sizes)
+  gray = _jpeg(_smooth_image(90, 120)[..., 0])
+  buffer = io.BytesIO()
+  Image.fromarray(_smooth_image(90, 120)).save(buffer, format="PNG")
+  for encoded in (gray, buffer.getvalue()):
+    out = pipeline.random_resized_crop(encoded, np.random.default_rng(0), size=32)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_the_normalizer_is_the_formula():
+  images = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+  mean, std = (np.asarray(v, np.float32) for v in pipeline.CHANNEL_STATISTICS["imagenet2012"])
+  expected = (images.astype(np.float32) / 255.0 - mean) / std
+  out = pipeline.normalizer("imagenet2012")(images)
+  assert out.dtype == np.float32
+  np.testing.assert_array_equal(out, expected)
 
 
 def test_unknown_tfds_dataset_is_a_clear_error():

@@ -23,6 +23,7 @@ deterministic.
 from __future__ import annotations
 
 import functools
+import io
 from typing import Any, Callable, Iterator
 
 import grain
@@ -57,12 +58,15 @@ class ArraySource:
     return {"image": self.inputs[index], "label": self.labels[index]}
 
 
-def tfds_source(name: str, split: str, data_dir: str | None = None):
-  """`tfds.data_source` for one of TFDS_IMAGE_DATASETS (prepared ArrayRecord files)."""
+def tfds_source(name: str, split: str, data_dir: str | None = None, *, encoded: bool = False):
+  """`tfds.data_source` for one of TFDS_IMAGE_DATASETS (prepared ArrayRecord files). With
+  `encoded`, images stay the stored JPEG/PNG bytes (`tfds.decode.SkipDecoding`), so that
+  `random_resized_crop` and `resize_center_crop` decode only what they keep."""
   if name not in TFDS_IMAGE_DATASETS:
     raise ValueError(f"Unknown TFDS image dataset {name!r}; valid: {', '.join(TFDS_IMAGE_DATASETS)}.")
   import tensorflow_datasets as tfds
-  return tfds.data_source(name, split=split, data_dir=data_dir)
+  decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
+  return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders)
 
 
 def normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -79,11 +83,19 @@ def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def channel_normalizer(mean, std) -> Callable[[np.ndarray], np.ndarray]:
-  """uint8 images -> float32 (x / 255 - mean) / std per channel."""
+  """uint8 images -> float32 (x / 255 - mean) / std per channel, in one float32 buffer."""
   mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
   if np.any(std <= 0):
     raise ValueError(f"Channel std must be positive, got {std}.")
-  return lambda images: (images.astype(np.float32) / 255.0 - mean) / std
+
+  def normalize(images: np.ndarray) -> np.ndarray:
+    out = np.asarray(images).astype(np.float32)  # The only copy; the rest is in place.
+    out /= 255.0
+    out -= mean
+    out /= std
+    return out
+
+  return normalize
 
 
 def cifar_augment(image: np.ndarray, rng: np.random.Generator, padding: int = 4,
@@ -100,12 +112,40 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
-def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int = 224,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-  """Inception-style crop: area fraction ~ U(scale), log aspect ~ U(log ratio), resize to size,
-  flip left-right with p = 1/2; falls back to the central crop after 10 failed draws."""
-  height, width = image.shape[:2]
+ImageInput = np.ndarray | bytes  # Decoded pixels [H, W, C], or the encoded file (JPEG, PNG).
+
+
+def _open_encoded(encoded: bytes) -> Image.Image:
+  """The image's header only: PIL decodes on `load`, `resize` or `convert`."""
+  return Image.open(io.BytesIO(encoded))
+
+
+def _decode_region(image: Image.Image, box: tuple[int, int, int, int], height: int, width: int
+                   ) -> np.ndarray:
+  """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
+
+  For a JPEG, `draft` first picks the largest DCT scaling (1/2, 1/4, 1/8) at which the box still
+  has at least height x width pixels, so the decoder produces only the resolution the output
+  needs; the crop happens inside `resize(box=...)`, with no full-size copy.
+  """
+  left, top, right, bottom = box
+  full_width, full_height = image.size
+  if image.format == "JPEG":
+    needed = (-(-full_width * width // (right - left)), -(-full_height * height // (bottom - top)))
+    image.draft(image.mode, needed)
+    factor_x, factor_y = image.size[0] / full_width, image.size[1] / full_height
+    box = (left * factor_x, top * factor_y, right * factor_x, bottom * factor_y)
+  if image.mode not in ("RGB", "L"):
+    image = image.convert("RGB")
+  out = image.resize((width, height), Image.BILINEAR, box=box)
+  return np.asarray(out.convert("RGB") if out.mode != "RGB" else out)
+
+
+def inception_window(height: int, width: int, rng: np.random.Generator,
+                     scale: tuple[float, float] = (0.08, 1.0),
+                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """(top, left, crop_height, crop_width): area fraction ~ U(scale), log aspect ~ U(log ratio);
+  the central square after 10 failed draws."""
   for _ in range(10):
     area = height * width * rng.uniform(*scale)
     aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
@@ -114,24 +154,50 @@ def random_resized_crop(image: np.ndarray, rng: np.random.Generator, size: int =
     if 0 < crop_width <= width and 0 < crop_height <= height:
       top = rng.integers(0, height - crop_height + 1)
       left = rng.integers(0, width - crop_width + 1)
-      break
+      return int(top), int(left), crop_height, crop_width
+  crop_height = crop_width = min(height, width)
+  return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
+
+
+def random_resized_crop(image: ImageInput, rng: np.random.Generator, size: int = 224,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """Inception-style crop (`inception_window`) resized to size x size, flipped left-right with
+  p = 1/2. `image` is decoded pixels or the encoded file: then only the window is decoded, at
+  the resolution it needs (`_decode_region`); the random draws are the same either way."""
+  if isinstance(image, bytes):
+    encoded = _open_encoded(image)
+    width, height = encoded.size
+    top, left, crop_height, crop_width = inception_window(height, width, rng, scale, ratio)
+    crop = _decode_region(encoded, (left, top, left + crop_width, top + crop_height), size, size)
   else:
-    crop_height = crop_width = min(height, width)
-    top, left = (height - crop_height) // 2, (width - crop_width) // 2
-  crop = _resize(image[top:top + crop_height, left:left + crop_width], size, size)
+    top, left, crop_height, crop_width = inception_window(*image.shape[:2], rng, scale, ratio)
+    crop = _resize(image[top:top + crop_height, left:left + crop_width], size, size)
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def resize_center_crop(image: np.ndarray, size: int = 224, crop_fraction: float = 0.875
+def resize_center_crop(image: ImageInput, size: int = 224, crop_fraction: float = 0.875
                        ) -> np.ndarray:
-  """Evaluation: resize the short side to size / crop_fraction, then the central size x size."""
-  height, width = image.shape[:2]
+  """Evaluation: resize the short side to size / crop_fraction, then the central size x size.
+  An encoded image is decoded at the resolution the resize needs, and the crop's window in the
+  original's coordinates is resized directly (`_decode_region`)."""
+  encoded = _open_encoded(image) if isinstance(image, bytes) else None
+  width, height = encoded.size if encoded is not None else image.shape[1::-1]
   short = int(round(size / crop_fraction))
   new_height, new_width = (short, max(short, round(width * short / height))) if height <= width \
       else (max(short, round(height * short / width)), short)
-  resized = _resize(image, new_height, new_width)
   top, left = (new_height - size) // 2, (new_width - size) // 2
+  if encoded is not None:
+    scale_y, scale_x = height / new_height, width / new_width
+    box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
+    return _decode_region(encoded, box, size, size)
+  resized = _resize(image, new_height, new_width)
   return resized[top:top + size, left:left + size]
+
+
+def _pixels(image: Any) -> ImageInput:
+  """An example's image as the augmentations take it: encoded bytes as they are, else an array."""
+  return image if isinstance(image, bytes) else np.asarray(image)
 
 
 def _process_shard(dataset, process_index: int | None, process_count: int | None):
@@ -178,7 +244,7 @@ def train_batches(source, *, batch_size: int, seed: int,
   stream = dataset.shuffle(seed=seed).repeat(None)
   if augment is not None:
     stream = stream.random_map(
-        lambda e, rng: {**e, "image": augment(np.asarray(e["image"]), rng)}, seed=seed)
+        lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed)
   offset = process_index * batch_size
 
   def global_position(index: int) -> int:
@@ -209,9 +275,9 @@ def eval_batches(source, *, batch_size: int,
   dataset = grain.MapDataset.source(source)
   if augment is not None:
     dataset = dataset.random_map(
-        lambda e, rng: {**e, "image": augment(np.asarray(e["image"]), rng)}, seed=seed)
+        lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed)
   shard = _process_shard(dataset, process_index, process_count)
   if preprocess is not None:
-    shard = shard.map(lambda e: {**e, "image": preprocess(np.asarray(e["image"]))})
+    shard = shard.map(lambda e: {**e, "image": preprocess(_pixels(e["image"]))})
   batches = shard.batch(batch_size, batch_fn=functools.partial(_stack, normalize=normalize))
   return (batches[i] for i in range(len(batches)))

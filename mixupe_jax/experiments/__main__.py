@@ -15,8 +15,12 @@ import time
 
 from absl import app, flags
 
-from mixupe_jax.experiments import report, runner, suites
-from mixupe_jax.train import reporting
+from mixupe_jax import xla_cpu
+
+xla_cpu.configure()  # Before JAX's first computation: XLA reads its flags once.
+
+from mixupe_jax.experiments import report, runner, suites  # noqa: E402
+from mixupe_jax.train import reporting  # noqa: E402
 
 flags.DEFINE_string("suite", "cpu", f"One of: {', '.join(suites.SUITES)}.")
 flags.DEFINE_string("workdir", None, "Run directories (default workdir/experiments/<suite>).")

@@ -18,6 +18,7 @@ cannot matter; an apply function without the attribute is assumed to couple them
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Protocol
 
 import flax.linen as nn
@@ -116,6 +117,38 @@ def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | Non
   apply_fn.couples_examples = (has_batch_statistics if couples_examples is None
                                else couples_examples)
   return apply_fn, params, model_state
+
+
+# jax.checkpoint_policies that need no arguments, by name (config files name one of these).
+REMAT_POLICIES = ("dots_saveable", "nothing_saveable", "dots_with_no_batch_dims_saveable",
+                  "everything_saveable")
+RematPolicy = Callable[..., bool]
+
+
+def remat_policy(policy: str | RematPolicy) -> RematPolicy:
+  """A policy of `jax.checkpoint_policies` by name (REMAT_POLICIES), or a policy itself."""
+  if callable(policy):
+    return policy
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"Unknown rematerialization policy {policy!r}; valid names are "
+                     f"{', '.join(REMAT_POLICIES)} (or pass a jax.checkpoint_policies policy).")
+  return getattr(jax.checkpoint_policies, policy)
+
+
+def rematerialized(apply_fn: ApplyFn, policy: str | RematPolicy) -> ApplyFn:
+  """`apply_fn` under `jax.checkpoint(policy=...)`: the backward pass recomputes what the policy
+  does not save instead of keeping it from the forward pass. Derivatives taken through it
+  (`jax.jvp`, `jax.linearize`, the gradient of both) equal those of `apply_fn`; only memory and
+  FLOPs change. With "dots_saveable" the outputs of the convolutions and matrix products are kept
+  and the normalizations and activations between them recomputed."""
+  saved = remat_policy(policy)
+
+  def apply(params, model_state, inputs, **hidden):
+    call = functools.partial(apply_fn, **hidden)
+    return jax.checkpoint(call, policy=saved)(params, model_state, inputs)
+
+  apply.couples_examples = getattr(apply_fn, "couples_examples", True)
+  return apply
 
 
 def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array,

@@ -48,6 +48,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Which per-example r_i v1/v2 threshold under train-mode BatchNorm: "official" (example i moved
   # alone, as the official code) or "joint" (the whole batch moved; one jvp).
   config.term_split = "official"
+  # rho < 1: the MixupE term on round(rho B) clean examples (per device), an estimate at
+  # (1 + 2 rho) Mixup's cost instead of 3x (see mixupe_jax.regularizers.subsample_examples).
+  config.term_fraction = 1.0
+  # A jax.checkpoint policy for the clean pass (e.g. "dots_saveable"): less memory, more FLOPs.
+  config.clean_pass_remat = config_dict.placeholder(str)
   config.rescale = True
   config.scale_by_moment = True
   config.flip_sign = False

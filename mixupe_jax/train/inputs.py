@@ -146,10 +146,13 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
   tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
     name = tfds_name
-    train_source = pipeline.tfds_source(name, "train", data_dir)
-    eval_split = TFDS_EVAL_SPLIT.get(name, "test")
-    eval_source = pipeline.tfds_source(name, eval_split, data_dir)
     image_size = config.get("image_size") or None
+    # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes only the crop's window at
+    # the resolution it needs; the small sets are cheaper decoded whole.
+    encoded = name == "imagenet2012" and image_size is not None
+    train_source = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
+    eval_split = TFDS_EVAL_SPLIT.get(name, "test")
+    eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
     resize = (functools.partial(pipeline.resize_center_crop, size=image_size)
               if image_size else None)
     normalize = pipeline.normalizer(name)
@@ -165,8 +168,9 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
           normalize=normalize, augment=x_bar_augment, seed=config.seed, **shard):
         yield images
 
-    example = np.asarray(train_source[0]["image"])
-    shape = (image_size, image_size, example.shape[-1]) if image_size else example.shape
+    example = train_source[0]["image"]
+    channels = 3 if encoded else np.asarray(example).shape[-1]
+    shape = (image_size, image_size, channels) if image_size else np.asarray(example).shape
     return Inputs(
         name=spec, num_classes=num_classes, num_train=len(train_source), example_shape=shape,
         train_batches=train_stream(train_source, augment, normalize),

@@ -13,6 +13,7 @@ and one run at a time holds the workdir (see `workdir`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -168,12 +169,16 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   mixer = parallel.mixer_for_scope(
       losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
                         **config.mixer_options), mesh, config.mixing_scope)
+  term_subsample = parallel.subsample_for_scope(
+      functools.partial(regularizers.subsample_examples, fraction=config.term_fraction), mesh,
+      config.mixing_scope)
   loss_fn = losses.make_loss_fn(
       config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
       eta=config.eta, variant=config.variant, threshold=config.threshold,
       term_split=config.term_split, rescale=config.rescale,
       scale_by_moment=config.scale_by_moment, flip_sign=config.flip_sign, x_bar=x_bar, mixer=mixer,
-      manifold_layers=tuple(config.manifold_layers))
+      manifold_layers=tuple(config.manifold_layers), term_fraction=config.term_fraction,
+      term_subsample=term_subsample, clean_pass_remat=config.clean_pass_remat)
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config, schedule)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))

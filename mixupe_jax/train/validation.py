@@ -8,6 +8,7 @@ from typing import Any
 
 from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.data import audio, pipeline, registry
+from mixupe_jax.models.apply import REMAT_POLICIES
 from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
 
@@ -86,6 +87,12 @@ def validate(config) -> None:
   except ValueError as error:
     raise ConfigError(f"config.threshold = {config.threshold!r}: {error}") from None
   _choice(config, "term_split", losses.TERM_SPLITS)
+  _number(config, "term_fraction", 0.0, 1.0, low_open=True)
+  if config.term_fraction < 1 and config.method != "mixupe":
+    _fail("term_fraction", config.term_fraction,
+          f"a subset of the clean batch applies to method 'mixupe' only, not {config.method!r}")
+  if config.clean_pass_remat is not None:
+    _choice(config, "clean_pass_remat", REMAT_POLICIES)
   _choice(config, "mixer", losses.MIXERS)
   _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
   _integer(config, "heartbeat_timeout_seconds", 1)
