@@ -11,10 +11,11 @@
 2. Opt-in (`configure(memory_scheduler=True)`), the memory-minimizing scheduler:
        --xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED
    XLA:CPU's default order keeps far more temporary memory alive (PreActResNet-18, batch 32:
-   Mixup 199 -> 82 MiB, MixupE-exact with the joint split 612 -> 283 MiB), and only with it does
-   rematerializing the clean pass (`clean_pass_remat`) lower the peak on the CPU at all. It is not
-   the default because it slows the official split's step by about a quarter (1.33 -> 1.80 s),
-   whose transposed pass then stays alive longer.
+   Mixup 199 -> 82 MiB, MixupE-exact with the joint split 612 -> 283 MiB, official split
+   587 -> 499 MiB, at about the same step times in `step_cost.py --memory-scheduler`), and only
+   with it does rematerializing the clean pass (`clean_pass_remat`) lower the peak on the CPU.
+   It is not the default: one shorter run had the official split's step 1.35x slower with it,
+   which the 9-round benchmark did not reproduce, so it stays a choice until measured more.
 
 `benchmarks/step_cost.py --xla-default` measures the step without them (README: the table). They
 change which library computes each convolution and the order of the program, not what it

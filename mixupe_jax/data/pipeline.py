@@ -4,14 +4,17 @@ Sources: `tfds.data_source(name, split)` (the ArrayRecord files TFDS prepares) f
 cifar100, svhn_cropped and imagenet2012, or `ArraySource` over an in-memory dataset from the offline
 loaders, so both go through the same pipeline. Why grain rather than tf.data, by measurement
 (`benchmarks/input_pipeline.py`, 2 CPU cores, 2 threads each, same arrays and JPEG bytes): tf.data
-is faster per core (CIFAR pad-crop-flip 20,752 vs grain 4,565 examples/s; ImageNet Inception crop
-577 vs 340; eval 384 vs 168), but both run 10x to 280x faster than the train step on the same
+is faster per core (CIFAR pad-crop-flip 20,284 vs grain 8,361 examples/s; ImageNet Inception crop
+939 vs 609; eval 778 vs 328), but both run 5x to 130x faster than the train step on the same
 machine, so neither is the bottleneck there. grain is kept because it reads the same files by
 random access: the shuffle is one seeded permutation of the whole source per epoch, each host
 reads its rows of every global batch (so the order does not depend on the host count), and
 resuming at step s is reading batch s (exact, tested), which tf.data's iterator state does not
 give across a changed host count. On an accelerator host feeding ImageNet, budget
-input cores from the per-core rate above (about 170-340 examples/s per core). Augmentation runs in
+input cores from the per-core rate above (about 160-300 examples/s per core). Full-size JPEGs
+(ImageNet) stay encoded until the crop (`tfds_source(..., encoded=True)`): `random_resized_crop`
+and `resize_center_crop` then decode only the resolution their window needs and resize it
+straight from the decoder. Augmentation runs in
 NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
 deterministic.
 
