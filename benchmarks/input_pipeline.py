@@ -10,7 +10,10 @@ The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists
 training system's PreActResNet-18 step (ERM, the cheapest, and MixupE-exact v1 with eta 1) on
 32x32 batches of 32, on this backend. The same four pipelines in tf.data (TensorFlow ops, the same
 thread count, the same in-memory arrays and JPEG bytes) are measured in the same run, which is
-what `mixupe_jax.data.pipeline`'s choice of grain rests on.
+what `mixupe_jax.data.pipeline`'s choice of grain rests on; the ImageNet train crop twice there,
+with tf.image.resize's default (no antialiasing) and antialiased as PIL's BILINEAR downscaling is.
+The grain ImageNet pipelines also run as they were before the encoded path ("grain before":
+whole images decoded at the source, cropped as arrays, normalized with temporaries).
 
     python benchmarks/input_pipeline.py --out benchmarks/results/input_pipeline_cpu.json
 """
@@ -92,15 +95,15 @@ def tf_data_rates(cifar, labels, encoded, args) -> dict[str, float]:
     image = tf.image.random_flip_left_right(tf.image.random_crop(padded, [32, 32, 3]))
     return cifar_normalize(image), label
 
-  def inception_crop(data, label):
+  def inception_crop(data, label, antialias=False):
     shape = tf.image.extract_jpeg_shape(data)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         shape, tf.zeros([0, 0, 4]), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
         max_attempts=10, use_image_if_no_bounding_boxes=True)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(data, window, channels=3)
-    image = tf.image.random_flip_left_right(tf.image.resize(image, [224, 224]))
-    return imagenet_normalize(image), label
+    image = tf.image.resize(image, [224, 224], antialias=antialias)
+    return imagenet_normalize(tf.image.random_flip_left_right(image)), label
 
   def center_crop(data, label):
     image = tf.image.decode_jpeg(data, channels=3)
@@ -122,6 +125,12 @@ def tf_data_rates(cifar, labels, encoded, args) -> dict[str, float]:
           len(encoded), seed=0).repeat().map(inception_crop, num_parallel_calls=parallel), small),
       "imagenet_eval": (tf.data.Dataset.from_tensor_slices((encoded, jpeg_labels)).repeat().map(
           center_crop, num_parallel_calls=parallel), small),
+      # The same crop with the antialiased (triangle-filter) downscaling that PIL's BILINEAR
+      # resize, and so the grain pipeline, performs: the same output, hence the same work.
+      "imagenet_train_antialiased": (tf.data.Dataset.from_tensor_slices((encoded, jpeg_labels))
+                                     .shuffle(len(encoded), seed=0).repeat().map(
+                                         lambda d, l: inception_crop(d, l, antialias=True),
+                                         num_parallel_calls=parallel), small),
   }
   rates = {}
   for name, (dataset, batch_size) in pipelines.items():
@@ -225,6 +234,10 @@ def main():
     print(f"| {name} | {rate:.0f} | {rate / cores:.0f} | {before_text} | {tf_rates[name]:.0f} | "
           f"{tf_rates[name] / cores:.0f} | {rate / tf_rates[name]:.2f}x | "
           f"{rate / fastest_step:.1f}x |")
+  rate = tf_rates["imagenet_train_antialiased"]
+  print(f"| imagenet_train, tf.data resize antialiased as PIL's | {rates['imagenet_train']:.0f} | "
+        f"{rates['imagenet_train'] / cores:.0f} | | | {rate:.0f} | {rate / cores:.0f} | "
+        f"{rates['imagenet_train'] / rate:.2f}x | |")
   for name, rate in step_rates.items():
     print(f"| {name} | {rate:.0f} | | | | | | | {rate / fastest_step:.1f}x |")
   with open(args.out, "w") as file:

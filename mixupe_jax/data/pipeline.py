@@ -4,9 +4,10 @@ Sources: `tfds.data_source(name, split)` (the ArrayRecord files TFDS prepares) f
 cifar100, svhn_cropped and imagenet2012, or `ArraySource` over an in-memory dataset from the offline
 loaders, so both go through the same pipeline. Why grain rather than tf.data, by measurement
 (`benchmarks/input_pipeline.py`, 2 CPU cores, 2 threads each, same arrays and JPEG bytes): tf.data
-is faster per core (CIFAR pad-crop-flip 20,284 vs grain 8,361 examples/s; ImageNet Inception crop
-939 vs 609; eval 778 vs 328), but both run 5x to 130x faster than the train step on the same
-machine, so neither is the bottleneck there. grain is kept because it reads the same files by
+is faster per core (CIFAR pad-crop-flip 22,099 vs grain 8,678 examples/s; ImageNet Inception crop
+950 vs 627 with tf.image.resize's default, 570 vs 627 when tf.data antialiases as PIL does; eval
+776 vs 360), but both run 5x to 140x faster than the train step on the same machine, so neither
+is the bottleneck there. grain is kept because it reads the same files by
 random access: the shuffle is one seeded permutation of the whole source per epoch, each host
 reads its rows of every global batch (so the order does not depend on the host count), and
 resuming at step s is reading batch s (exact, tested), which tf.data's iterator state does not
