@@ -359,7 +359,7 @@ def make_loss_fn(
   regularizer_options = dict(alpha=alpha, eta=eta, variant=variant, threshold=threshold,
                              term_split=term_split, rescale=rescale,
                              scale_by_moment=scale_by_moment, flip_sign=flip_sign,
-                             num_classes=num_classes)
+                             num_classes=num_classes, clean_pass_remat=clean_pass_remat)
   if method in ("mixupe", "manifold_mixupe"):
     # Fail on a bad variant, threshold, split, fraction or policy before training starts.
     regularizers.effective_threshold(regularizers.get_variant(variant), threshold)
@@ -372,7 +372,6 @@ def make_loss_fn(
                      f"on a subset of the clean batch), not to {method!r}.")
   if term_subsample is None:
     term_subsample = functools.partial(regularizers.subsample_examples, fraction=term_fraction)
-  regularizer_options["clean_pass_remat"] = clean_pass_remat
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
 
