@@ -65,7 +65,8 @@ class ArraySource:
 def tfds_source(name: str, split: str, data_dir: str | None = None, *, encoded: bool = False):
   """`tfds.data_source` for one of TFDS_IMAGE_DATASETS (prepared ArrayRecord files). With
   `encoded`, images stay the stored JPEG/PNG bytes (`tfds.decode.SkipDecoding`), so that
-  `random_resized_crop` and `resize_center_crop` decode only what they keep."""
+  `random_resized_crop` and `resize_center_crop` decode them at the resolution their window
+  needs."""
   if name not in TFDS_IMAGE_DATASETS:
     raise ValueError(f"Unknown TFDS image dataset {name!r}; valid: {', '.join(TFDS_IMAGE_DATASETS)}.")
   import tensorflow_datasets as tfds
@@ -167,8 +168,9 @@ def random_resized_crop(image: ImageInput, rng: np.random.Generator, size: int =
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
   """Inception-style crop (`inception_window`) resized to size x size, flipped left-right with
-  p = 1/2. `image` is decoded pixels or the encoded file: then only the window is decoded, at
-  the resolution it needs (`_decode_region`); the random draws are the same either way."""
+  p = 1/2. `image` is decoded pixels or the encoded file: then the file is decoded at the
+  resolution the window needs and the window resized from the decoder's image (`_decode_region`);
+  the random draws are the same either way."""
   if isinstance(image, bytes):
     encoded = _open_encoded(image)
     width, height = encoded.size

@@ -147,8 +147,8 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
     name = tfds_name
     image_size = config.get("image_size") or None
-    # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes only the crop's window at
-    # the resolution it needs; the small sets are cheaper decoded whole.
+    # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes them at the lowest DCT
+    # scale its window allows and resizes the window from there; small sets are decoded whole.
     encoded = name == "imagenet2012" and image_size is not None
     train_source = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
