@@ -22,7 +22,7 @@ import os
 import re
 import tempfile
 
-from step_cost import METHODS, make_step
+from step_cost import METHODS, make_problem, make_step
 
 
 def main():
@@ -41,19 +41,13 @@ def main():
                              + " --xla_cpu_enable_xprof_traceme=true").strip()
 
   import jax
-  import jax.numpy as jnp
-  import optax
   from mixupe_jax import losses
-  from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
+  from mixupe_jax.models import flax_apply_fn
 
   key = jax.random.key(0)
-  inputs = jax.random.normal(key, (args.batch_size, 32, 32, 3))
-  labels = jnp.arange(args.batch_size) % 10
-  module = PreActResNet18(num_classes=10)
-  params, model_state = init_model(module, key, inputs)
-  optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
+  inputs, labels, module, params, model_state, x_bar, optimizer = make_problem(args.batch_size)
   loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0,
-                                x_bar=jnp.mean(inputs, 0), **METHODS[args.method])
+                                x_bar=x_bar, **METHODS[args.method])
   state = (params, model_state, optimizer.init(params))
   step = make_step(loss_fn, optimizer).lower(*state, inputs, labels, key).compile()
   text = step.as_text()

@@ -57,6 +57,18 @@ def compiled_cost(compiled) -> dict[str, float]:
               temp_mib=getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20)
 
 
+def make_problem(batch_size: int, image_size: int = 32, width: int = 64):
+  """(inputs, labels, module, params, model_state, x_bar, optimizer) the step benchmarks share:
+  a random CIFAR-shaped batch, PreActResNet-18 initialized from key 0, SGD Nesterov."""
+  key = jax.random.key(0)
+  inputs = jax.random.normal(key, (batch_size, image_size, image_size, 3))
+  labels = jnp.arange(batch_size) % 10
+  module = PreActResNet18(num_classes=10, width=width)
+  params, model_state = init_model(module, key, inputs)
+  optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
+  return inputs, labels, module, params, model_state, jnp.mean(inputs, axis=0), optimizer
+
+
 def make_step(loss_fn, optimizer):
   @jax.jit
   def step(params, model_state, opt_state, inputs, labels, key):
@@ -87,12 +99,8 @@ def main():
     xla_cpu.configure(memory_scheduler=args.memory_scheduler)
 
   key = jax.random.key(0)
-  inputs = jax.random.normal(key, (args.batch_size, args.image_size, args.image_size, 3))
-  labels = jnp.arange(args.batch_size) % 10
-  module = PreActResNet18(num_classes=10, width=args.width)
-  params, model_state = init_model(module, key, inputs)
-  optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
-  x_bar = jnp.mean(inputs, axis=0)
+  inputs, labels, module, params, model_state, x_bar, optimizer = make_problem(
+      args.batch_size, args.image_size, args.width)
 
   # Compile and warm up every method first, then time them round-robin: one step of each per
   # round, so that drifts in machine load hit all methods alike; ratios are taken per round.

@@ -228,18 +228,14 @@ def main():
 
   import jax
   import jax.numpy as jnp
-  import optax
   from mixupe_jax import losses
-  from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
-  from step_cost import compiled_cost, make_step  # The sibling benchmark's step.
+  from mixupe_jax.models import PreActResNet18, flax_apply_fn
+  from step_cost import compiled_cost, make_problem, make_step  # The sibling benchmark's.
 
   key = jax.random.key(0)
-  shape = (args.batch_size, args.image_size, args.image_size, 3)
-  inputs = jax.random.normal(key, shape)
-  labels = jnp.arange(args.batch_size) % 10
-  module = PreActResNet18(num_classes=10)
-  params, model_state = init_model(module, key, inputs)
-  x_bar = jnp.mean(inputs, axis=0)
+  inputs, labels, module, params, model_state, x_bar, optimizer = make_problem(
+      args.batch_size, args.image_size)
+  shape = tuple(inputs.shape)
 
   check = None
   if args.check:
@@ -261,7 +257,6 @@ def main():
                           term_split="joint"),
       "fast": dict(method="mixupe", variant="v3", eta=FAST_ETA, threshold=FAST_TAU),
   }
-  optimizer = optax.sgd(0.1, momentum=0.9, nesterov=True)
   runners, costs = {}, {}
   for name, options in jax_methods.items():
     loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=10, alpha=ALPHA,
