@@ -132,3 +132,80 @@ def test_an_mlp_with_dropout_trains_with_its_key_in_the_state(tmp_path):
   first = train_and_evaluate(config, str(tmp_path / "a"))
   assert first == train_and_evaluate(config, str(tmp_path / "b"))  # Seeded masks.
   assert first["test"]["accuracy"] > 0.5
+
+
+def test_the_reported_model_is_the_kept_best_checkpoint(tmp_path):
+  """An early-stopped run keeps the checkpoint of its best validation step besides the latest;
+  restoring it and evaluating gives the summary's numbers, and `best_eval_splits` (test and the
+  unaugmented training split evaluated once, on that checkpoint) gives the same test numbers as
+  evaluating test at every epoch."""
+  from mixupe_jax.train.loop import BEST_CHECKPOINT_DIR, evaluate_checkpoint
+  every_epoch = early_stopping_config()
+  summary = train_and_evaluate(every_epoch, str(tmp_path / "a"))
+  assert summary["stopped_early"] and summary["best_step"] < summary["final_step"]
+  assert summary["best_checkpoint"] == os.path.join(BEST_CHECKPOINT_DIR, str(summary["best_step"]))
+  assert os.listdir(tmp_path / "a" / BEST_CHECKPOINT_DIR) == [str(summary["best_step"])]
+  step, metrics = evaluate_checkpoint(every_epoch, str(tmp_path / "a"))
+  assert step == summary["best_step"]
+  for split in ("validation", "test"):
+    for name in ("accuracy", "nll", "ece"):
+      np.testing.assert_allclose(metrics[split][name], summary[split][name], rtol=1e-6)
+  latest_step, latest = evaluate_checkpoint(every_epoch, str(tmp_path / "a"), best=False)
+  assert latest_step == summary["final_step"]
+  assert latest["validation"]["nll"] != summary["validation"]["nll"]
+
+  at_the_end = early_stopping_config()
+  at_the_end.eval_splits, at_the_end.best_eval_splits = ("validation",), ("test", "train_eval")
+  # Interrupted after 5 epochs, then resumed: the best checkpoint is the uninterrupted run's.
+  train_and_evaluate(early_stopping_config(steps=5 * 18), str(tmp_path / "b"))
+  ended = train_and_evaluate(at_the_end, str(tmp_path / "b"))
+  assert ended["best_step"] == summary["best_step"]
+  for name in ("accuracy", "nll", "ece"):
+    np.testing.assert_allclose(ended["test"][name], summary["test"][name], rtol=1e-6)
+  assert 0.9 < ended["train_eval"]["accuracy"] <= 1.0
+  records = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+  assert {r["split"] for r in records if r["step"] > 5 * 18} == {"train", "validation"}
+
+
+def test_best_eval_splits_need_early_stopping_and_known_splits(tmp_path):
+  from mixupe_jax.train.validation import ConfigError
+  config = early_stopping_config()
+  config.early_stopping_patience, config.best_eval_splits = 0, ("test",)
+  with pytest.raises(ConfigError, match=r"best_eval_splits = \('test',\).*early_stopping"):
+    train_and_evaluate(config, str(tmp_path / "a"))
+  config = early_stopping_config()
+  config.best_eval_splits = ("tset",)
+  with pytest.raises(ValueError, match=r"best_eval_splits \['tset'\] not in .*'train_eval'"):
+    train_and_evaluate(config, str(tmp_path / "b"))
+
+
+def test_a_training_subset_is_stratified_fixed_across_seeds_and_bounded(tmp_path):
+  from mixupe_jax.train import inputs
+  config = early_stopping_config()
+  config.train_subset, config.validation_fraction = 500, 0.0
+
+  def training_split(seed):
+    config.seed = seed
+    data = inputs.build_inputs(config, local_batch_size=50, local_eval_batch_size=50,
+                               process_index=0, process_count=1)
+    images, labels, mask = zip(*data.train_eval_batches())
+    keep = np.concatenate(mask) > 0
+    return data.num_train, np.concatenate(images)[keep], np.concatenate(labels)[keep]
+
+  count, images, labels = training_split(0)
+  assert count == len(labels) == 500
+  # Each class keeps its share of the 1,347 training digits to within one row, and the total is
+  # exact: floor(500 N_c / 1347) rows plus one for the largest remainders.
+  config.train_subset = 0
+  assert training_split(0)[0] == 1347
+  shares = np.bincount(training_split(0)[2])
+  counts = np.bincount(labels)
+  assert np.all(np.abs(counts - 500 * shares / shares.sum()) < 1) and counts.sum() == 500
+  config.train_subset = 500
+  _, images_again, _ = training_split(1)
+  np.testing.assert_array_equal(images, images_again)  # The subset's seed is its own.
+  config.train_subset_seed = 1
+  assert not np.array_equal(training_split(0)[1], images)
+  config.train_subset = 5000
+  with pytest.raises(ValueError, match="train_subset = 5000 is more than the 1347 training"):
+    training_split(0)

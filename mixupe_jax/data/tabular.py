@@ -133,6 +133,20 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
   return np.sort(np.asarray(train, np.int64)), np.sort(np.asarray(test, np.int64))
 
 
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+  """Sorted row indices of exactly `size` rows, drawn with `seed`: class c keeps
+  n_c = floor(size * N_c / N) rows, and the rows left over go one each to the classes with the
+  largest remainders (Hamilton's rule), so every class keeps its share to within one row."""
+  rng = np.random.default_rng(seed)
+  classes, counts = np.unique(labels, return_counts=True)
+  quotas = size * counts / len(labels)
+  kept = np.floor(quotas).astype(np.int64)
+  kept[np.argsort(-(quotas - kept), kind="stable")[:size - kept.sum()]] += 1
+  chosen = [rng.permutation(np.flatnonzero(labels == label))[:count]
+            for label, count in zip(classes, kept)]
+  return np.sort(np.concatenate(chosen).astype(np.int64))
+
+
 def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
   """z = (x - mean_train) / std_train per column, for the train rows and each other array of rows
   (std 0 -> 1): (z_train, *z_others)."""

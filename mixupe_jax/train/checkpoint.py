@@ -88,6 +88,24 @@ class Checkpointer:
           "workdir.")
     return None
 
+  def restore_step(self, step: int, like: Any) -> Any:
+    """The checkpoint of `step`, restored with `like`'s structure, shardings and dtypes; a
+    CheckpointError names the step and folder when it is missing or unreadable."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    if step not in self.manager.all_steps():
+      raise CheckpointError(f"{self.directory} holds no checkpoint of step {step} (it holds "
+                            f"{sorted(self.manager.all_steps()) or 'none'}).")
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as error:  # orbax, tensorstore and the OS raise many kinds.
+      raise CheckpointError(f"The checkpoint of step {step} in {self.directory} cannot be "
+                            f"restored ({type(error).__name__}: {error}).") from error
+
+  def delete_after(self, step: int) -> None:
+    """Deletes every checkpoint of a step after `step`."""
+    for later in [s for s in self.manager.all_steps() if s > step]:
+      self.manager.delete(later)
+
   def _set_aside(self, step: int) -> str:
     source = os.path.join(self.directory, str(step))
     target = os.path.join(self.directory, f"unreadable-{step}-{int(time.time())}")

@@ -18,6 +18,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.dataset = "sklearn:digits"
   config.data_dir = config_dict.placeholder(str)  # TFDS data_dir.
   config.image_size = 0  # TFDS images: crop/resize to this size (0: keep the native size).
+  # > 0: train on a stratified subset of this many training examples, drawn with its own seed
+  # (the same subset for every run seed and method), before any validation split is carved.
+  config.train_subset = 0
+  config.train_subset_seed = 0
   config.validation_fraction = 0.0  # Stratified, seeded validation split carved from train.
   config.standardize = False  # Float inputs: zero mean, unit variance per position (train fit).
   config.graph_row_normalize = False  # Graphs: each node's features divided by their sum (Kipf).
@@ -34,6 +38,10 @@ def default_config() -> ml_collections.ConfigDict:
   # result is the best evaluation (every split's metrics at that step).
   config.early_stopping_patience = 0
   config.early_stopping_split = "validation"
+  # With early stopping: splits evaluated once, at the end, on the kept checkpoint of the best
+  # step (e.g. "test", and "train_eval": the training split without augmentation), instead of at
+  # every evaluation. The summary's numbers are then those of the saved model by construction.
+  config.best_eval_splits = ()
 
   # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
   config.model = model_config("mlp")  # Every option of the model, so each can be overridden.

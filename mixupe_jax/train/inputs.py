@@ -51,6 +51,12 @@ class Inputs:
   dataset_path: str | None = None
   x_bar_fingerprint: str = ""  # What x_bar depends on: names its cache file.
   graph: data_lib.GraphDataset | None = None
+  # One padded pass over the training split as evaluation sees it (no augmentation), evaluated
+  # as the split TRAIN_EVAL when a config asks for it: the fit that a regularizer trades away.
+  train_eval_batches: Callable[[], Iterator[EvalBatch]] | None = None
+
+
+TRAIN_EVAL = "train_eval"
 
 
 def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
@@ -120,13 +126,26 @@ def _load_dataset(spec: str, data_dir: str | None):
   return _load_offline(spec)
 
 
-def _split_for_validation(dataset, fraction: float, seed: int):
+def _train_subset(splits, size: int, seed: int, name: str):
+  """A stratified subset of exactly `size` training examples, drawn with `seed` (see
+  `tabular.stratified_subset`); the other splits are unchanged."""
+  if not size:
+    return splits
+  inputs, labels = splits["train"]
+  if size > len(labels):
+    raise ValueError(f"train_subset = {size} is more than the {len(labels)} training examples "
+                     f"of {name}.")
+  kept = tabular.stratified_subset(labels, size, seed)
+  return {**splits, "train": (inputs[kept], labels[kept])}
+
+
+def _split_for_validation(splits, fraction: float, seed: int):
   """Carves a seeded, stratified validation split out of the training split."""
   if not fraction:
-    return dataset.splits
-  inputs, labels = dataset.splits["train"]
+    return splits
+  inputs, labels = splits["train"]
   train, validation = tabular.stratified_split(labels, fraction, seed)
-  return {**dataset.splits, "train": (inputs[train], labels[train]),
+  return {**splits, "train": (inputs[train], labels[train]),
           "validation": (inputs[validation], labels[validation])}
 
 
@@ -145,6 +164,10 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
   data_dir = config.get("data_dir") or None
   tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
+    if config.train_subset:
+      raise ValueError(f"train_subset = {config.train_subset}: {spec} is streamed from TFDS, "
+                       "and subsets are for datasets loaded into memory (e.g. imagefolder:, "
+                       "idx:, cifar_pickle:); use a TFDS split slice instead.")
     name = tfds_name
     image_size = config.get("image_size") or None
     # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes them at the lowest DCT
@@ -178,12 +201,19 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
             padded, eval_source, num_examples=len(eval_source), preprocess=resize,
             normalize=normalize)},
         x_bar_batches=x_bar_batches, dataset_path=data_dir or None,
-        x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}")
+        x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}",
+        train_eval_batches=functools.partial(
+            padded, train_source, num_examples=len(train_source), preprocess=resize,
+            normalize=normalize))
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
+    if config.train_subset:
+      raise ValueError(f"train_subset = {config.train_subset}: {spec} is a graph, whose "
+                       "training nodes are its split's.")
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
-  splits = _split_for_validation(dataset, config.validation_fraction, config.seed)
+  splits = _train_subset(dataset.splits, config.train_subset, config.train_subset_seed, spec)
+  splits = _split_for_validation(splits, config.validation_fraction, config.seed)
   if config.standardize:
     if splits["train"][0].dtype == np.uint8:
       raise ValueError(f"standardize=True is for float features; {spec} holds uint8 images, "
@@ -224,7 +254,16 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       x_bar_batches=x_bar_batches,
       dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
       x_bar_fingerprint=(f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
-                         f"{augmented_fingerprint}"))
+                         f"{_subset_fingerprint(config)}{augmented_fingerprint}"),
+      train_eval_batches=functools.partial(padded, pipeline.ArraySource(train_x, train_y),
+                                           num_examples=len(train_x), normalize=normalize))
+
+
+def _subset_fingerprint(config) -> str:
+  """Empty without a subset, so that earlier runs' cached x_bar files keep their names."""
+  if not config.train_subset:
+    return ""
+  return f"|subset={config.train_subset},subset_seed={config.train_subset_seed}"
 
 
 def row_normalized(features: np.ndarray) -> np.ndarray:
@@ -256,7 +295,7 @@ def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: boo
       example_shape=features.shape[1:], train_batches=train_batches,
       eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
       x_bar_batches=lambda: iter([features[ids["train"]]]),
-      dataset_path=None, graph=graph)
+      dataset_path=None, graph=graph, train_eval_batches=functools.partial(one_batch, "train"))
 
 
 def compute_x_bar(inputs: Inputs) -> np.ndarray:

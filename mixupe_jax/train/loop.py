@@ -9,17 +9,22 @@ summary is returned as it is). SIGTERM saves a checkpoint at the next step bound
 with status 143; a NaN or infinite loss stops training with the step named, before any
 checkpoint of the diverged state is written. The config is validated before anything is loaded,
 and one run at a time holds the workdir (see `workdir`).
+
+With early stopping the run also keeps the checkpoint of its best evaluation in
+`workdir/best_checkpoint` (the summary names its step): the model the summary reports, which
+`evaluate_checkpoint(config, workdir)` restores and evaluates again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +40,9 @@ from mixupe_jax.train.early_stopping import EarlyStopping
 from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
+# With early stopping, the checkpoint of the best evaluation is kept here (besides the latest ones
+# in checkpoints/, for resuming): the model the summary reports.
+BEST_CHECKPOINT_DIR = "best_checkpoint"
 
 
 class Preempted(SystemExit):
@@ -107,19 +115,59 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     return _train_and_evaluate(config, workdir)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+@dataclasses.dataclass
+class Experiment:
+  """What a config builds before any step: the data, the device mesh, the initial (replicated)
+  state, the loss and the optimizer, and one eval step per split."""
+
+  config: Any
+  data: inputs_lib.Inputs
+  mesh: Any
+  batch_size: int
+  steps_per_epoch: int
+  total_steps: int
+  state: TrainState
+  loss_fn: Any
+  optimizer: Any
+  schedule: Any
+  step_key: jax.Array
+  eval_sources: dict[str, Callable]  # split -> one padded pass; TRAIN_EVAL included.
+  eval_steps: dict[str, Callable]
+  evaluated_splits: tuple[str, ...]  # Evaluated every eval_every_epochs.
+
+  def evaluate(self, state: TrainState, splits=None) -> dict[str, dict[str, float]]:
+    """Accuracy, NLL and ECE of `state` on each split (default: the evaluated splits)."""
+    results = {}
+    for split in self.evaluated_splits if splits is None else splits:
+      totals = None
+      for batch in self.eval_sources[split]():
+        sums = self.eval_steps[split](state, *global_batch(batch, self.mesh))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+      results[split] = evaluation.summarize(jax.device_get(totals))
+    return results
+
+
+def _chosen_splits(config, data: inputs_lib.Inputs, eval_sources: dict) -> tuple[str, ...]:
+  """The splits evaluated during training (config.eval_splits, default every split but the
+  training split); an unknown name in eval_splits or best_eval_splits is an error."""
+  for field in ("eval_splits", "best_eval_splits"):
+    unknown = set(config[field]) - set(eval_sources)
+    if unknown:
+      raise ValueError(f"{field} {sorted(unknown)} not in {data.name}'s splits "
+                       f"{sorted(data.eval_batches)} (or {inputs_lib.TRAIN_EVAL!r}, the "
+                       "training split without augmentation).")
+  return tuple(config.eval_splits) or tuple(data.eval_batches)
+
+
+def set_up(config) -> Experiment:
+  """Builds the `Experiment` of a validated `config` (this process's share of the data)."""
   process_index, process_count = jax.process_index(), jax.process_count()
-  is_chief = process_index == 0
   data = inputs_lib.build_inputs(
       config, local_batch_size=config.batch_size // process_count,
       local_eval_batch_size=config.eval_batch_size // process_count,
       process_index=process_index, process_count=process_count)
-  if config.eval_splits:
-    unknown = set(config.eval_splits) - set(data.eval_batches)
-    if unknown:
-      raise ValueError(f"eval_splits {sorted(unknown)} not in {data.name}'s splits "
-                       f"{sorted(data.eval_batches)}.")
-    data.eval_batches = {split: data.eval_batches[split] for split in config.eval_splits}
+  eval_sources = {**data.eval_batches, inputs_lib.TRAIN_EVAL: data.train_eval_batches}
+  evaluated_splits = _chosen_splits(config, data, eval_sources)
 
   if data.graph is not None:
     # One graph, full batch: a single device (there is no batch worth splitting).
@@ -147,16 +195,16 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     train_apply = flax_apply_fn(model, train=True)
     # One eval step (one compilation) serves every split.
     eval_step = make_eval_step(flax_apply_fn(model, train=False), mesh)
-    eval_steps = {split: eval_step for split in data.eval_batches}
+    eval_steps = {split: eval_step for split in eval_sources}
     sample = jnp.zeros((1,) + tuple(data.example_shape), jnp.float32)
   else:
     graph = data.graph
-    ids = graph.split_indices
+    ids = {**graph.split_indices, inputs_lib.TRAIN_EVAL: graph.split_indices["train"]}
     train_apply = node_apply_fn(model, graph.features, ids["train"], train=True)
     # The batch of a split is its nodes, so each split has its own apply function.
     eval_steps = {split: make_eval_step(node_apply_fn(model, graph.features, ids[split],
                                                       train=False), mesh)
-                  for split in data.eval_batches}
+                  for split in eval_sources}
     sample = jnp.asarray(graph.features)
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
   dropout_key = (jax.random.fold_in(init_key, 1)
@@ -182,13 +230,44 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config, schedule)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
-  state = parallel.replicate(state, mesh)
+  return Experiment(config=config, data=data, mesh=mesh, batch_size=batch_size,
+                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                    state=parallel.replicate(state, mesh), loss_fn=loss_fn, optimizer=optimizer,
+                    schedule=schedule, step_key=step_key, eval_sources=eval_sources,
+                    eval_steps=eval_steps, evaluated_splits=evaluated_splits)
+
+
+def evaluate_checkpoint(config, workdir: str, splits=None, *, best: bool = True
+                        ) -> tuple[int, dict[str, dict[str, float]]]:
+  """(step, metrics per split) of the run's kept best-validation checkpoint (`best=True`; the
+  model an early-stopped run reports) or of its latest one, evaluated on `splits` (default: the
+  config's evaluated splits and best_eval_splits)."""
+  validation.validate(config)
+  experiment = set_up(config)
+  folder = os.path.join(workdir, BEST_CHECKPOINT_DIR if best else "checkpoints")
+  checkpointer = checkpoint.Checkpointer(folder, max_to_keep=1 if best else
+                                         config.keep_checkpoints)
+  try:
+    state = checkpointer.restore_latest(experiment.state)
+  finally:
+    checkpointer.close()
+  if state is None:
+    raise checkpoint.CheckpointError(f"{folder} holds no checkpoint to evaluate.")
+  if splits is None:
+    splits = tuple(dict.fromkeys(experiment.evaluated_splits + tuple(config.best_eval_splits)))
+  return int(state.step), experiment.evaluate(state, splits)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  is_chief = jax.process_index() == 0
+  experiment = set_up(config)
+  data, mesh, total_steps = experiment.data, experiment.mesh, experiment.total_steps
+  steps_per_epoch, batch_size = experiment.steps_per_epoch, experiment.batch_size
 
   checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=config.keep_checkpoints)
-  restored = checkpointer.restore_latest(state)
-  if restored is not None:
-    state = restored
+  restored = checkpointer.restore_latest(experiment.state)
+  state = experiment.state if restored is None else restored
   start_step = int(state.step)
   summary_path = os.path.join(workdir, "summary.json")
   if start_step > total_steps:
@@ -210,31 +289,27 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     _truncate_log(log.path, start_step)
     with open(os.path.join(workdir, "config.json"), "w") as file:
       file.write(config.to_json_best_effort(indent=2))
-  stopper = None
+  stopper = best_checkpointer = None
   if config.early_stopping_patience:
-    if config.early_stopping_split not in data.eval_batches:
+    if config.early_stopping_split not in experiment.evaluated_splits:
       checkpointer.close()
       raise validation.ConfigError(
           f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
-          f"evaluated splits are {sorted(data.eval_batches)}.")
+          f"evaluated splits are {sorted(experiment.evaluated_splits)}.")
     records = reporting.read_log(log.path) if os.path.exists(log.path) else []
     stopper = EarlyStopping.from_log(records, config.early_stopping_split,
                                      config.early_stopping_patience)
+    best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR),
+                                                max_to_keep=1)
+    # A best step past the resumed one is saved again, identically, when the replay reaches it.
+    best_checkpointer.delete_after(start_step)
   logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
                data.name, data.num_train, data.num_classes, steps_per_epoch, total_steps,
                mesh.size, f", resuming at step {start_step}" if start_step else "")
 
-  train_step = make_train_step(loss_fn, optimizer, schedule, mesh, step_key)
-
-  def evaluate(state) -> dict[str, dict[str, float]]:
-    results = {}
-    for split, batches in data.eval_batches.items():
-      totals = None
-      for batch in batches():
-        sums = eval_steps[split](state, *global_batch(batch, mesh))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-      results[split] = evaluation.summarize(jax.device_get(totals))
-    return results
+  train_step = make_train_step(experiment.loss_fn, experiment.optimizer, experiment.schedule,
+                               mesh, experiment.step_key)
+  evaluate = experiment.evaluate
 
   pending: list[tuple[int, dict]] = []
   last_flush = [time.perf_counter(), start_step]
@@ -291,6 +366,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             log.write(done, split, split_metrics)
             postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
           stop_early = stopper is not None and stopper.update(done, results)
+          if stopper is not None and stopper.best_step == done:
+            # Before the latest checkpoint: a resume never finds a latest without its best.
+            best_checkpointer.save(done, state)
           save = save or stop_early
         progress.set_postfix(postfix, refresh=False)
         if save or preempted:
@@ -313,11 +391,19 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   summary = {"dataset": data.name, "method": config.method, "steps": total_steps,
              "final_step": final_step, "epochs": config.num_epochs}
   if stopper is not None and stopper.best is not None:
-    # The result is the best evaluation on the early-stopping split, every split at that step.
+    # The result is the best evaluation on the early-stopping split, every split at that step,
+    # and best_eval_splits evaluated once on the kept checkpoint of that step.
+    best_results = dict(stopper.best)
+    if config.best_eval_splits:
+      best_state = best_checkpointer.restore_step(stopper.best_step, state)
+      best_results.update(evaluate(best_state, tuple(config.best_eval_splits)))
     summary.update(best_step=stopper.best_step, stopped_early=final_step < total_steps,
-                   **stopper.best)
+                   best_checkpoint=os.path.join(BEST_CHECKPOINT_DIR, str(stopper.best_step)),
+                   **best_results)
   else:
     summary.update(results)
+  if best_checkpointer is not None:
+    best_checkpointer.close()
   if is_chief:
     with open(f"{summary_path}.tmp", "w") as file:
       json.dump(summary, file, indent=2)
@@ -326,4 +412,3 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                           title=f"{config.name}: {config.method} on {data.name}",
                           method=config.method)
   return summary
-

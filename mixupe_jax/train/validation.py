@@ -61,6 +61,8 @@ def validate(config) -> None:
   """Raises ConfigError for the first field that cannot work."""
   _dataset(config.dataset)
   _integer(config, "image_size", 0)
+  _integer(config, "train_subset", 0)
+  _integer(config, "train_subset_seed", 0)
   _number(config, "validation_fraction", 0.0, 1.0, high_open=True)
   _choice(config, "augment", inputs.AUGMENTATIONS)
   _integer(config, "crop_padding", 0)
@@ -106,6 +108,10 @@ def validate(config) -> None:
   if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
     _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
   _integer(config, "early_stopping_patience", 0)
+  if config.best_eval_splits and not config.early_stopping_patience:
+    _fail("best_eval_splits", tuple(config.best_eval_splits),
+          "it evaluates the best early-stopping checkpoint, so it needs "
+          "early_stopping_patience > 0")
   _integer(config, "batch_size", 1)
   _integer(config, "eval_batch_size", 1)
   _integer(config, "num_train_steps", 0)
