@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from mixupe_jax.experiments import report, runner, suites
+from mixupe_jax.train import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +27,10 @@ def test_paired_test_matches_hand_computation():
   np.testing.assert_allclose(test["t"], t, rtol=1e-9)
   np.testing.assert_allclose(test["p"], 2 * stats.t.sf(t, df=2), rtol=1e-9)
   np.testing.assert_allclose(test["p"], 0.0742, atol=1e-4)
+  # The 95% interval: 0.02 +- t_{0.975, 2} 0.01 / sqrt(3), t_{0.975, 2} = 4.3027 (tables).
+  np.testing.assert_allclose(test["ci95"], [0.02 - 4.3027 * 0.01 / np.sqrt(3),
+                                            0.02 + 4.3027 * 0.01 / np.sqrt(3)], atol=1e-6)
+  assert report.paired_test([0.9], [0.8])["ci95"] is None
   # One seed, or identical differences: no t, no p, never a made-up value.
   assert report.paired_test([0.9], [0.8])["p"] is None
   assert report.paired_test([0.9, 0.8], [0.8, 0.7])["p"] is None
@@ -106,24 +111,52 @@ def test_aggregate_pairs_three_seeds_by_seed_and_gives_the_hand_computed_p(tmp_p
 TOY_MARKDOWN = """\
 **test accuracy (%)**, mean ± std over seeds [0, 1, 2, 3]
 
-| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
-|---|---|---|---|---|
-| toy | 75.00 ± 5.00 | 75.25 ± 4.79 | +2.00 (p=0.07) | — |
-| one | 50.00 ± 0.00 | 60.00 ± 0.00 | +10.00 (p=n/a) | — |
+| dataset | mixup | mixupe |
+|---|---|---|
+| toy | 75.00 ± 5.00 | 75.25 ± 4.79 |
+| one (1 seed) | 50.00 ± 0.00 | 60.00 ± 0.00 |
+
+**test accuracy (%): paired differences**, mean [95% CI] (p)
+
+| dataset | mixupe - mixup | absent - mixup |
+|---|---|---|
+| toy | +2.00 [-0.48, +4.48] (p=0.07) | — |
+| one | +10.00 (p=n/a) | — |
 
 **test NLL**, mean ± std over seeds [0, 1, 2, 3]
 
-| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
-|---|---|---|---|---|
-| toy | 0.250 ± 0.050 | 0.247 ± 0.048 | -0.020 (p=0.07) | — |
-| one | 0.500 ± 0.000 | 0.400 ± 0.000 | -0.100 (p=n/a) | — |
+| dataset | mixup | mixupe |
+|---|---|---|
+| toy | 0.250 ± 0.050 | 0.247 ± 0.048 |
+| one (1 seed) | 0.500 ± 0.000 | 0.400 ± 0.000 |
+
+**test NLL: paired differences**, mean [95% CI] (p)
+
+| dataset | mixupe - mixup | absent - mixup |
+|---|---|---|
+| toy | -0.020 [-0.045, +0.005] (p=0.07) | — |
+| one | -0.100 (p=n/a) | — |
 
 **test ECE (15 bins)**, mean ± std over seeds [0, 1, 2, 3]
 
-| dataset | mixup | mixupe | mixupe - mixup | absent - mixup |
-|---|---|---|---|---|
-| toy | 0.100 ± 0.000 | 0.100 ± 0.000 | +0.000 (p=n/a) | — |
-| one | 0.100 ± 0.000 | 0.100 ± 0.000 | +0.000 (p=n/a) | — |
+| dataset | mixup | mixupe |
+|---|---|---|
+| toy | 0.100 ± 0.000 | 0.100 ± 0.000 |
+| one (1 seed) | 0.100 ± 0.000 | 0.100 ± 0.000 |
+
+**test ECE (15 bins): paired differences**, mean [95% CI] (p)
+
+| dataset | mixupe - mixup | absent - mixup |
+|---|---|---|
+| toy | +0.000 [+0.000, +0.000] (p=n/a) | — |
+| one | +0.000 (p=n/a) | — |
+
+**seconds per run** (final runs, mean over seeds)
+
+| dataset | mixup | mixupe |
+|---|---|---|
+| toy | 2 | 2 |
+| one | 2 | 2 |
 
 **Chosen on the validation split** (eta, sign; published = the variant's own sign)
 
@@ -139,8 +172,9 @@ Training time, all runs of the suite: 0.5 min.
 
 def test_markdown_table_written_out():
   """The whole results.md of the toy suite, every number hand-computed: accuracy means 75.00 and
-  75.25, stds 5.00 and 4.79 (sample, n - 1), d = +2.00 points with p = 0.0742 (MixupE's NLL,
-  0.2475, is 0.24749... in binary, hence 0.247)."""
+  75.25, stds 5.00 and 4.79 (sample, n - 1), d = +2.00 points with p = 0.0742 and 95% interval
+  2.00 +- 4.3027 * 1.00 / sqrt(3) = [-0.48, +4.48] (MixupE's NLL, 0.2475, is 0.24749... in
+  binary, hence 0.247); every run took 2 s."""
   suite, outcome = toy_suite_and_outcome()
   assert report.markdown(report.aggregate(suite, outcome), suite) == TOY_MARKDOWN
 
@@ -155,7 +189,7 @@ def test_no_p_below_the_rounding_cut_off_relative_to_the_mean_difference():
   two = report.paired_test([0.9, 0.7], [0.8, 0.5])  # n = 2: one degree of freedom.
   np.testing.assert_allclose(two["std_difference"], np.std([0.1, 0.2], ddof=1))
   np.testing.assert_allclose(two["p"], stats.ttest_rel([0.9, 0.7], [0.8, 0.5]).pvalue)
-  assert set(two) == {"mean_difference", "std_difference", "t", "p", "n"}
+  assert set(two) == {"mean_difference", "std_difference", "t", "p", "ci95", "n"}
 
 
 def test_mean_and_std_use_the_sample_deviation():
@@ -343,12 +377,46 @@ def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)
 def test_every_run_of_every_suite_has_a_valid_config(suite):
   for dataset in suite.datasets:
-    runs = runner.search_runs(suite, dataset) + [
-        runner.Run("final", dataset, method, seed) for method in suite.methods
-        for seed in suite.seeds]
+    runs = runner.search_runs(suite, dataset) + runner.final_runs(suite, dataset)
     for run in runs:
       config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
                                  data_dir="/data")
+      validation.validate(config)
       for size in (config.batch_size, config.eval_batch_size):
         assert size % 8 == 0, f"{run}: batch sizes should split over 8 devices"
       assert config.progress_bar is False and config.seed == run.seed
+
+
+def test_the_converged_suite_stops_early_and_reports_the_saved_model():
+  """Every final run of the converged suite stops early on a validation split that the search
+  also scores on, and reports test and training-split accuracy from the kept best checkpoint;
+  the datasets run the methods and seeds their entries name, and the quarter-batch method takes
+  the exact method's searched eta and sign."""
+  suite = suites.CONVERGED
+  chosen = {"mixupe_exact": {"eta": 0.1, "flip_sign": True},
+            "mixupe_exact_all": {"eta": 1.0, "flip_sign": False},
+            "mixupe_fast": {"eta": 1.0, "flip_sign": True}}
+  assert list(suite.datasets)[:2] == ["cifar10", "fashion_mnist"]  # The informative ones first.
+  for dataset, entry in suite.datasets.items():
+    runs = runner.final_runs(suite, dataset, chosen)
+    methods = list(dict.fromkeys(run.method for run in runs))
+    assert set(methods) == set(entry.methods or suite.methods)
+    assert {"erm", "mixup", "mixup_clean_pass", "mixupe_exact", "mixupe_fast"} <= set(methods)
+    assert len(runs) == len(methods) * len(entry.seeds or suite.seeds)
+    assert len(entry.seeds or suite.seeds) >= 3
+    for run in runs:
+      config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                                 data_dir="/data")
+      assert config.early_stopping_patience > 0 and tuple(config.eval_splits) == ("validation",)
+      assert tuple(config.best_eval_splits) == ("test", "train_eval")
+      assert config.validation_fraction > 0 or config.dataset.startswith("planetoid:")
+      if run.method == "mixupe_exact_quarter":
+        assert (config.term_fraction, config.eta, config.flip_sign) == (0.25, 0.1, True)
+      if run.method == "mixupe_fast_official":
+        assert (config.variant, config.eta, config.threshold, config.flip_sign) == (
+            "v3", 0.001, 1.0, False)
+    for run in runner.search_runs(suite, dataset):
+      config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                                 data_dir="/data")
+      assert tuple(config.eval_splits) == ("validation",) and not config.best_eval_splits
+  assert "mixupe_exact_quarter" not in suite.datasets["cifar10"].methods

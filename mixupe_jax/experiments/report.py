@@ -8,6 +8,12 @@ removes the variation the methods share. With n seeds,
     t = mean(d) / (std(d) / sqrt(n)),   p = two-sided Student-t tail with n - 1 degrees of freedom
 
 (`scipy.stats.ttest_rel`). With 3 seeds only a large, consistent difference reaches p < 0.05.
+Beside it, the 95% confidence interval of the mean difference,
+
+    mean(d) +- t_{0.975, n-1} std(d) / sqrt(n),
+
+which says how large a difference the seeds can resolve: one whose interval contains 0 is not
+resolved (t_{0.975, 2} = 4.30, so with 3 seeds the half-width is 2.5 std(d)).
 """
 
 from __future__ import annotations
@@ -35,11 +41,15 @@ def paired_test(method: list[float], baseline: list[float]) -> dict[str, float |
   from scipy import stats
 
   difference = np.asarray(method, np.float64) - np.asarray(baseline, np.float64)
-  result: dict[str, float | None] = {"mean_difference": float(difference.mean()),
-                                     "std_difference": None, "t": None, "p": None,
-                                     "n": len(difference)}
+  result: dict[str, Any] = {"mean_difference": float(difference.mean()),
+                            "std_difference": None, "t": None, "p": None, "ci95": None,
+                            "n": len(difference)}
   if len(difference) > 1:
     result["std_difference"] = float(difference.std(ddof=1))
+    half_width = (stats.t.ppf(0.975, len(difference) - 1) * result["std_difference"]
+                  / np.sqrt(len(difference)))
+    result["ci95"] = [result["mean_difference"] - half_width,
+                      result["mean_difference"] + half_width]
     # Differences equal up to rounding (e.g. 0.9 - 0.8 and 0.8 - 0.7) have no defined t.
     if result["std_difference"] > 1e-9 * max(1.0, abs(result["mean_difference"])):
       test = stats.ttest_rel(method, baseline)
@@ -66,6 +76,13 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
       for name, *_ in METRICS:
         if finished:
           entry[name] = mean_and_std(entry["per_seed"][name])
+      if chosen:
+        entry["seconds_per_run"] = entry["seconds"] / len(chosen)
+        if all("cpu_seconds" in r for r in chosen):
+          entry["cpu_seconds_per_run"] = sum(r["cpu_seconds"] for r in chosen) / len(chosen)
+      for name, values in _run_statistics(finished).items():
+        entry["per_seed"][name] = values
+        entry[name] = mean_and_std(values)
       table[dataset][method] = entry
     comparisons = {}
     for method, baseline in suite.comparisons:
@@ -83,10 +100,42 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
       "total_run_seconds": sum(run["seconds"] for run in runs) + sum(
           entry["seconds"] for dataset in outcome["search"].values()
           for entries in dataset.values() for entry in entries),
+      # CPU seconds where every run recorded them (runs of suites before cpu_seconds lack them).
+      "total_cpu_seconds": (sum(run["cpu_seconds"] for run in runs) + sum(
+          entry["cpu_seconds"] for dataset in outcome["search"].values()
+          for entries in dataset.values() for entry in entries)
+          if all("cpu_seconds" in run for run in runs) and all(
+              "cpu_seconds" in entry for dataset in outcome["search"].values()
+              for entries in dataset.values() for entry in entries) else None),
       "wall_seconds_this_invocation": seconds,
       "chosen": outcome["chosen"], "search": outcome["search"], "results": table,
       "curves": {f"{r['dataset']}/{r['method']}/seed={r['seed']}": r["curves"] for r in runs},
   }
+
+
+def _run_statistics(finished: list[dict[str, Any]]) -> dict[str, list[float]]:
+  """Per-seed values that runs of early-stopping suites carry (each only when every finished run
+  has it): the reported model's accuracy on the unaugmented training split, its step, and the
+  fraction of examples the MixupE term acted on, averaged over training."""
+  values: dict[str, list[float]] = {}
+  candidates = {
+      "train_accuracy": lambda r: r["metrics"].get("train_eval", {}).get("accuracy"),
+      "best_step": lambda r: r.get("best_step"),
+      "active_fraction": lambda r: (float(np.mean([v for _, v in r["curves"]["active_fraction"]]))
+                                    if r.get("curves", {}).get("active_fraction") else None),
+  }
+  for name, read in candidates.items():
+    found = [read(r) for r in finished]
+    if found and all(v is not None for v in found):
+      values[name] = found
+  return values
+
+
+# Tables of the per-run statistics above, where a suite has them: (key, title, scale, digits).
+RUN_STATISTICS = (("train_accuracy", "training-split accuracy (%) of the reported model", 100.0, 2),
+                  ("active_fraction", "fraction of examples the MixupE term acts on (%), mean over "
+                   "training", 100.0, 1),
+                  ("best_step", "step of the reported (best validation) model", 1.0, 0))
 
 
 def _cell(statistics: dict[str, float] | None, scale: float, digits: int) -> str:
@@ -99,36 +148,62 @@ def _difference(test: dict[str, Any] | None, scale: float, digits: int) -> str:
   if not test:
     return "—"
   p = "n/a" if test["p"] is None else f"{test['p']:.2f}"
-  return f"{test['mean_difference'] * scale:+.{digits}f} (p={p})"
+  interval = ("" if test.get("ci95") is None else
+              " [" + ", ".join(f"{bound * scale:+.{digits}f}" for bound in test["ci95"]) + "]")
+  return f"{test['mean_difference'] * scale:+.{digits}f}{interval} (p={p})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+          + [f"| {' | '.join(row)} |" for row in rows] + [""])
 
 
 def markdown(results: dict[str, Any], suite) -> str:
-  """One table per metric (datasets x methods, then MixupE - Mixup with its paired p), then the
-  chosen eta and sign."""
+  """Per metric, a table of datasets x methods and one of the paired differences (mean, 95% CI,
+  p); then the per-run statistics the suite has, the time per run, and the chosen eta and sign."""
   methods = list(suite.methods)
   comparisons = [f"{m} - {b}" for m, b in suite.comparisons]
+  entries = results["results"]
+  seeds = {d: max((len(e[m]["seeds"]) for m in methods if m in e), default=0)
+           for d, e in entries.items()}
+  label = {d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})" for d, n in seeds.items()}
   lines = []
   for name, title, scale, digits in METRICS:
-    lines += [f"**{title}**, mean ± std over seeds {results['seeds']}", "",
-              "| dataset | " + " | ".join(methods + comparisons) + " |",
-              "|---" * (1 + len(methods) + len(comparisons)) + "|"]
-    for dataset, entry in results["results"].items():
-      cells = [_cell(entry[m].get(name), scale, digits) for m in methods]
-      cells += [_difference(entry["comparisons"].get(c, {}).get(name), scale, digits)
-                for c in comparisons]
-      lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += [f"**{title}**, mean ± std over seeds {results['seeds']}", ""]
+    lines += _table(["dataset"] + methods,
+                    [[label[d]] + [_cell(e[m].get(name), scale, digits) for m in methods]
+                     for d, e in entries.items()])
+    lines += [f"**{title}: paired differences**, mean [95% CI] (p)", ""]
+    lines += _table(["dataset"] + comparisons,
+                    [[d] + [_difference(e["comparisons"].get(c, {}).get(name), scale, digits)
+                            for c in comparisons] for d, e in entries.items()])
+  for name, title, scale, digits in RUN_STATISTICS:
+    shown = [m for m in methods if any(name in e.get(m, {}) for e in entries.values())]
+    if shown:
+      lines += [f"**{title}**, mean ± std over seeds", ""]
+      lines += _table(["dataset"] + shown,
+                      [[d] + [_cell(e[m].get(name), scale, digits) for m in shown]
+                       for d, e in entries.items()])
+  for key, title in (("seconds_per_run", "seconds per run"),
+                     ("cpu_seconds_per_run", "CPU seconds per run (all threads)")):
+    if any(key in e.get(m, {}) for e in entries.values() for m in methods):
+      lines += [f"**{title}** (final runs, mean over seeds)", ""]
+      lines += _table(["dataset"] + methods,
+                      [[d] + [f"{e[m][key]:.0f}" if key in e[m] else "—" for m in methods]
+                       for d, e in entries.items()])
   searched = [method for method, entry in suite.methods.items() if entry.searched]
   lines += ["**Chosen on the validation split** (eta, sign; published = the variant's own sign)", "",
             "| dataset | " + " | ".join(searched) + " |", "|---" * (1 + len(searched)) + "|"]
   for dataset, chosen in results["chosen"].items():
     cells = [f"{chosen[m]['eta']:g}, {'flipped' if chosen[m]['flip_sign'] else 'published'}"
-             for m in searched]
+             if m in chosen else "—" for m in searched]
     lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
   diverged = [f"{d}/{m} seeds {e['diverged_seeds']}" for d, entry in results["results"].items()
               for m, e in entry.items() if m != "comparisons" and e["diverged_seeds"]]
   lines += ["", f"Diverged (NaN loss) runs: {', '.join(diverged) if diverged else 'none'}.",
-            f"Training time, all runs of the suite: {results['total_run_seconds'] / 60:.1f} min."]
+            f"Training time, all runs of the suite: {results['total_run_seconds'] / 60:.1f} min"
+            + ("." if results.get("total_cpu_seconds") is None else
+               f" ({results['total_cpu_seconds'] / 3600:.2f} CPU-hours).")]
   return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import ml_collections
 
 from mixupe_jax import data as data_lib
-from mixupe_jax.experiments.suites import Suite
+from mixupe_jax.experiments.suites import Suite, dataset_methods, dataset_seeds
 from mixupe_jax.train import reporting
 from mixupe_jax.train.loop import train_and_evaluate
 
@@ -102,10 +102,20 @@ def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
   config.name = f"{suite.name}/{run.relative_dir}"
   if run.eta is not None:
     config.eta, config.flip_sign = run.eta, run.flip_sign
+  early_stopping = config.early_stopping_patience > 0
   if run.stage == "search":
-    if not _is_graph(config.dataset):
-      config.validation_fraction = suite.validation_fraction
+    apply_overrides(config, suite.datasets[run.dataset].search_overrides, data_dir)
+  own_fraction = "validation_fraction" in suite.datasets[run.dataset].overrides
+  if (run.stage == "search" or early_stopping) and not (_is_graph(config.dataset)
+                                                        or own_fraction):
+    config.validation_fraction = suite.validation_fraction
+  if run.stage == "search":
     config.eval_splits = ("validation",)
+  elif early_stopping:
+    # Stopped on validation; test and the training split evaluated once, on the kept checkpoint
+    # of the best validation step: the reported model is the saved one.
+    config.eval_splits = ("validation",)
+    config.best_eval_splits = ("test", "train_eval")
   else:
     config.eval_splits = ("test",)
   return config
@@ -131,8 +141,25 @@ def check_data(suite: Suite, *, configs_dir: str, data_dir: str) -> None:
 
 def search_runs(suite: Suite, dataset: str) -> list[Run]:
   return [Run("search", dataset, method, suite.search_seed, eta, flip_sign)
-          for method, entry in suite.methods.items() if entry.searched
+          for method in dataset_methods(suite, dataset) if suite.methods[method].searched
           for eta in suite.eta_grid for flip_sign in suite.sign_grid]
+
+
+def final_runs(suite: Suite, dataset: str,
+               chosen: dict[str, dict[str, Any]] | None = None) -> list[Run]:
+  """Every method of `dataset` at every seed, seed by seed (so that a suite stopped part way has
+  every method at its first seeds); a searched method (or one that takes another's search)
+  carries the chosen eta and flip_sign (`chosen`: method -> {eta, flip_sign})."""
+  runs = []
+  for seed in dataset_seeds(suite, dataset):
+    for method in dataset_methods(suite, dataset):
+      entry = suite.methods[method]
+      source = entry.search_as or (method if entry.searched else None)
+      run = Run("final", dataset, method, seed)
+      if source is not None and chosen is not None:
+        run = dataclasses.replace(run, **chosen[source])
+      runs.append(run)
+  return runs
 
 
 def stored_result_path(store: str, run: Run) -> str:
@@ -163,8 +190,14 @@ def _write_json(path: str, value: Any) -> None:
   os.replace(temporary, path)
 
 
+# Training metrics kept as curves besides the loss, where the method logs them: how much of the
+# batch the MixupE term acts on, its size beside the Mixup loss, the clean batch's accuracy.
+TRAINING_CURVES = ("active_fraction", "penalty", "mixup_loss", "clean_accuracy")
+
+
 def _curves(directory: str) -> dict[str, list[list[float]]]:
-  """Per split, [step, value] pairs: training loss, and accuracy of each evaluated split."""
+  """[step, value] pairs: the training loss ("train"), each evaluated split's accuracy, and the
+  TRAINING_CURVES the run logged."""
   curves: dict[str, list[list[float]]] = {}
   path = os.path.join(directory, reporting.METRICS_FILE)
   for record in reporting.read_log(path) if os.path.exists(path) else []:
@@ -172,6 +205,10 @@ def _curves(directory: str) -> dict[str, list[list[float]]]:
     value = record.get("loss") if split == "train" else record.get("accuracy")
     if value is not None:
       curves.setdefault(split, []).append([record["step"], value])
+    if split == "train":
+      for name in TRAINING_CURVES:
+        if name in record:
+          curves.setdefault(name, []).append([record["step"], record[name]])
   return curves
 
 
@@ -180,24 +217,50 @@ def execute(run: Run, config: ml_collections.ConfigDict, workdir: str,
   """Trains one run (resuming its checkpoint if any) and writes its result.json (and its copy in
   the store)."""
   directory = os.path.join(workdir, run.relative_dir)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   try:
     summary, status, error = train_and_evaluate(config, directory), "finished", None
   except FloatingPointError as diverged:
     summary, status, error = {}, "diverged", str(diverged)
+  finally:
+    # Every attempt's time, an interrupted one's included (a kill -9 aside), kept with the run.
+    attempts = _record_attempt(directory, time.perf_counter() - start,
+                               time.process_time() - cpu_start)
   result = {
       **dataclasses.asdict(run), "status": status, "error": error,
-      "seconds": time.perf_counter() - start,  # Of the attempt that finished it.
+      "seconds": attempts[-1]["seconds"],  # Of the attempt that finished it.
+      # CPU seconds of every thread of the process, summed over attempts: unlike wall time, not
+      # lengthened by a pause (SIGSTOP) or, to first order, by other load on the machine.
+      "cpu_seconds": sum(attempt["cpu_seconds"] for attempt in attempts),
+      "attempts": len(attempts),
       "variant": config.variant, "alpha": config.alpha, "eta": config.eta,
       "flip_sign": config.flip_sign, "config_method": config.method,
       "metrics": {split: metrics for split, metrics in summary.items()
                   if isinstance(metrics, dict)},
       "curves": _curves(directory),
   }
+  for name in ("best_step", "final_step", "steps", "stopped_early"):
+    if name in summary:
+      result[name] = summary[name]
   _write_json(os.path.join(directory, RESULT_FILE), result)
   if store:
     _write_json(stored_result_path(store, run), result)
   return result
+
+
+ATTEMPTS_FILE = "attempts.json"
+
+
+def _record_attempt(directory: str, seconds: float, cpu_seconds: float) -> list[dict[str, float]]:
+  """Appends one attempt's wall and CPU seconds to the run's attempts file; returns them all."""
+  path = os.path.join(directory, ATTEMPTS_FILE)
+  attempts = []
+  if os.path.exists(path):
+    with open(path) as file:
+      attempts = json.load(file)
+  attempts.append({"seconds": seconds, "cpu_seconds": cpu_seconds})
+  _write_json(path, attempts)
+  return attempts
 
 
 def search_score(result: dict[str, Any]) -> tuple[float, float]:
@@ -228,8 +291,7 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
                      f"{', '.join(suite.datasets)}.")
   check_data(dataclasses.replace(suite, datasets={d: suite.datasets[d] for d in datasets}),
              configs_dir=configs_dir, data_dir=data_dir)
-  final_per_dataset = len(suite.methods) * len(suite.seeds)
-  total = sum(len(search_runs(suite, d)) + final_per_dataset for d in datasets)
+  total = sum(len(search_runs(suite, d)) + len(final_runs(suite, d)) for d in datasets)
   progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
   search: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -256,12 +318,8 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
       chosen[dataset] = {method: choose(found) for method, found in searched.items()}
       search[dataset] = {method: [_search_entry(result) for result in found]
                          for method, found in searched.items()}
-      for method, entry in suite.methods.items():
-        for seed in suite.seeds:
-          run = Run("final", dataset, method, seed)
-          if entry.searched:
-            run = dataclasses.replace(run, **chosen[dataset][method])
-          results.append(perform(run))
+      for run in final_runs(suite, dataset, chosen[dataset]):
+        results.append(perform(run))
   finally:
     progress.close()
   return {"chosen": chosen, "search": search, "runs": results}
@@ -270,6 +328,9 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
 def _search_entry(result: dict[str, Any]) -> dict[str, Any]:
   """One row of the search table: {eta, flip_sign, status, seconds, validation accuracy, nll}."""
   validation = result["metrics"].get("validation", {})
-  return {"eta": result["eta"], "flip_sign": result["flip_sign"], "status": result["status"],
-          "seconds": result["seconds"],
-          "accuracy": validation.get("accuracy"), "nll": validation.get("nll")}
+  entry = {"eta": result["eta"], "flip_sign": result["flip_sign"], "status": result["status"],
+           "seconds": result["seconds"],
+           "accuracy": validation.get("accuracy"), "nll": validation.get("nll")}
+  if "cpu_seconds" in result:
+    entry["cpu_seconds"] = result["cpu_seconds"]
+  return entry
