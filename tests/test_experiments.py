@@ -351,6 +351,20 @@ def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path,
   assert os.path.exists(runner.stored_result_path(str(store), missing))
   assert [r["metrics"] for r in third["runs"]] == [r["metrics"] for r in first["runs"]]
 
+  # A partial reading (train=False) trains nothing, names what is missing and labels the table.
+  monkeypatch.setattr(runner, "execute", no_training)
+  unsearched = runner.search_runs(suites.TINY, "digits")[0]
+  for run in (missing, unsearched):
+    os.remove(runner.stored_result_path(str(store), run))
+  partial = runner.run_suite(suites.TINY, str(tmp_path / "session4"), store=str(store),
+                             train=False)
+  assert partial["missing"] == [unsearched.relative_dir, missing.relative_dir]
+  assert "mixupe_exact" not in partial["chosen"]["digits"]
+  assert partial["chosen"]["iris"] == first["chosen"]["iris"]
+  assert len(partial["runs"]) == len(first["runs"]) - 1
+  table = report.markdown(report.aggregate(suites.TINY, partial), suites.TINY)
+  assert table.startswith("**Partial suite**: 6 runs finished, 2 not yet")  # Of 2 x (2 + 2).
+
 
 def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
   ablation, cpu = suites.BN_ABLATION, suites.CPU

@@ -6,7 +6,8 @@ Runs go to --workdir (default workdir/experiments/<suite>, or the folder of the 
 reuses), each finished run's result file also to --store (default: the suite's, results/runs/cpu
 for the cpu suite, committed, so a rerun in a fresh checkout trains only what is missing), the
 table to --results_dir (default: the suite's results_dir, results/ for the cpu suite, else the
-workdir).
+workdir). --report_only trains nothing and writes the table of what is finished (labelled partial
+when runs are missing), e.g. while the suite runs in another process.
 """
 
 import logging
@@ -28,6 +29,8 @@ flags.DEFINE_string("results_dir", None, "Where results.json and results.md go."
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding the offline datasets.")
 flags.DEFINE_string("configs_dir", runner.DEFAULT_CONFIGS_DIR, "The configs/ folder.")
 flags.DEFINE_list("datasets", None, "Only these datasets of the suite (default: all).")
+flags.DEFINE_bool("report_only", False, "Train nothing: write the table of the runs finished so "
+                  "far (a partial suite's reading, labelled as such).")
 flags.DEFINE_string("store", None, "Folder of finished runs' result files kept across sessions "
                     "(default: the suite's, results/runs/cpu for cpu and bn_ablation; '' for none).")
 
@@ -49,7 +52,8 @@ def main(argv):
   start = time.perf_counter()
   store = suite.store if FLAGS.store is None else (FLAGS.store or None)
   outcome = runner.run_suite(suite, workdir, configs_dir=FLAGS.configs_dir,
-                             data_dir=FLAGS.data_dir, datasets=FLAGS.datasets, store=store)
+                             data_dir=FLAGS.data_dir, datasets=FLAGS.datasets, store=store,
+                             train=not FLAGS.report_only)
   results = report.aggregate(suite, outcome, seconds=time.perf_counter() - start)
   json_path, markdown_path = report.write(results, suite, results_dir)
   with open(markdown_path) as file:

@@ -109,6 +109,7 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
               for entries in dataset.values() for entry in entries) else None),
       "wall_seconds_this_invocation": seconds,
       "chosen": outcome["chosen"], "search": outcome["search"], "results": table,
+      "missing_runs": outcome.get("missing", []),
       "curves": {f"{r['dataset']}/{r['method']}/seed={r['seed']}": r["curves"] for r in runs},
   }
 
@@ -168,6 +169,12 @@ def markdown(results: dict[str, Any], suite) -> str:
            for d, e in entries.items()}
   label = {d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})" for d, n in seeds.items()}
   lines = []
+  if results.get("missing_runs"):
+    finished = len(results["curves"]) + sum(len(entries) for dataset in results["search"].values()
+                                            for entries in dataset.values())
+    lines += [f"**Partial suite**: {finished} runs finished, {len(results['missing_runs'])} "
+              "not yet; the tables show the finished ones (a method missing at a seed is left out "
+              "of that seed's pairs).", ""]
   for name, title, scale, digits in METRICS:
     lines += [f"**{title}**, mean ± std over seeds {results['seeds']}", ""]
     lines += _table(["dataset"] + methods,

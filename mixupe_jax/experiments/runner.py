@@ -156,7 +156,8 @@ def final_runs(suite: Suite, dataset: str,
       entry = suite.methods[method]
       source = entry.search_as or (method if entry.searched else None)
       run = Run("final", dataset, method, seed)
-      if source is not None and chosen is not None:
+      # A final run's directory does not name eta, so a partial reading finds it without one.
+      if source is not None and chosen is not None and source in chosen:
         run = dataclasses.replace(run, **chosen[source])
       runs.append(run)
   return runs
@@ -279,9 +280,11 @@ def choose(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_DIR,
               data_dir: str = "../shared/data", datasets: list[str] | None = None,
-              store: str | None = None) -> dict[str, Any]:
+              store: str | None = None, train: bool = True) -> dict[str, Any]:
   """Runs (or finishes) every run of `suite` under `workdir`, taking finished runs from the
-  workdir or the `store` folder; returns {chosen, search, runs}."""
+  workdir or the `store` folder; returns {chosen, search, runs, missing}. With `train=False`
+  nothing trains: the outcome holds the finished runs, `missing` names the others (a partial
+  suite's reading), and a method whose search is incomplete has no chosen eta yet."""
   from tqdm.auto import tqdm
 
   datasets = list(datasets or suite.datasets)
@@ -296,9 +299,13 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
   search: dict[str, dict[str, list[dict[str, Any]]]] = {}
   results: list[dict[str, Any]] = []
+  missing: list[str] = []
 
-  def perform(run: Run) -> dict[str, Any]:
+  def perform(run: Run) -> dict[str, Any] | None:
     result = read_result(workdir, run, store)
+    if result is None and not train:
+      missing.append(run.relative_dir)
+      return None
     if result is None:
       result = execute(run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir),
                        workdir, store)
@@ -314,15 +321,23 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
     for dataset in datasets:
       searched: dict[str, list[dict[str, Any]]] = {}
       for run in search_runs(suite, dataset):
-        searched.setdefault(run.method, []).append(perform(run))
-      chosen[dataset] = {method: choose(found) for method, found in searched.items()}
+        searched.setdefault(run.method, [])
+        result = perform(run)
+        if result is not None:
+          searched[run.method].append(result)
+      complete = {method for method, found in searched.items()
+                  if len(found) == len(suite.eta_grid) * len(suite.sign_grid)}
+      chosen[dataset] = {method: choose(searched[method]) for method in searched
+                         if method in complete}
       search[dataset] = {method: [_search_entry(result) for result in found]
-                         for method, found in searched.items()}
+                         for method, found in searched.items() if found}
       for run in final_runs(suite, dataset, chosen[dataset]):
-        results.append(perform(run))
+        result = perform(run)
+        if result is not None:
+          results.append(result)
   finally:
     progress.close()
-  return {"chosen": chosen, "search": search, "runs": results}
+  return {"chosen": chosen, "search": search, "runs": results, "missing": missing}
 
 
 def _search_entry(result: dict[str, Any]) -> dict[str, Any]:
