@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from mixupe_jax.data.base import ArrayDataset, DataError, require_file
+from mixupe_jax.data.base import ArrayDataset, DataError, is_system_entry, require_file
 from mixupe_jax.data.tabular import stratified_split
 
 KEY_SETS = (("x_train", "y_train", "x_test", "y_test"), ("x", "y"))
@@ -67,7 +67,8 @@ def load_arrays(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Arra
   """`path` is an .npz file or a folder of .npy files with the keys of KEY_SETS."""
   require_file(path, "array file (.npz) or folder of .npy files")
   if os.path.isdir(path):
-    present = {name[:-4] for name in os.listdir(path) if name.endswith(".npy")}
+    present = {name[:-4] for name in os.listdir(path)
+               if name.endswith(".npy") and not is_system_entry(name)}
     read = lambda key: np.load(os.path.join(path, key + ".npy"), allow_pickle=False)
   else:
     try:
@@ -104,4 +105,4 @@ def load_arrays(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Arra
     x_train, x_test, y_train, y_test = x[train], x[test], y[train], y[test]
   name = f"arrays:{os.path.basename(os.path.normpath(path))}"
   return ArrayDataset(name, {"train": (x_train, y_train), "test": (x_test, y_test)},
-                      num_classes, names)
+                      num_classes, names, source=path)

@@ -100,7 +100,7 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
                     f"{test_indices.start}-{test_indices.stop - 1} of every digit and speaker "
                     f"({len(splits['train'][0])} training recordings found).")
   return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, FSDD_WINDOWS), 10,
-                      tuple(str(d) for d in range(10)))
+                      tuple(str(d) for d in range(10)), source=path)
 
 
 def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float = 1.0,
@@ -137,7 +137,7 @@ def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float
     raise DataError(f"{path} has no {' or '.join(empty)} recordings (the split lists name files "
                     "that are not there, or every file).")
   return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
-                      len(class_names), class_names)
+                      len(class_names), class_names, source=path)
 
 
 def _stack_splits(splits, sample_rate: int, duration: float, windows: dict[str, int]):
@@ -188,4 +188,4 @@ def load_tfds_audio(name: str, data_dir: str | None = None, *, duration: float =
   # ArrayDataset checks every label against num_classes.
   return ArrayDataset(f"tfds:{name}", _stack_splits(splits, sample_rate, duration, windows),
                       label_feature.num_classes,
-                      tuple(label_feature.names))
+                      tuple(label_feature.names), source=data_dir or "")

@@ -35,9 +35,24 @@ def require_file(path: str | os.PathLike, what: str) -> str:
   return path
 
 
+# What operating systems and archivers add beside the data: macOS's resource forks (`__MACOSX/`,
+# `._<name>`) and folder settings (`.DS_Store`), Windows' thumbnail caches and folder settings.
+SYSTEM_FOLDERS = ("__MACOSX",)
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")
+
+
+def is_system_entry(name: str) -> bool:
+  """Whether a '/'-separated member name is such an artifact: a component that is hidden (starts
+  with '.', which covers `._<name>` and `.DS_Store`) or a system folder, or a system file."""
+  parts = [part for part in name.split("/") if part]
+  return (any(part.startswith(".") or part in SYSTEM_FOLDERS for part in parts)
+          or (bool(parts) and parts[-1].lower() in SYSTEM_FILES))
+
+
 def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], bytes]]:
   """(file names relative to `path`, '/'-separated; reader(name) -> bytes) for a folder (walked
-  recursively) or a zip file; `layout` describes the expected content for the error message."""
+  recursively) or a zip file, without the system entries `is_system_entry` names; `layout`
+  describes the expected content for the error message."""
   if zipfile.is_zipfile(path):
     archive = zipfile.ZipFile(path)
 
@@ -47,10 +62,12 @@ def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], byt
       except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}:{name} cannot be read from the archive ({error}).") from error
 
-    return [n for n in archive.namelist() if not n.endswith("/")], read_member
+    return [n for n in archive.namelist()
+            if not n.endswith("/") and not is_system_entry(n)], read_member
   if os.path.isdir(path):
     names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
              for root, _, files in os.walk(path) for f in files]
+    names = [name for name in names if not is_system_entry(name)]
 
     def read(name):
       with open(os.path.join(path, name), "rb") as file:
@@ -64,21 +81,20 @@ def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], byt
 class ArrayDataset:
   """A classification dataset held in memory: splits name -> (inputs [N, ...], labels int32 [N]).
 
-  Images are uint8 [N, H, W, C]; features and spectrograms are float32.
+  Images are uint8 [N, H, W, C]; features and spectrograms are float32. `source` is the file or
+  folder it was read from (named in errors). Building one checks `invariants`.
   """
 
   name: str
   splits: dict[str, tuple[np.ndarray, np.ndarray]]
   num_classes: int
   class_names: tuple[str, ...] = ()
+  source: str = ""
 
   def __post_init__(self):
-    for split, (inputs, labels) in self.splits.items():
-      where = f"{self.name} {split}"
-      if len(inputs) != len(labels):
-        raise DataError(f"{where}: {len(inputs)} inputs but {len(labels)} labels.")
-      check_inputs(inputs, where)
-      check_labels(labels, self.num_classes, where)
+    from mixupe_jax.data import invariants  # It raises this module's DataError.
+    invariants.check_array_dataset(self.name, self.splits, self.num_classes, self.class_names,
+                                   self.source)
 
   def inputs(self, split: str) -> np.ndarray:
     return self._split(split)[0]
@@ -94,7 +110,8 @@ class ArrayDataset:
 
 @dataclasses.dataclass(frozen=True)
 class GraphDataset:
-  """Node classification on one graph: features [N, D], a symmetric adjacency, node index splits."""
+  """Node classification on one graph: features [N, D], a symmetric adjacency, node index splits.
+  Building one checks `invariants`."""
 
   name: str
   features: np.ndarray  # float32 [N, D]
@@ -102,29 +119,9 @@ class GraphDataset:
   labels: np.ndarray  # int32 [N]
   split_indices: dict[str, np.ndarray]  # "train" / "validation" / "test" -> int64 node ids
   num_classes: int
+  source: str = ""
 
   def __post_init__(self):
-    check_labels(self.labels, self.num_classes, self.name)
-
-
-def check_inputs(inputs: np.ndarray, where: str) -> None:
-  """Inputs are uint8 images or finite floating features."""
-  inputs = np.asarray(inputs)
-  if inputs.dtype != np.uint8 and not np.issubdtype(inputs.dtype, np.floating):
-    raise DataError(f"{where}: inputs of dtype {inputs.dtype}; expected uint8 images or floating "
-                    "features.")
-  if np.issubdtype(inputs.dtype, np.floating) and inputs.size and not np.all(np.isfinite(inputs)):
-    position = np.argwhere(~np.isfinite(inputs))[0]
-    value = inputs[tuple(position)]
-    raise DataError(f"{where}: input {int(position[0])} holds {value} at position "
-                    f"{tuple(int(p) for p in position[1:])}; inputs must be finite.")
-
-
-def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
-  """Labels must be integers in [0, num_classes)."""
-  labels = np.asarray(labels)
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise DataError(f"{where}: labels of dtype {labels.dtype}; expected integer class ids.")
-  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    bad = labels.min() if labels.min() < 0 else labels.max()
-    raise DataError(f"{where}: label {bad} is out of range [0, {num_classes - 1}].")
+    from mixupe_jax.data import invariants
+    invariants.check_graph_dataset(self.name, self.features, self.labels, self.split_indices,
+                                   self.num_classes, self.source)

@@ -100,7 +100,10 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
   adjacency.setdiag(0)
   adjacency.eliminate_zeros()
   num_train = len(y)
-  splits = {"train": np.arange(num_train), "validation": np.arange(num_train, num_train + 500),
+  # The standard validation nodes are the 500 after the training ones, among the labelled allx
+  # nodes (fewer in a graph that small).
+  splits = {"train": np.arange(num_train),
+            "validation": np.arange(num_train, min(num_train + 500, num_known)),
             "test": test_sorted}
   for split, nodes in splits.items():
     rows_of_split = labels_onehot[nodes]
@@ -113,4 +116,4 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
                       "silently become class 0).")
   return GraphDataset(name, np.asarray(features.todense(), np.float32), adjacency.tocsr(),
                       np.argmax(labels_onehot, 1).astype(np.int32), splits,
-                      labels_onehot.shape[1])
+                      labels_onehot.shape[1], source=directory)

@@ -68,11 +68,13 @@ def load_idx_dataset(directory: str, name: str = "idx") -> ArrayDataset:
                       f"and minimum {labels.min() if labels.size else 'none'}.")
     splits[split] = (images[..., None], labels.astype(np.int32))
     label_files[split] = labels_path
-  num_classes = int(splits["train"][1].max()) + 1
+  train_labels = splits["train"][1]
+  # An empty training split is named by the dataset invariants (ArrayDataset).
+  num_classes = int(train_labels.max()) + 1 if train_labels.size else 1
   test_labels = splits["test"][1]
   if test_labels.size and test_labels.max() >= num_classes:
     bad = int(test_labels.max())
     raise DataError(f"{label_files['test']}: label {bad} (example "
                     f"{int(np.argmax(test_labels == bad))}) is not one of the training classes "
                     f"0..{num_classes - 1} of {label_files['train']}.")
-  return ArrayDataset(name, splits, num_classes)
+  return ArrayDataset(name, splits, num_classes, source=directory)

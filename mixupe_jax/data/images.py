@@ -68,7 +68,7 @@ def load_image_folder(path: str, name: str = "imagefolder",
     if len(shapes) != 1:
       raise DataError(f"{path} {split}: images of different shapes {sorted(shapes)[:3]}.")
     arrays[split] = (np.stack(images), np.asarray(labels, np.int32))
-  return ArrayDataset(name, arrays, len(class_names), class_names)
+  return ArrayDataset(name, arrays, len(class_names), class_names, source=path)
 
 
 def _unpickle(path: str) -> dict:
@@ -118,7 +118,7 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
       bad = int(split_labels.min() if split_labels.min() < 0 else split_labels.max())
       raise DataError(f"{directory} {split}: label {bad} is not one of the {len(class_names)} "
                       f"classes of {meta_path}.")
-  return ArrayDataset(name, splits, len(class_names), class_names)
+  return ArrayDataset(name, splits, len(class_names), class_names, source=directory)
 
 
 def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
@@ -171,4 +171,4 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
         raise DataError(f"{path}:{member} has no line in {annotations}.")
       test.append((member, val_labels[parts[2]]))
   return ArrayDataset(name, {"train": collect(train, "train"), "test": collect(test, "val")},
-                      len(wnids), tuple(wnids))
+                      len(wnids), tuple(wnids), source=path)

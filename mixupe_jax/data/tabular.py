@@ -238,7 +238,7 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
   to_ids = lambda values: np.asarray([label_ids[v] for v in values], np.int32)
   return ArrayDataset(f"uci:{name}", {"train": (train_x, to_ids(train_labels)),
                                       "test": (test_x, to_ids(test_labels))},
-                      len(classes), tuple(classes))
+                      len(classes), tuple(classes), source=directory)
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -350,4 +350,5 @@ def load_csv(path: str, *, label: str | int | None = None, test: str | None = No
   train_x, test_x = preprocess_columns(train_rows, test_rows, path)
   return ArrayDataset(f"csv:{os.path.basename(path)}",
                       {"train": (train_x, to_ids(train_labels)),
-                       "test": (test_x, to_ids(test_labels))}, len(classes), tuple(classes))
+                       "test": (test_x, to_ids(test_labels))}, len(classes), tuple(classes),
+                      source=path)

@@ -74,6 +74,22 @@ def _truncate_log(path: str, last_step: int) -> None:
       file.writelines(json.dumps(r) + "\n" for r in kept)
 
 
+def _non_finite_loss_message(loss: float, step: int, dataset: str, latest_step: int | None,
+                             folder: str) -> str:
+  """Why training stopped, and what to suspect: at the very first step the data (the parameters
+  are fresh and nothing has been updated yet), later the update."""
+  if step == 1:
+    cause = (f"The training loss is {loss} at step 1 (the first batch, before any update): the "
+             f"inputs or labels of {dataset} may be non-finite or unusable (or the loss overflows "
+             "at these settings)")
+  else:
+    cause = (f"The training loss is {loss} at step {step} (the update from step {step - 1}); "
+             "the update diverged (a smaller learning_rate or eta may help)")
+  kept = ("no checkpoint yet" if latest_step is None
+          else f"the last good checkpoint is step {latest_step} in {folder}")
+  return f"{cause}. Training stopped; {kept}."
+
+
 def start_distributed(config) -> None:
   """`jax.distributed.initialize` with the config's coordinator, process count and id (each None
   is detected from the environment: TPU pods, SLURM), then a check that every process runs the
@@ -321,10 +337,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     fetched = jax.device_get([m for _, m in pending])
     for (metric_step, _), metrics in zip(pending, fetched):
       if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-            f"The training loss is {metrics['loss']} at step {metric_step} (the update from step "
-            f"{metric_step - 1}); training stopped. The last good checkpoint is step "
-            f"{checkpointer.latest_step()} in {os.path.join(workdir, 'checkpoints')}.")
+        raise FloatingPointError(_non_finite_loss_message(
+            metrics["loss"], metric_step, data.name, checkpointer.latest_step(),
+            os.path.join(workdir, "checkpoints")))
     pending.clear()
     now = time.perf_counter()
     elapsed, steps = now - last_flush[0], step - last_flush[1]
