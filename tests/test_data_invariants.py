@@ -251,6 +251,23 @@ def test_the_invariants_hold_for_arrays_built_in_code():
   data.ArrayDataset("mine", {"train": (x, np.array([0, 1, 0, 1]))}, 2)  # Valid: no error.
 
 
+def test_carved_splits_hold_the_invariants_too(tmp_path):
+  """A validation split that takes every example of a class leaves it with no training example:
+  an error at set-up naming the split, not a class the model never trains on."""
+  from mixupe_jax.train import inputs
+  from mixupe_jax.train.defaults import default_config
+  spec = arrays_case(npz, x_train=ROWS[:5], y_train=(0, 0, 1, 1, 2), x_test=ROWS[:3],
+                     y_test=(0, 1, 2))(tmp_path)
+  config = default_config()
+  config.dataset, config.validation_fraction = spec, 0.6  # Class 2's one example: round(0.6) = 1.
+  # The test split's class 2 is named first (splits are checked in order: train, test,
+  # validation).
+  with pytest.raises(DataError, match=r"arrays.npz test \(.*\): example 2 has label 2, a "
+                                      r"class with no training example"):
+    inputs.build_inputs(config, local_batch_size=2, local_eval_batch_size=2, process_index=0,
+                        process_count=1)
+
+
 # --- archives as users make them --------------------------------------------------------------
 
 def _add_system_entries(archive, folder=""):

@@ -214,6 +214,10 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
   splits = _train_subset(dataset.splits, config.train_subset, config.train_subset_seed, spec)
   splits = _split_for_validation(splits, config.validation_fraction, config.seed)
+  if splits is not dataset.splits:
+    # The carved splits must hold the same invariants (e.g. a class whose few examples all went
+    # to validation): checked by building them as a dataset.
+    data_lib.ArrayDataset(spec, splits, dataset.num_classes, dataset.class_names, dataset.source)
   if config.standardize:
     if splits["train"][0].dtype == np.uint8:
       raise ValueError(f"standardize=True is for float features; {spec} holds uint8 images, "
