@@ -29,12 +29,11 @@ from typing import Any, Callable, NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from mixupe_jax import analysis, directional, mixing, regularizers
 from mixupe_jax.models.apply import (ApplyFn, ModelState, Params, RematPolicy, couples_examples,
-                                     remat_policy, rematerialized)
+                                     rematerialized)
 
 METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
 MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
@@ -50,14 +49,6 @@ def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
   directional.check_labels_match_logits(logits, soft_labels)
   logits = logits.astype(directional.result_dtype(logits.dtype))
   return jnp.mean(optax.softmax_cross_entropy(logits, soft_labels.astype(logits.dtype)))
-
-
-def _check_eta(eta: float) -> float:
-  eta = float(eta)
-  if not np.isfinite(eta) or eta < 0:
-    raise ValueError(f"eta must be a finite number >= 0, got {eta} "
-                     "(use flip_sign=True to reverse the direction of the regularizer).")
-  return eta
 
 
 def _accuracy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
@@ -82,94 +73,66 @@ def mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBa
   return loss, LossAux(model_state, {"mixup_loss": loss})
 
 
-TERM_SPLITS = ("official", "joint")
+TERM_SPLITS = regularizers.TERM_SPLITS
 
 
-def _check_term_split(term_split: str) -> str:
-  if term_split not in TERM_SPLITS:
-    raise ValueError(f"Unknown term_split {term_split!r}; valid values are "
-                     f"{', '.join(TERM_SPLITS)}.")
-  return term_split
+def _term(options: regularizers.MixupEOptions, apply_fn: ApplyFn, params: Params,
+          model_state: ModelState, clean_inputs: jax.Array, soft: jax.Array,
+          x_bar: jax.Array | None, layer: int
+          ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
+  """The per-variant term on the clean batch: (logits, the statistic s_i [B], sum_i w_i s_i with
+  the variant's constant weights, the model state after the clean pass).
 
-
-def _regularized(
-    mix_loss: jax.Array,
-    model_state: ModelState,
-    params: Params,
-    apply_fn: ApplyFn,
-    clean_inputs: jax.Array,
-    clean_labels: jax.Array,
-    *,
-    x_bar: jax.Array | None,
-    layer: int,
-    alpha: float,
-    eta: float,
-    variant: str,
-    threshold: float | None,
-    term_split: str,
-    rescale: bool,
-    scale_by_moment: bool,
-    flip_sign: bool,
-    num_classes: int | None,
-    clean_pass_remat: str | RematPolicy | None,
-) -> tuple[jax.Array, LossAux]:
-  """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
-
-  The clean pass always runs (with eta = 0 too, as officially: BatchNorm's running statistics see
-  the clean batch); with eta = 0 the loss is L_mix exactly.
+  s_i is r_i for v1/v2 (the directional derivative along x_bar - x_i, or along the batch-mean
+  shift at hidden layer `layer` when x_bar is None), in its official per-example form where the
+  split matters under batch-coupled layers, else by one jvp; u_i from the logits for v3/v4.
   """
-  if clean_pass_remat is not None:
-    apply_fn = rematerialized(apply_fn, clean_pass_remat)
-  chosen = regularizers.get_variant(variant)
-  tau = regularizers.effective_threshold(chosen, threshold)
-  alpha = mixing.check_alpha(alpha)
-  eta = _check_eta(eta)
-  _check_term_split(term_split)
-  soft = mixing.to_soft_labels(clean_labels, num_classes)
-  chex.assert_equal_shape_prefix([clean_inputs, soft], 1)
-  batch_size = clean_inputs.shape[0]
+  chosen, tau = options.chosen_variant, options.threshold_in_effect
 
   def weights_of(statistic):
     return regularizers.selection_weights(statistic, chosen, tau)[0]
 
-  if eta == 0:  # The official code still runs the clean pass; nothing else acts.
-    _, model_state = apply_fn(params, model_state, clean_inputs)
-    return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
-  if chosen.uses_derivative:
-    official = (term_split == "official" and regularizers.split_matters(chosen, tau)
-                and couples_examples(apply_fn, model_state))
-    if official:
-      shift = (directional.input_shift(apply_fn) if x_bar is not None
-               else directional.hidden_shift(apply_fn, layer))
-      logits, statistic, weighted_sum, model_state = directional.official_weighted_term(
-          shift, params, model_state, clean_inputs, x_bar, soft, weights_of)
-    else:  # The joint form: one jvp, as fast as it gets.
-      if x_bar is not None:
-        x_bar = directional.check_x_bar(x_bar, clean_inputs)
-        logits, tangents, model_state = directional.logit_directional_derivative(
-            apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
-      else:
-        logits, tangents, model_state = directional.hidden_directional_derivative(
-            apply_fn, params, model_state, clean_inputs, layer)
-      directional.check_labels_match_logits(logits, soft)
-      statistic = directional.directional_term(logits, tangents, soft)
-      weighted_sum = jnp.sum(weights_of(statistic) * statistic)
-  else:
+  if not chosen.uses_derivative:
     logits, model_state = apply_fn(params, model_state, clean_inputs)
     directional.check_labels_match_logits(logits, soft)
     statistic = regularizers.logit_term(logits, soft, chosen.detach_probabilities)
-    weighted_sum = jnp.sum(weights_of(statistic) * statistic)
-  _, selected = regularizers.selection_weights(statistic, chosen, tau)
-  penalty = regularizers.penalty_sign(chosen, flip_sign) * weighted_sum / batch_size
-  weight = eta * (analysis.first_order_moment(alpha) if scale_by_moment else 1.0)
+    return logits, statistic, jnp.sum(weights_of(statistic) * statistic), model_state
+  official = (options.term_split == "official" and regularizers.split_matters(chosen, tau)
+              and couples_examples(apply_fn, model_state))
+  if official:
+    shift = (directional.input_shift(apply_fn) if x_bar is not None
+             else directional.hidden_shift(apply_fn, layer))
+    return directional.official_weighted_term(shift, params, model_state, clean_inputs, x_bar,
+                                              soft, weights_of)
+  # The joint form: one jvp, as fast as it gets.
+  if x_bar is not None:
+    x_bar = directional.check_x_bar(x_bar, clean_inputs)
+    logits, tangents, model_state = directional.logit_directional_derivative(
+        apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
+  else:
+    logits, tangents, model_state = directional.hidden_directional_derivative(
+        apply_fn, params, model_state, clean_inputs, layer)
+  directional.check_labels_match_logits(logits, soft)
+  statistic = directional.directional_term(logits, tangents, soft)
+  return logits, statistic, jnp.sum(weights_of(statistic) * statistic), model_state
+
+
+def _penalized(mix_loss: jax.Array, statistic: jax.Array, weighted_sum: jax.Array,
+               options: regularizers.MixupEOptions, alpha: float
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """L = stopgrad(|L_mix| / |L|) (L_mix + eta m_1 P), P = sign (1/B) sum_i w_i s_i: the penalty,
+  its weight and the official rescaling, whatever the variant's term; (loss, metrics)."""
+  chosen = options.chosen_variant
+  _, selected = regularizers.selection_weights(statistic, chosen, options.threshold_in_effect)
+  penalty = regularizers.penalty_sign(chosen, options.flip_sign) * weighted_sum / len(statistic)
+  weight = options.eta * (analysis.first_order_moment(alpha) if options.scale_by_moment else 1.0)
   regularizer = weight * penalty
   total = mix_loss + regularizer
   scale = jnp.ones_like(total)
-  if rescale:
+  if options.rescale:
     magnitude = jnp.abs(total)
     scale = jax.lax.stop_gradient(
         jnp.where(magnitude > 0, jnp.abs(mix_loss) / jnp.where(magnitude > 0, magnitude, 1), 1))
-  loss = scale * total
   metrics = {
       "mixup_loss": mix_loss,
       "regularizer": regularizer,
@@ -181,9 +144,31 @@ def _regularized(
       "term_min": jnp.min(statistic),
       "term_max": jnp.max(statistic),
       "active_fraction": jnp.mean(selected.astype(jnp.float32)),
-      "clean_accuracy": _accuracy(logits, soft),
   }
-  return loss, LossAux(model_state, metrics)
+  return scale * total, metrics
+
+
+def _regularized(mix_loss: jax.Array, model_state: ModelState, params: Params, apply_fn: ApplyFn,
+                 clean_inputs: jax.Array, clean_labels: jax.Array, *, x_bar: jax.Array | None,
+                 layer: int, alpha: float, options: regularizers.MixupEOptions,
+                 num_classes: int | None) -> tuple[jax.Array, LossAux]:
+  """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
+
+  The clean pass always runs (with eta = 0 too, as officially: BatchNorm's running statistics see
+  the clean batch); with eta = 0 the loss is L_mix exactly.
+  """
+  if options.clean_pass_remat is not None:
+    apply_fn = rematerialized(apply_fn, options.clean_pass_remat)
+  alpha = mixing.check_alpha(alpha)
+  soft = mixing.to_soft_labels(clean_labels, num_classes)
+  chex.assert_equal_shape_prefix([clean_inputs, soft], 1)
+  if options.eta == 0:  # The official code still runs the clean pass; nothing else acts.
+    _, model_state = apply_fn(params, model_state, clean_inputs)
+    return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
+  logits, statistic, weighted_sum, model_state = _term(
+      options, apply_fn, params, model_state, clean_inputs, soft, x_bar, layer)
+  loss, metrics = _penalized(mix_loss, statistic, weighted_sum, options, alpha)
+  return loss, LossAux(model_state, {**metrics, "clean_accuracy": _accuracy(logits, soft)})
 
 
 def mixupe_loss_fn(
@@ -205,6 +190,7 @@ def mixupe_loss_fn(
     flip_sign: bool = False,
     num_classes: int | None = None,
     clean_pass_remat: str | RematPolicy | None = None,
+    options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to |L_mix| when `rescale`.
 
@@ -234,18 +220,20 @@ def mixupe_loss_fn(
     clean_pass_remat: None, or a `jax.checkpoint` policy (a name in `models.apply.REMAT_POLICIES`
       such as "dots_saveable", or a policy) for the clean pass: its backward recomputes what the
       policy does not keep, trading FLOPs for memory; the loss and gradient are unchanged.
+    options: all of the above at once (`regularizers.MixupEOptions`, validated when built); when
+      given, the keywords eta ... clean_pass_remat are not read.
 
   Returns:
     (loss, LossAux(model_state after both passes, metrics)).
   """
-  if regularizers.get_variant(variant).uses_derivative and x_bar is None:
-    raise ValueError(f"Variant {variant!r} needs x_bar, the training-set mean input.")
+  mixupe = options or regularizers.MixupEOptions(
+      eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
+      scale_by_moment=scale_by_moment, flip_sign=flip_sign, clean_pass_remat=clean_pass_remat)
+  if mixupe.chosen_variant.uses_derivative and x_bar is None:
+    raise ValueError(f"Variant {mixupe.variant!r} needs x_bar, the training-set mean input.")
   mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
-  return _regularized(
-      mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=x_bar,
-      layer=0, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
-      term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
-      flip_sign=flip_sign, num_classes=num_classes, clean_pass_remat=clean_pass_remat)
+  return _regularized(mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels,
+                      x_bar=x_bar, layer=0, alpha=alpha, options=mixupe, num_classes=num_classes)
 
 
 def manifold_mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
@@ -282,19 +270,21 @@ def manifold_mixupe_loss_fn(
     flip_sign: bool = False,
     num_classes: int | None = None,
     clean_pass_remat: str | RematPolicy | None = None,
+    options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup at hidden layer k plus the MixupE term at the same layer (options as in
   `mixupe_loss_fn`). For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch
   mean of h (x_bar is not known at hidden layers); `term_split` chooses between h_i moved alone
   ("official") and the whole batch's h moved ("joint").
   """
+  mixupe = options or regularizers.MixupEOptions(
+      eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
+      scale_by_moment=scale_by_moment, flip_sign=flip_sign, clean_pass_remat=clean_pass_remat)
   mix_loss, aux = manifold_mixup_loss_fn(params, model_state, mixed, clean_inputs,
                                          apply_fn=apply_fn, layer=layer)
-  return _regularized(
-      mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels, x_bar=None,
-      layer=layer, alpha=alpha, eta=eta, variant=variant, threshold=threshold,
-      term_split=term_split, rescale=rescale, scale_by_moment=scale_by_moment,
-      flip_sign=flip_sign, num_classes=num_classes, clean_pass_remat=clean_pass_remat)
+  return _regularized(mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels,
+                      x_bar=None, layer=layer, alpha=alpha, options=mixupe,
+                      num_classes=num_classes)
 
 
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], mixing.MixedBatch]
@@ -338,12 +328,15 @@ def make_loss_fn(
     term_fraction: float = 1.0,
     term_subsample: Subsampler | None = None,
     clean_pass_remat: str | RematPolicy | None = None,
+    mixupe: regularizers.MixupEOptions | None = None,
 ) -> LossFn:
   """The uniform loss a training loop calls: loss_fn(params, model_state, inputs, labels, key).
 
   `method` is one of METHODS. The mixed batch comes from `mixer` (default: Mixup with lambda per
   batch and a random permutation). Manifold methods draw the layer uniformly from
-  `manifold_layers` for every batch.
+  `manifold_layers` for every batch. The MixupE options are `mixupe` (a
+  `regularizers.MixupEOptions`, as the training loop passes them from its config), or else the
+  keywords eta ... clean_pass_remat.
 
   `term_fraction` rho < 1 ("mixupe" only) computes the MixupE term, clean pass included, on
   round(rho B) clean examples drawn by `term_subsample(key, inputs, labels)` (default:
@@ -355,25 +348,19 @@ def make_loss_fn(
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
   alpha = mixing.check_alpha(alpha)
-  _check_eta(eta)
-  regularizer_options = dict(alpha=alpha, eta=eta, variant=variant, threshold=threshold,
-                             term_split=term_split, rescale=rescale,
-                             scale_by_moment=scale_by_moment, flip_sign=flip_sign,
-                             num_classes=num_classes, clean_pass_remat=clean_pass_remat)
-  if method in ("mixupe", "manifold_mixupe"):
-    # Fail on a bad variant, threshold, split, fraction or policy before training starts.
-    regularizers.effective_threshold(regularizers.get_variant(variant), threshold)
-    _check_term_split(term_split)
-    if clean_pass_remat is not None:
-      remat_policy(clean_pass_remat)
-  term_fraction = regularizers.check_term_fraction(term_fraction)
-  if term_fraction < 1 and method != "mixupe":
-    raise ValueError(f"term_fraction={term_fraction} applies to method 'mixupe' only (the term "
-                     f"on a subset of the clean batch), not to {method!r}.")
+  if mixupe is None:
+    mixupe = regularizers.MixupEOptions(
+        eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
+        scale_by_moment=scale_by_moment, flip_sign=flip_sign, term_fraction=term_fraction,
+        clean_pass_remat=clean_pass_remat)
+  regularizers.check_method_options(method, mixupe)
+  term_fraction = mixupe.term_fraction
   if term_subsample is None:
     term_subsample = functools.partial(regularizers.subsample_examples, fraction=term_fraction)
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
+  # eta is read from the options (the keyword is required by the public signatures).
+  regularizer_options = dict(alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes)
 
   def loss_fn(params, model_state, inputs, labels, key):
     if method == "erm":

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import chex
 import jax
@@ -142,6 +143,106 @@ def check_term_fraction(fraction: float) -> float:
     raise ValueError(f"term_fraction must be in (0, 1], got {fraction} (1 computes the term on "
                      "the whole clean batch).")
   return fraction
+
+
+TERM_SPLITS = ("official", "joint")
+
+
+class OptionError(ValueError):
+  """A MixupE option that cannot work. `str()` is the message for a caller of the library;
+  `field`, `value` and `expected` let a config validator say the same about its field."""
+
+  def __init__(self, field: str, value, expected: str, message: str):
+    super().__init__(message)
+    self.field, self.value, self.expected = field, value, expected
+
+
+@dataclasses.dataclass(frozen=True)
+class MixupEOptions:
+  """Every option of the MixupE term, validated once when built (an `OptionError` names the
+  first bad one); the names are the config's fields. See `losses.mixupe_loss_fn` for each one's
+  meaning: the penalty's weight `eta` (times m_1 with `scale_by_moment`), the official version
+  `variant` and its threshold tau (`threshold`, None: the version's default), which per-example
+  r_i is thresholded (`term_split`), the official rescaling to |L_mix| (`rescale`), the sign
+  (`flip_sign`), the fraction rho of the clean batch the term is computed on (`term_fraction`)
+  and a rematerialization policy for the clean pass (`clean_pass_remat`).
+
+  >>> MixupEOptions(eta=0.1, variant="fast").threshold_in_effect
+  1.0
+  """
+
+  eta: float = 1.0
+  variant: str = "v1"
+  threshold: float | None = None
+  term_split: str = "official"
+  rescale: bool = True
+  scale_by_moment: bool = True
+  flip_sign: bool = False
+  term_fraction: float = 1.0
+  clean_pass_remat: Any = None  # None, a name in models.apply.REMAT_POLICIES, or a policy.
+
+  def __post_init__(self):
+    from mixupe_jax.models.apply import REMAT_POLICIES, remat_policy
+    eta = self.eta
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) \
+        or eta < 0:
+      raise OptionError("eta", eta, "expected a number in [0, inf)",
+                        f"eta must be a finite number >= 0, got {eta} (use flip_sign=True to "
+                        "reverse the direction of the regularizer).")
+    try:
+      variant = get_variant(self.variant)
+    except (TypeError, ValueError) as error:
+      names = ", ".join(tuple(VARIANTS) + tuple(ALIASES))
+      raise OptionError("variant", self.variant, f"valid values are {names}", str(error)) from None
+    try:
+      effective_threshold(variant, self.threshold)
+    except ValueError as error:
+      raise OptionError("threshold", self.threshold, str(error).rstrip("."), str(error)) from None
+    if self.term_split not in TERM_SPLITS:
+      raise OptionError("term_split", self.term_split,
+                        f"valid values are {', '.join(TERM_SPLITS)}",
+                        f"Unknown term_split {self.term_split!r}; valid values are "
+                        f"{', '.join(TERM_SPLITS)}.")
+    fraction = self.term_fraction
+    try:
+      if isinstance(fraction, bool):
+        raise TypeError(f"term_fraction must be a number in (0, 1], got {fraction}.")
+      fraction = check_term_fraction(fraction)
+    except (TypeError, ValueError) as error:
+      raise OptionError("term_fraction", self.term_fraction, "expected a number in (0, 1]",
+                        str(error)) from None
+    if self.clean_pass_remat is not None:
+      try:
+        remat_policy(self.clean_pass_remat)
+      except ValueError as error:
+        raise OptionError("clean_pass_remat", self.clean_pass_remat,
+                          f"valid values are {', '.join(REMAT_POLICIES)}", str(error)) from None
+    object.__setattr__(self, "eta", float(eta))
+    object.__setattr__(self, "term_fraction", fraction)
+
+  @property
+  def chosen_variant(self) -> Variant:
+    return get_variant(self.variant)
+
+  @property
+  def threshold_in_effect(self) -> float | None:
+    """tau: the threshold, or the variant's default."""
+    return effective_threshold(self.chosen_variant, self.threshold)
+
+  @classmethod
+  def from_config(cls, config) -> "MixupEOptions":
+    """The options of a config (its fields of the same names)."""
+    return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
+
+
+def check_method_options(method: str, options: MixupEOptions) -> None:
+  """A term on a subset of the clean batch needs the clean batch: method "mixupe" only."""
+  if options.term_fraction < 1 and method != "mixupe":
+    raise OptionError("term_fraction", options.term_fraction,
+                      f"a subset of the clean batch applies to method 'mixupe' only, not "
+                      f"{method!r}",
+                      f"term_fraction={options.term_fraction} applies to method 'mixupe' only "
+                      f"(the term on a subset of the clean batch), not to {method!r}.")
 
 
 def subsample_size(batch_size: int, fraction: float) -> int:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixupe_jax import losses, mixing
+from mixupe_jax import losses, mixing, regularizers
 
 NUM_CLASSES = 3
 
@@ -367,3 +367,39 @@ def test_manifold_mixupe_defaults_are_the_official_options(cnn_problem):
         default_aux.metrics["unscaled_loss"]) or change == dict(rescale=False), change
   assert float(run(**{**official, "rescale": False})[0]) == float(
       default_aux.metrics["unscaled_loss"])
+
+
+def test_the_options_object_is_the_keywords_validated_once(cnn_problem):
+  """`MixupEOptions` built from a config holds its fields; `make_loss_fn(mixupe=options)` is the
+  loss of the same keywords; a bad option is an OptionError naming its field for the config and
+  keeping the library's message."""
+  from mixupe_jax.train.defaults import default_config
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  config = default_config()
+  config.eta, config.variant, config.threshold, config.flip_sign = 0.3, "exact", 0.5, True
+  config.term_split, config.rescale, config.scale_by_moment = "joint", False, False
+  options = regularizers.MixupEOptions.from_config(config)
+  assert options == regularizers.MixupEOptions(
+      eta=0.3, variant="exact", threshold=0.5, term_split="joint", rescale=False,
+      scale_by_moment=False, flip_sign=True, term_fraction=1.0, clean_pass_remat=None)
+  assert options.threshold_in_effect == 0.5 and options.chosen_variant.name == "v1"
+  keywords = dict(eta=0.3, variant="exact", threshold=0.5, term_split="joint", rescale=False,
+                  scale_by_moment=False, flip_sign=True)
+  by_options = losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES,
+                                   x_bar=x_bar, mixupe=options)
+  by_keywords = losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES,
+                                    x_bar=x_bar, **keywords)
+  key = jax.random.key(5)
+  loss_a, aux_a = by_options(params, state, inputs, labels, key)
+  loss_b, aux_b = by_keywords(params, state, inputs, labels, key)
+  assert float(loss_a) == float(loss_b) and float(aux_a.metrics["penalty"]) != 0
+  for field, value, expected in [("eta", -1.0, "expected a number in [0, inf)"),
+                                 ("variant", "v9", "valid values are v1, v2, v3, v4, exact, fast"),
+                                 ("term_fraction", 0.0, "expected a number in (0, 1]"),
+                                 ("clean_pass_remat", "all", "valid values are dots_saveable")]:
+    with pytest.raises(regularizers.OptionError) as raised:
+      regularizers.MixupEOptions(**{field: value})
+    assert (raised.value.field, raised.value.value) == (field, value)
+    assert raised.value.expected.startswith(expected)
+  with pytest.raises(regularizers.OptionError, match="eta must be a finite number >= 0, got -1"):
+    regularizers.MixupEOptions(eta=-1.0)

@@ -238,11 +238,8 @@ def set_up(config) -> Experiment:
       config.mixing_scope)
   loss_fn = losses.make_loss_fn(
       config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
-      eta=config.eta, variant=config.variant, threshold=config.threshold,
-      term_split=config.term_split, rescale=config.rescale,
-      scale_by_moment=config.scale_by_moment, flip_sign=config.flip_sign, x_bar=x_bar, mixer=mixer,
-      manifold_layers=tuple(config.manifold_layers), term_fraction=config.term_fraction,
-      term_subsample=term_subsample, clean_pass_remat=config.clean_pass_remat)
+      x_bar=x_bar, mixer=mixer, manifold_layers=tuple(config.manifold_layers),
+      term_subsample=term_subsample, mixupe=regularizers.MixupEOptions.from_config(config))
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config, schedule)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))

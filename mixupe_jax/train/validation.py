@@ -8,7 +8,6 @@ from typing import Any
 
 from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.data import audio, pipeline, registry
-from mixupe_jax.models.apply import REMAT_POLICIES
 from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
 
@@ -81,20 +80,11 @@ def validate(config) -> None:
   _choice(config, "dtype", tuple(DTYPES))
   _choice(config, "method", losses.METHODS)
   _number(config, "alpha", 0.0, math.inf, high_open=True)
-  _number(config, "eta", 0.0, math.inf, high_open=True)
-  valid_variants = tuple(regularizers.VARIANTS) + tuple(regularizers.ALIASES)
-  _choice(config, "variant", valid_variants)
-  try:
-    regularizers.effective_threshold(regularizers.get_variant(config.variant), config.threshold)
-  except ValueError as error:
-    raise ConfigError(f"config.threshold = {config.threshold!r}: {error}") from None
-  _choice(config, "term_split", losses.TERM_SPLITS)
-  _number(config, "term_fraction", 0.0, 1.0, low_open=True)
-  if config.term_fraction < 1 and config.method != "mixupe":
-    _fail("term_fraction", config.term_fraction,
-          f"a subset of the clean batch applies to method 'mixupe' only, not {config.method!r}")
-  if config.clean_pass_remat is not None:
-    _choice(config, "clean_pass_remat", REMAT_POLICIES)
+  try:  # The MixupE options are checked by the object the loss receives.
+    regularizers.check_method_options(config.method,
+                                      regularizers.MixupEOptions.from_config(config))
+  except regularizers.OptionError as error:
+    _fail(error.field, error.value, error.expected)
   _choice(config, "mixer", losses.MIXERS)
   _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
   _integer(config, "heartbeat_timeout_seconds", 1)
