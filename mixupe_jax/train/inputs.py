@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from mixupe_jax import data as data_lib
 from mixupe_jax.data import audio, pipeline, statistics, tabular
+from mixupe_jax.models import flax_apply_fn, node_apply_fn, normalized_edges
+from mixupe_jax.models.apply import ApplyFn
 
 Batch = tuple[np.ndarray, np.ndarray]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -54,9 +56,31 @@ class Inputs:
   # One padded pass over the training split as evaluation sees it (no augmentation), evaluated
   # as the split TRAIN_EVAL when a config asks for it: the fit that a regularizer trades away.
   train_eval_batches: Callable[[], Iterator[EvalBatch]] | None = None
+  # What the training loop needs besides batches, so that it never asks what the data is:
+  # full_batch: every step is all num_train examples, on one device (a graph's nodes);
+  # model_options: options the model takes from the data (a graph's edges);
+  # make_apply_fns(model, splits): (train apply, {split: eval apply}); splits sharing one eval
+  #   apply function share one compiled eval step;
+  # init_sample: what the model is initialized on (None: one example of zeros).
+  full_batch: bool = False
+  model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+  make_apply_fns: Callable[[Any, Sequence[str]], ApplyFns] | None = None
+  init_sample: np.ndarray | None = None
+
+  def apply_fns(self, model, splits: Sequence[str]) -> ApplyFns:
+    if self.make_apply_fns is not None:
+      return self.make_apply_fns(model, splits)
+    evaluate = flax_apply_fn(model, train=False)
+    return flax_apply_fn(model, train=True), {split: evaluate for split in splits}
+
+  def sample(self) -> np.ndarray:
+    if self.init_sample is not None:
+      return self.init_sample
+    return np.zeros((1,) + tuple(self.example_shape), np.float32)
 
 
 TRAIN_EVAL = "train_eval"
+ApplyFns = tuple[ApplyFn, dict[str, ApplyFn]]
 
 
 def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
@@ -294,12 +318,21 @@ def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: boo
     yield (features[ids[split]], labels[ids[split]],
            np.ones(len(ids[split]), np.float32))
 
+  def apply_fns(model, splits):
+    # The batch of a split is its nodes, so each split has its own apply function.
+    nodes = {**ids, TRAIN_EVAL: ids["train"]}
+    return (node_apply_fn(model, features, ids["train"], train=True),
+            {split: node_apply_fn(model, features, nodes[split], train=False)
+             for split in splits})
+
   return Inputs(
       name=spec, num_classes=graph.num_classes, num_train=len(ids["train"]),
       example_shape=features.shape[1:], train_batches=train_batches,
       eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
       x_bar_batches=lambda: iter([features[ids["train"]]]),
-      dataset_path=None, graph=graph, train_eval_batches=functools.partial(one_batch, "train"))
+      dataset_path=None, graph=graph, train_eval_batches=functools.partial(one_batch, "train"),
+      full_batch=True, model_options={"edges": normalized_edges(graph.adjacency)},
+      make_apply_fns=apply_fns, init_sample=features)
 
 
 def compute_x_bar(inputs: Inputs) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from mixupe_jax import evaluation, losses, parallel, regularizers
-from mixupe_jax.models import flax_apply_fn, init_model, node_apply_fn, normalized_edges
+from mixupe_jax.models import init_model
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting, validation
 from mixupe_jax.train import workdir as workdir_lib
@@ -185,10 +185,10 @@ def set_up(config) -> Experiment:
   eval_sources = {**data.eval_batches, inputs_lib.TRAIN_EVAL: data.train_eval_batches}
   evaluated_splits = _chosen_splits(config, data, eval_sources)
 
-  if data.graph is not None:
-    # One graph, full batch: a single device (there is no batch worth splitting).
+  if data.full_batch:
+    # Every step is the whole training set: a single device (there is no batch worth splitting).
     if process_count > 1:
-      raise ValueError(f"{data.name}: graph datasets train on one process.")
+      raise ValueError(f"{data.name}: full-batch data trains on one process.")
     mesh = parallel.data_mesh(jax.local_devices()[:1])
     batch_size = data.num_train
   else:
@@ -202,26 +202,17 @@ def set_up(config) -> Experiment:
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
 
   model_options = {k: v for k, v in config.model.items() if k != "name"}
-  if data.graph is not None:
-    model_options["edges"] = normalized_edges(data.graph.adjacency)
   model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
-                      **model_options)
+                      **model_options, **data.model_options)
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
-  if data.graph is None:
-    train_apply = flax_apply_fn(model, train=True)
-    # One eval step (one compilation) serves every split.
-    eval_step = make_eval_step(flax_apply_fn(model, train=False), mesh)
-    eval_steps = {split: eval_step for split in eval_sources}
-    sample = jnp.zeros((1,) + tuple(data.example_shape), jnp.float32)
-  else:
-    graph = data.graph
-    ids = {**graph.split_indices, inputs_lib.TRAIN_EVAL: graph.split_indices["train"]}
-    train_apply = node_apply_fn(model, graph.features, ids["train"], train=True)
-    # The batch of a split is its nodes, so each split has its own apply function.
-    eval_steps = {split: make_eval_step(node_apply_fn(model, graph.features, ids[split],
-                                                      train=False), mesh)
-                  for split in eval_sources}
-    sample = jnp.asarray(graph.features)
+  train_apply, eval_applies = data.apply_fns(model, tuple(eval_sources))
+  # Splits that share an apply function share one eval step (one compilation).
+  steps_by_apply: dict[int, Callable] = {}
+  for apply in eval_applies.values():
+    if id(apply) not in steps_by_apply:
+      steps_by_apply[id(apply)] = make_eval_step(apply, mesh)
+  eval_steps = {split: steps_by_apply[id(apply)] for split, apply in eval_applies.items()}
+  sample = jnp.asarray(data.sample())
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
   dropout_key = (jax.random.fold_in(init_key, 1)
                  if config.model.get("dropout_rate", 0.0) > 0 else None)
@@ -271,55 +262,114 @@ def evaluate_checkpoint(config, workdir: str, splits=None, *, best: bool = True
   return int(state.step), experiment.evaluate(state, splits)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  is_chief = jax.process_index() == 0
-  experiment = set_up(config)
-  data, mesh, total_steps = experiment.data, experiment.mesh, experiment.total_steps
-  steps_per_epoch, batch_size = experiment.steps_per_epoch, experiment.batch_size
+SUMMARY_FILE = "summary.json"
 
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """Set-up, the resume and finished checks, the steps, the summary."""
+  experiment = set_up(config)
   checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                          max_to_keep=config.keep_checkpoints)
+  try:
+    state, finished = _resume(experiment, checkpointer, workdir)
+  except BaseException:
+    checkpointer.close()
+    raise
+  if finished is not None:
+    checkpointer.close()
+    return finished
+  is_chief = jax.process_index() == 0
+  log = reporting.MetricLog(workdir, enabled=is_chief)
+  start_step = int(state.step)
+  if is_chief:
+    _truncate_log(log.path, start_step)
+    with open(os.path.join(workdir, "config.json"), "w") as file:
+      file.write(config.to_json_best_effort(indent=2))
+  try:
+    stopper, best_checkpointer = _early_stopping(experiment, log.path, workdir, start_step)
+  except BaseException:
+    checkpointer.close()
+    log.close()
+    raise
+  data = experiment.data
+  logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
+               data.name, data.num_train, data.num_classes, experiment.steps_per_epoch,
+               experiment.total_steps, experiment.mesh.size,
+               f", resuming at step {start_step}" if start_step else "")
+  try:
+    state, results = _run_steps(experiment, state, checkpointer, best_checkpointer, stopper, log,
+                                workdir)
+    summary = _summary(experiment, state, results, stopper, best_checkpointer)
+  finally:
+    if best_checkpointer is not None:
+      best_checkpointer.close()
+  if is_chief:
+    summary_path = os.path.join(workdir, SUMMARY_FILE)
+    with open(f"{summary_path}.tmp", "w") as file:
+      json.dump(summary, file, indent=2)
+    os.replace(f"{summary_path}.tmp", summary_path)
+    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"),
+                          title=f"{config.name}: {config.method} on {data.name}",
+                          method=config.method)
+  return summary
+
+
+def _resume(experiment: Experiment, checkpointer: checkpoint.Checkpointer, workdir: str
+            ) -> tuple[TrainState, dict[str, Any] | None]:
+  """(the state to continue from: the newest restorable checkpoint's, else the initial one;
+  the summary when the run finished already at that step, else None). A checkpoint past this
+  config's steps is a ConfigError."""
   restored = checkpointer.restore_latest(experiment.state)
   state = experiment.state if restored is None else restored
-  start_step = int(state.step)
-  summary_path = os.path.join(workdir, "summary.json")
+  start_step, total_steps = int(state.step), experiment.total_steps
   if start_step > total_steps:
-    checkpointer.close()
     raise validation.ConfigError(
         f"{workdir} holds a checkpoint of step {start_step}, past this config's {total_steps} "
         "steps (the config changed?); use another workdir.")
+  summary_path = os.path.join(workdir, SUMMARY_FILE)
   if os.path.exists(summary_path):
     with open(summary_path) as file:
       finished = json.load(file)
     if finished.get("steps") == total_steps and \
         finished.get("final_step", finished.get("steps")) == start_step:
-      checkpointer.close()
       logging.info("%s finished already (step %d); its summary is unchanged.", workdir,
                    start_step)
-      return finished
-  log = reporting.MetricLog(workdir, enabled=is_chief)
-  if is_chief:
-    _truncate_log(log.path, start_step)
-    with open(os.path.join(workdir, "config.json"), "w") as file:
-      file.write(config.to_json_best_effort(indent=2))
-  stopper = best_checkpointer = None
-  if config.early_stopping_patience:
-    if config.early_stopping_split not in experiment.evaluated_splits:
-      checkpointer.close()
-      raise validation.ConfigError(
-          f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
-          f"evaluated splits are {sorted(experiment.evaluated_splits)}.")
-    records = reporting.read_log(log.path) if os.path.exists(log.path) else []
-    stopper = EarlyStopping.from_log(records, config.early_stopping_split,
-                                     config.early_stopping_patience)
-    best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR),
-                                                max_to_keep=1)
-    # A best step past the resumed one is saved again, identically, when the replay reaches it.
-    best_checkpointer.delete_after(start_step)
-  logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
-               data.name, data.num_train, data.num_classes, steps_per_epoch, total_steps,
-               mesh.size, f", resuming at step {start_step}" if start_step else "")
+      return state, finished
+  return state, None
 
+
+def _early_stopping(experiment: Experiment, log_path: str, workdir: str, start_step: int
+                    ) -> tuple[EarlyStopping | None, checkpoint.Checkpointer | None]:
+  """The early-stopping state replayed from the log up to `start_step` and the checkpointer of
+  the best step (None, None without early stopping)."""
+  config = experiment.config
+  if not config.early_stopping_patience:
+    return None, None
+  if config.early_stopping_split not in experiment.evaluated_splits:
+    raise validation.ConfigError(
+        f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
+        f"evaluated splits are {sorted(experiment.evaluated_splits)}.")
+  records = reporting.read_log(log_path) if os.path.exists(log_path) else []
+  stopper = EarlyStopping.from_log(records, config.early_stopping_split,
+                                   config.early_stopping_patience)
+  best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR),
+                                              max_to_keep=1)
+  # A best step past the resumed one is saved again, identically, when the replay reaches it.
+  best_checkpointer.delete_after(start_step)
+  return stopper, best_checkpointer
+
+
+def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoint.Checkpointer,
+               best_checkpointer: checkpoint.Checkpointer | None, stopper: EarlyStopping | None,
+               log: reporting.MetricLog, workdir: str
+               ) -> tuple[TrainState, dict[str, dict[str, float]]]:
+  """The steps from `state`'s to the end (or to early stopping): metrics logged every
+  log_every_steps, evaluation every eval_every_epochs, checkpoints every checkpoint_every_steps,
+  at the end, at the best evaluation and on preemption (then `Preempted` is raised). Returns the
+  last state and its last evaluation. Closes the checkpointer and the log."""
+  config, data, mesh = experiment.config, experiment.data, experiment.mesh
+  total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
+  start_step = int(state.step)
   train_step = make_train_step(experiment.loss_fn, experiment.optimizer, experiment.schedule,
                                mesh, experiment.step_key)
   evaluate = experiment.evaluate
@@ -342,13 +392,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     elapsed, steps = now - last_flush[0], step - last_flush[1]
     last_flush[:] = [now, step]
     mean = {name: float(np.mean([m[name] for m in fetched])) for name in fetched[-1]}
-    mean["examples_per_second"] = steps * batch_size / max(elapsed, 1e-9)
+    mean["examples_per_second"] = steps * experiment.batch_size / max(elapsed, 1e-9)
     log.write(step, "train", mean)
     return mean
 
   from tqdm.auto import tqdm
   progress = tqdm(total=total_steps, initial=start_step, unit="step", mininterval=1.0,
-                  disable=not (is_chief and config.progress_bar), file=sys.stdout)
+                  disable=not (jax.process_index() == 0 and config.progress_bar),
+                  file=sys.stdout)
   batches = data.train_batches(start_step)
   # A run that stopped after its last checkpoint but before its summary is evaluated again.
   # An early-stopped run whose log says it stopped here trains no further.
@@ -398,29 +449,27 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     checkpointer.wait()
     checkpointer.close()
     log.close()
+  return state, results
 
+
+def _summary(experiment: Experiment, state: TrainState, results: dict[str, dict[str, float]],
+             stopper: EarlyStopping | None, best_checkpointer: checkpoint.Checkpointer | None
+             ) -> dict[str, Any]:
+  """What the run reports: the last evaluation; with early stopping the best evaluation on the
+  early-stopping split (every split at that step), and best_eval_splits evaluated once on the
+  kept checkpoint of that step."""
+  config = experiment.config
   final_step = int(state.step)
-  summary = {"dataset": data.name, "method": config.method, "steps": total_steps,
-             "final_step": final_step, "epochs": config.num_epochs}
-  if stopper is not None and stopper.best is not None:
-    # The result is the best evaluation on the early-stopping split, every split at that step,
-    # and best_eval_splits evaluated once on the kept checkpoint of that step.
-    best_results = dict(stopper.best)
-    if config.best_eval_splits:
-      best_state = best_checkpointer.restore_step(stopper.best_step, state)
-      best_results.update(evaluate(best_state, tuple(config.best_eval_splits)))
-    summary.update(best_step=stopper.best_step, stopped_early=final_step < total_steps,
-                   best_checkpoint=os.path.join(BEST_CHECKPOINT_DIR, str(stopper.best_step)),
-                   **best_results)
-  else:
-    summary.update(results)
-  if best_checkpointer is not None:
-    best_checkpointer.close()
-  if is_chief:
-    with open(f"{summary_path}.tmp", "w") as file:
-      json.dump(summary, file, indent=2)
-    os.replace(f"{summary_path}.tmp", summary_path)
-    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"),
-                          title=f"{config.name}: {config.method} on {data.name}",
-                          method=config.method)
-  return summary
+  summary = {"dataset": experiment.data.name, "method": config.method,
+             "steps": experiment.total_steps, "final_step": final_step,
+             "epochs": config.num_epochs}
+  if stopper is None or stopper.best is None:
+    return {**summary, **results}
+  best_results = dict(stopper.best)
+  if config.best_eval_splits:
+    best_state = best_checkpointer.restore_step(stopper.best_step, state)
+    best_results.update(experiment.evaluate(best_state, tuple(config.best_eval_splits)))
+  return {**summary, "best_step": stopper.best_step,
+          "stopped_early": final_step < experiment.total_steps,
+          "best_checkpoint": os.path.join(BEST_CHECKPOINT_DIR, str(stopper.best_step)),
+          **best_results}
