@@ -18,7 +18,7 @@ from mixupe_jax.models.apply import DROPOUT_RNG
 from mixupe_jax.train import optim, train_and_evaluate
 from mixupe_jax.train.defaults import default_config
 from mixupe_jax.train.early_stopping import EarlyStopping
-from mixupe_jax.train.inputs import row_normalized
+from mixupe_jax.data.graphs import row_normalized
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -117,3 +117,9 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
   return GraphDataset(name, np.asarray(features.todense(), np.float32), adjacency.tocsr(),
                       np.argmax(labels_onehot, 1).astype(np.int32), splits,
                       labels_onehot.shape[1], source=directory)
+
+
+def row_normalized(features: np.ndarray) -> np.ndarray:
+  """Each row divided by its sum (rows summing to 0 stay 0), as Kipf & Welling preprocess."""
+  sums = features.sum(axis=1, keepdims=True)
+  return (features / np.where(sums == 0, 1, sums)).astype(features.dtype)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from typing import Any, Callable, Iterator
 
 import grain
@@ -287,3 +288,27 @@ def eval_batches(source, *, batch_size: int,
     shard = shard.map(lambda e: {**e, "image": preprocess(_pixels(e["image"]))})
   batches = shard.batch(batch_size, batch_fn=functools.partial(_stack, normalize=normalize))
   return (batches[i] for i in range(len(batches)))
+
+
+def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
+                        process_count: int, preprocess=None, normalize=None
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """This process's shard in order as (inputs, labels, mask), every batch `local_batch_size`
+  long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size)."""
+  num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch_size)
+  batches = eval_batches(source, batch_size=local_batch_size, preprocess=preprocess,
+                                  normalize=normalize, process_index=process_index,
+                                  process_count=process_count)
+  template = None
+  for _ in range(num_batches):
+    inputs, labels = next(batches, (None, None))
+    if inputs is None:  # This process's shard is one example short: a fully masked batch.
+      inputs, labels = np.zeros_like(template[0]), np.zeros_like(template[1])
+    count = len(labels)
+    mask = np.zeros(local_batch_size, np.float32)
+    mask[:count] = 1.0
+    pad = local_batch_size - count
+    inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    template = (inputs, labels)
+    yield inputs, labels, mask

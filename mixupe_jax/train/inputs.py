@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from mixupe_jax import data as data_lib
-from mixupe_jax.data import audio, pipeline, statistics, tabular
+from mixupe_jax.data import audio, graphs, pipeline, statistics
+from mixupe_jax.data import splits as splits_lib
 from mixupe_jax.models import flax_apply_fn, node_apply_fn, normalized_edges
 from mixupe_jax.models.apply import ApplyFn
 
@@ -83,30 +83,6 @@ TRAIN_EVAL = "train_eval"
 ApplyFns = tuple[ApplyFn, dict[str, ApplyFn]]
 
 
-def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
-                        process_count: int, preprocess=None, normalize=None
-                        ) -> Iterator[EvalBatch]:
-  """This process's shard in order as (inputs, labels, mask), every batch `local_batch_size`
-  long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size)."""
-  num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch_size)
-  batches = pipeline.eval_batches(source, batch_size=local_batch_size, preprocess=preprocess,
-                                  normalize=normalize, process_index=process_index,
-                                  process_count=process_count)
-  template = None
-  for _ in range(num_batches):
-    inputs, labels = next(batches, (None, None))
-    if inputs is None:  # This process's shard is one example short: a fully masked batch.
-      inputs, labels = np.zeros_like(template[0]), np.zeros_like(template[1])
-    count = len(labels)
-    mask = np.zeros(local_batch_size, np.float32)
-    mask[:count] = 1.0
-    pad = local_batch_size - count
-    inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
-    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    template = (inputs, labels)
-    yield inputs, labels, mask
-
-
 def _x_bar_augmentation(config, augment):
   """The augmentation x_bar's pass applies (None: the plain training inputs) and what it adds to
   the cache fingerprint."""
@@ -150,35 +126,13 @@ def _load_dataset(spec: str, data_dir: str | None):
   return _load_offline(spec)
 
 
-def _train_subset(splits, size: int, seed: int, name: str):
-  """A stratified subset of exactly `size` training examples, drawn with `seed` (see
-  `tabular.stratified_subset`); the other splits are unchanged."""
-  if not size:
-    return splits
-  inputs, labels = splits["train"]
-  if size > len(labels):
-    raise ValueError(f"train_subset = {size} is more than the {len(labels)} training examples "
-                     f"of {name}.")
-  kept = tabular.stratified_subset(labels, size, seed)
-  return {**splits, "train": (inputs[kept], labels[kept])}
-
-
-def _split_for_validation(splits, fraction: float, seed: int):
-  """Carves a seeded, stratified validation split out of the training split."""
-  if not fraction:
-    return splits
-  inputs, labels = splits["train"]
-  train, validation = tabular.stratified_split(labels, fraction, seed)
-  return {**splits, "train": (inputs[train], labels[train]),
-          "validation": (inputs[validation], labels[validation])}
-
-
 def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
                  process_index: int, process_count: int) -> Inputs:
   """The `Inputs` for `config.dataset`; a clear error for an unknown dataset."""
   spec = config.dataset
   shard = dict(process_index=process_index, process_count=process_count)
-  padded = functools.partial(padded_eval_batches, local_batch_size=local_eval_batch_size, **shard)
+  padded = functools.partial(pipeline.padded_eval_batches, local_batch_size=local_eval_batch_size,
+                             **shard)
 
   def train_stream(source, augment, normalize):
     return lambda start_step: pipeline.train_batches(
@@ -236,22 +190,15 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       raise ValueError(f"train_subset = {config.train_subset}: {spec} is a graph, whose "
                        "training nodes are its split's.")
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
-  splits = _train_subset(dataset.splits, config.train_subset, config.train_subset_seed, spec)
-  splits = _split_for_validation(splits, config.validation_fraction, config.seed)
+  splits = splits_lib.train_subset(dataset.splits, config.train_subset, config.train_subset_seed,
+                                   spec)
+  splits = splits_lib.split_for_validation(splits, config.validation_fraction, config.seed)
   if splits is not dataset.splits:
     # The carved splits must hold the same invariants (e.g. a class whose few examples all went
     # to validation): checked by building them as a dataset.
     data_lib.ArrayDataset(spec, splits, dataset.num_classes, dataset.class_names, dataset.source)
   if config.standardize:
-    if splits["train"][0].dtype == np.uint8:
-      raise ValueError(f"standardize=True is for float features; {spec} holds uint8 images, "
-                       "which are normalized per channel already.")
-    # Per input position, fit on the training split only (e.g. per mel band and frame).
-    names = ["train"] + [name for name in splits if name != "train"]
-    fitted = tabular.standardize(*(splits[name][0].reshape(len(splits[name][0]), -1)
-                                   for name in names))
-    splits = {name: (z.reshape(splits[name][0].shape).astype(np.float32), splits[name][1])
-              for name, z in zip(names, fitted)}
+    splits = splits_lib.standardized(splits, spec)
   train_x, train_y = splits["train"]
   normalize = None
   if train_x.dtype == np.uint8:
@@ -294,18 +241,12 @@ def _subset_fingerprint(config) -> str:
   return f"|subset={config.train_subset},subset_seed={config.train_subset_seed}"
 
 
-def row_normalized(features: np.ndarray) -> np.ndarray:
-  """Each row divided by its sum (rows summing to 0 stay 0), as Kipf & Welling preprocess."""
-  sums = features.sum(axis=1, keepdims=True)
-  return (features / np.where(sums == 0, 1, sums)).astype(features.dtype)
-
-
 def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: bool = False
                   ) -> Inputs:
   """Full-batch node classification: every step is all training nodes, evaluation one batch per
   split (the model sees the whole graph; see `models.gcn.node_apply_fn`)."""
   if row_normalize:
-    graph = dataclasses.replace(graph, features=row_normalized(graph.features))
+    graph = dataclasses.replace(graph, features=graphs.row_normalized(graph.features))
   features, labels = graph.features, graph.labels
   ids = graph.split_indices
 
