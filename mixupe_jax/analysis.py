@@ -2,7 +2,8 @@
 
 By symmetrization (Zhang et al. 2021), for a loss l linear in the label,
 
-    L_mix = (1/n) sum_i E_{lambda ~ Beta(alpha+1, alpha)} E_{r ~ D_X} l(x_i + (1 - lambda)(r - x_i), y_i)
+    L_mix = (1/n) sum_i E_{lambda ~ Beta(alpha+1, alpha)} E_{r ~ D_X}
+              l(x_i + (1 - lambda)(r - x_i), y_i)
 
 and a Taylor expansion in t = 1 - lambda along d_i = r - x_i gives
 
@@ -17,7 +18,8 @@ loss itself over all pairs (i, j), so the partial sums can be compared with it.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import chex
 import jax
@@ -56,8 +58,9 @@ def example_loss_from_logits(logits_fn: Callable[[jax.Array], jax.Array]) -> Exa
   return loss
 
 
-def directional_derivatives(loss: ExampleLoss, x: jax.Array, y: jax.Array,
-                            direction: jax.Array, order: int) -> jax.Array:
+def directional_derivatives(
+  loss: ExampleLoss, x: jax.Array, y: jax.Array, direction: jax.Array, order: int
+) -> jax.Array:
   """[D^1_d l(x, y), ..., D^K_d l(x, y)] by one jet (Taylor mode) along the line x + t d."""
   line_tangents = [direction] + [jnp.zeros_like(direction)] * (order - 1)
   _, series = jet.jet(lambda z: loss(z, y), (x,), (line_tangents,))
@@ -74,8 +77,14 @@ class TaylorSeries(NamedTuple):
     return self.standard_loss + jnp.concatenate([jnp.zeros(1), jnp.cumsum(self.terms)])
 
 
-def taylor_terms(loss: ExampleLoss, inputs: jax.Array, labels: jax.Array, alpha: float,
-                 order: int = 6, reference_inputs: jax.Array | None = None) -> TaylorSeries:
+def taylor_terms(
+  loss: ExampleLoss,
+  inputs: jax.Array,
+  labels: jax.Array,
+  alpha: float,
+  order: int = 6,
+  reference_inputs: jax.Array | None = None,
+) -> TaylorSeries:
   """The Taylor terms of the Mixup loss for k = 1..order, with r over `reference_inputs`.
 
   `reference_inputs` is the sample of D_X that r ranges over; it defaults to the batch itself,
@@ -94,15 +103,18 @@ def taylor_terms(loss: ExampleLoss, inputs: jax.Array, labels: jax.Array, alpha:
     return jnp.mean(jax.vmap(lambda r: per_pair(x, y, r))(references), axis=0)
 
   mean_derivatives = jnp.mean(jax.lax.map(lambda xy: per_example(*xy), (inputs, labels)), axis=0)
-  weights = jnp.asarray([mixing_moment(alpha, k) / math.factorial(k)
-                         for k in range(1, order + 1)], jnp.float32)
+  weights = jnp.asarray(
+    [mixing_moment(alpha, k) / math.factorial(k) for k in range(1, order + 1)], jnp.float32
+  )
   standard = jnp.mean(jax.vmap(loss)(inputs, labels))
   return TaylorSeries(standard, weights * mean_derivatives, mean_derivatives)
 
 
-def _pairwise_mixup_loss(loss: ExampleLoss, inputs: jax.Array, labels: jax.Array,
-                         lam: jax.Array) -> jax.Array:
-  """(1/n^2) sum_{i,j} [lam l(x~_ij, y_i) + (1 - lam) l(x~_ij, y_j)], x~_ij = lam x_i + (1-lam) x_j."""
+def _pairwise_mixup_loss(
+  loss: ExampleLoss, inputs: jax.Array, labels: jax.Array, lam: jax.Array
+) -> jax.Array:
+  """(1/n^2) sum_{i,j} [lam l(x~_ij, y_i) + (1 - lam) l(x~_ij, y_j)],
+  x~_ij = lam x_i + (1-lam) x_j."""
 
   def row(xy):
     x_i, y_i = xy
@@ -116,8 +128,9 @@ def _pairwise_mixup_loss(loss: ExampleLoss, inputs: jax.Array, labels: jax.Array
   return jnp.mean(jax.lax.map(row, (inputs, labels)))
 
 
-def mixup_loss_quadrature(loss: ExampleLoss, inputs: jax.Array, labels: jax.Array,
-                          alpha: float, num_nodes: int = 32) -> jax.Array:
+def mixup_loss_quadrature(
+  loss: ExampleLoss, inputs: jax.Array, labels: jax.Array, alpha: float, num_nodes: int = 32
+) -> jax.Array:
   """E_{lambda ~ Beta(alpha, alpha)} of the Mixup loss over all pairs, by Gauss-Jacobi quadrature.
 
   Exact up to the quadrature error, which vanishes quickly in num_nodes for smooth losses.
@@ -125,7 +138,8 @@ def mixup_loss_quadrature(loss: ExampleLoss, inputs: jax.Array, labels: jax.Arra
   alpha = check_alpha(alpha)
   if alpha == 0:
     return jnp.mean(jax.vmap(loss)(inputs, labels))
-  # Beta(alpha, alpha) on [0, 1] is the Jacobi weight (1 - u)^(alpha-1) (1 + u)^(alpha-1) on [-1, 1].
+  # Beta(alpha, alpha) on [0, 1] is the Jacobi weight (1 - u)^(alpha-1) (1 + u)^(alpha-1) on
+  # [-1, 1].
   nodes, weights = scipy.special.roots_jacobi(num_nodes, alpha - 1, alpha - 1)
   lambdas = jnp.asarray((nodes + 1) / 2, jnp.float32)
   weights = jnp.asarray(weights / weights.sum(), jnp.float32)
@@ -138,9 +152,14 @@ class MonteCarloEstimate(NamedTuple):
   standard_error: jax.Array
 
 
-def mixup_loss_monte_carlo(key: jax.Array, loss: ExampleLoss, inputs: jax.Array,
-                           labels: jax.Array, alpha: float,
-                           num_samples: int = 256) -> MonteCarloEstimate:
+def mixup_loss_monte_carlo(
+  key: jax.Array,
+  loss: ExampleLoss,
+  inputs: jax.Array,
+  labels: jax.Array,
+  alpha: float,
+  num_samples: int = 256,
+) -> MonteCarloEstimate:
   """Monte-Carlo estimate of the Mixup loss over all pairs: lambda ~ Beta(alpha, alpha) sampled."""
   alpha = check_alpha(alpha)
   if alpha == 0:

@@ -30,7 +30,8 @@ Costs, never a double backward:
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import jax
@@ -50,15 +51,19 @@ def check_x_bar(x_bar: jax.Array, inputs: jax.Array) -> jax.Array:
   x_bar = jnp.asarray(x_bar)
   example_shape = tuple(inputs.shape[1:])
   if tuple(x_bar.shape) not in (example_shape, (1,) + example_shape):
-    raise ValueError(f"x_bar has shape {tuple(x_bar.shape)} but the inputs' per-example shape "
-                     f"is {example_shape} (x_bar is the training-set mean of one input).")
+    raise ValueError(
+      f"x_bar has shape {tuple(x_bar.shape)} but the inputs' per-example shape "
+      f"is {example_shape} (x_bar is the training-set mean of one input)."
+    )
   return x_bar.reshape(example_shape).astype(inputs.dtype)
 
 
 def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None:
   if logits.shape != soft_labels.shape:
-    raise ValueError(f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
-                     f"{tuple(logits.shape)} (expected soft labels [batch, num_classes]).")
+    raise ValueError(
+      f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
+      f"{tuple(logits.shape)} (expected soft labels [batch, num_classes])."
+    )
 
 
 def result_dtype(dtype) -> jnp.dtype:
@@ -76,11 +81,11 @@ def _zero_shift(batch_size: int) -> jax.Array:
 
 
 def logit_directional_derivative(
-    apply_fn: ApplyFn,
-    params: Params,
-    model_state: ModelState,
-    inputs: jax.Array,
-    direction: jax.Array,
+  apply_fn: ApplyFn,
+  params: Params,
+  model_state: ModelState,
+  inputs: jax.Array,
+  direction: jax.Array,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
   """(F(X), J_F(X) D, new model state) by one `jax.jvp` along the direction D (the joint form).
 
@@ -121,24 +126,26 @@ def hidden_shift(apply_fn: ApplyFn, layer: int) -> Shift:
 
 
 def hidden_directional_derivative(
-    apply_fn: ApplyFn,
-    params: Params,
-    model_state: ModelState,
-    inputs: jax.Array,
-    layer: int,
-    h_bar: jax.Array | None = None,
+  apply_fn: ApplyFn,
+  params: Params,
+  model_state: ModelState,
+  inputs: jax.Array,
+  layer: int,
+  h_bar: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
   """(F(X), J_g(H) D, new state) at hidden layer `layer` (see `hidden_shift`), the joint form:
   one `jax.jvp` in t at t = 0 with tangent 1 for every example."""
   logits_of = functools.partial(hidden_shift(apply_fn, layer), params, model_state, inputs, h_bar)
   zeros = _zero_shift(inputs.shape[0])
-  logits, logit_tangents, new_state = jax.jvp(logits_of, (zeros,), (jnp.ones_like(zeros),),
-                                              has_aux=True)
+  logits, logit_tangents, new_state = jax.jvp(
+    logits_of, (zeros,), (jnp.ones_like(zeros),), has_aux=True
+  )
   return logits, logit_tangents, new_state
 
 
-def directional_term(logits: jax.Array, logit_tangents: jax.Array,
-                     soft_labels: jax.Array) -> jax.Array:
+def directional_term(
+  logits: jax.Array, logit_tangents: jax.Array, soft_labels: jax.Array
+) -> jax.Array:
   """The joint r_i = stopgrad(p_i - y_i)^T [J_F(X) D]_i, [B] (float32, or float64 under x64).
 
   Because cross-entropy has d l / d f = p - y, r_i is the first directional derivative of the
@@ -151,13 +158,13 @@ def directional_term(logits: jax.Array, logit_tangents: jax.Array,
 
 
 def official_weighted_term(
-    shift: Shift,
-    params: Params,
-    model_state: ModelState,
-    inputs: jax.Array,
-    target: Any,
-    soft_labels: jax.Array,
-    weights_of: Callable[[jax.Array], jax.Array],
+  shift: Shift,
+  params: Params,
+  model_state: ModelState,
+  inputs: jax.Array,
+  target: Any,
+  soft_labels: jax.Array,
+  weights_of: Callable[[jax.Array], jax.Array],
 ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
   """(F(X), official r [B], sum_i w_i r_i, new state), with w = weights_of(r) held constant.
 
@@ -168,7 +175,8 @@ def official_weighted_term(
   reverse-over-forward, never a double backward. F(X), r and the state are constants.
   """
   logits, values, weighted_sum, new_state = _official_term(
-      shift, weights_of, params, model_state, inputs, target, soft_labels)
+    shift, weights_of, params, model_state, inputs, target, soft_labels
+  )
   stop = jax.lax.stop_gradient
   return stop(logits), stop(values), weighted_sum, stop(new_state)
 
@@ -185,7 +193,8 @@ def _official_term(shift, weights_of, params, model_state, inputs, target, soft_
   """Without differentiation: one reverse pass in t for the values, then their weighted sum."""
   zeros = _zero_shift(inputs.shape[0])
   logits, backward, new_state = jax.vjp(
-      lambda t: shift(params, model_state, inputs, target, t), zeros, has_aux=True)
+    lambda t: shift(params, model_state, inputs, target, t), zeros, has_aux=True
+  )
   (values,) = backward(_residual(logits, soft_labels))
   values = values.astype(result_dtype(values.dtype))
   return logits, values, jnp.sum(weights_of(values) * values), new_state
@@ -197,7 +206,8 @@ def _official_term_forward(shift, weights_of, params, model_state, inputs, targe
 
   def weighted_sum(p):
     logits, linear, new_state = jax.linearize(
-        lambda t: shift(p, model_state, inputs, target, t), zeros, has_aux=True)
+      lambda t: shift(p, model_state, inputs, target, t), zeros, has_aux=True
+    )
     residual = _residual(logits, soft_labels)
     (values,) = jax.linear_transpose(linear, zeros)(residual)
     values = jax.lax.stop_gradient(values.astype(result_dtype(values.dtype)))
@@ -205,8 +215,9 @@ def _official_term_forward(shift, weights_of, params, model_state, inputs, targe
     tangents = linear(weights.astype(zeros.dtype))
     return jnp.sum(residual * tangents), (logits, values, new_state)
 
-  (total, (logits, values, new_state)), gradient = jax.value_and_grad(
-      weighted_sum, has_aux=True)(params)
+  (total, (logits, values, new_state)), gradient = jax.value_and_grad(weighted_sum, has_aux=True)(
+    params
+  )
   outputs = (logits, values, total.astype(values.dtype), new_state)
   return outputs, (gradient, model_state, inputs, target, soft_labels)
 

@@ -20,8 +20,14 @@ import numpy as np
 NUM_CALIBRATION_BINS = 15
 
 
-def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, *, top_k: int = 5,
-               num_bins: int = NUM_CALIBRATION_BINS) -> dict[str, jax.Array]:
+def batch_sums(
+  logits: jax.Array,
+  labels: jax.Array,
+  mask: jax.Array,
+  *,
+  top_k: int = 5,
+  num_bins: int = NUM_CALIBRATION_BINS,
+) -> dict[str, jax.Array]:
   """Per-batch sums of the metric numerators (see the module docstring)."""
   chex.assert_rank(logits, 2)
   chex.assert_shape([labels, mask], (logits.shape[0],))
@@ -36,10 +42,10 @@ def batch_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array, *, top_k: 
   correct = (rank == 0).astype(jnp.float32)
   bins = jnp.minimum((confidence * num_bins).astype(jnp.int32), num_bins - 1)
   sums = {
-      "count": jnp.sum(weight),
-      "correct": jnp.sum(weight * correct),
-      "nll": -jnp.sum(weight * label_log_probability),
-      "calibration_gap": jax.ops.segment_sum(weight * (correct - confidence), bins, num_bins),
+    "count": jnp.sum(weight),
+    "correct": jnp.sum(weight * correct),
+    "nll": -jnp.sum(weight * label_log_probability),
+    "calibration_gap": jax.ops.segment_sum(weight * (correct - confidence), bins, num_bins),
   }
   k = min(top_k, logits.shape[1])
   if k > 1:
@@ -52,8 +58,11 @@ def summarize(totals: dict[str, np.ndarray]) -> dict[str, float]:
   count = float(totals["count"])
   if count == 0:
     raise ValueError("No examples were evaluated.")
-  result = {"accuracy": float(totals["correct"]) / count, "nll": float(totals["nll"]) / count,
-            "ece": float(np.sum(np.abs(totals["calibration_gap"]))) / count}
+  result = {
+    "accuracy": float(totals["correct"]) / count,
+    "nll": float(totals["nll"]) / count,
+    "ece": float(np.sum(np.abs(totals["calibration_gap"]))) / count,
+  }
   for name, value in totals.items():
     if name.startswith("correct_top"):
       result["accuracy_" + name.removeprefix("correct_")] = float(value) / count

@@ -24,7 +24,8 @@ statistics see both batches as in the official code.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -32,8 +33,14 @@ import jax.numpy as jnp
 import optax
 
 from mixupe_jax import analysis, directional, mixing, regularizers
-from mixupe_jax.models.apply import (ApplyFn, ModelState, Params, RematPolicy, couples_examples,
-                                     rematerialized)
+from mixupe_jax.models.apply import (
+  ApplyFn,
+  ModelState,
+  Params,
+  RematPolicy,
+  couples_examples,
+  rematerialized,
+)
 
 METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
 MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
@@ -55,9 +62,15 @@ def _accuracy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
   return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(soft_labels, -1))
 
 
-def erm_loss_fn(params: Params, model_state: ModelState, inputs: jax.Array, labels: jax.Array,
-                *, apply_fn: ApplyFn, num_classes: int | None = None
-                ) -> tuple[jax.Array, LossAux]:
+def erm_loss_fn(
+  params: Params,
+  model_state: ModelState,
+  inputs: jax.Array,
+  labels: jax.Array,
+  *,
+  apply_fn: ApplyFn,
+  num_classes: int | None = None,
+) -> tuple[jax.Array, LossAux]:
   """L_std = (1/B) sum_i l(x_i, y_i)."""
   soft = mixing.to_soft_labels(labels, num_classes)
   logits, model_state = apply_fn(params, model_state, inputs)
@@ -65,8 +78,9 @@ def erm_loss_fn(params: Params, model_state: ModelState, inputs: jax.Array, labe
   return loss, LossAux(model_state, {"cross_entropy": loss, "accuracy": _accuracy(logits, soft)})
 
 
-def mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
-                  *, apply_fn: ApplyFn) -> tuple[jax.Array, LossAux]:
+def mixup_loss_fn(
+  params: Params, model_state: ModelState, mixed: mixing.MixedBatch, *, apply_fn: ApplyFn
+) -> tuple[jax.Array, LossAux]:
   """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch."""
   logits, model_state = apply_fn(params, model_state, mixed.inputs)
   loss = cross_entropy(logits, mixed.labels)
@@ -76,10 +90,16 @@ def mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBa
 TERM_SPLITS = regularizers.TERM_SPLITS
 
 
-def _term(options: regularizers.MixupEOptions, apply_fn: ApplyFn, params: Params,
-          model_state: ModelState, clean_inputs: jax.Array, soft: jax.Array,
-          x_bar: jax.Array | None, layer: int
-          ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
+def _term(
+  options: regularizers.MixupEOptions,
+  apply_fn: ApplyFn,
+  params: Params,
+  model_state: ModelState,
+  clean_inputs: jax.Array,
+  soft: jax.Array,
+  x_bar: jax.Array | None,
+  layer: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
   """The per-variant term on the clean batch: (logits, the statistic s_i [B], sum_i w_i s_i with
   the variant's constant weights, the model state after the clean pass).
 
@@ -97,29 +117,42 @@ def _term(options: regularizers.MixupEOptions, apply_fn: ApplyFn, params: Params
     directional.check_labels_match_logits(logits, soft)
     statistic = regularizers.logit_term(logits, soft, chosen.detach_probabilities)
     return logits, statistic, jnp.sum(weights_of(statistic) * statistic), model_state
-  official = (options.term_split == "official" and regularizers.split_matters(chosen, tau)
-              and couples_examples(apply_fn, model_state))
+  official = (
+    options.term_split == "official"
+    and regularizers.split_matters(chosen, tau)
+    and couples_examples(apply_fn, model_state)
+  )
   if official:
-    shift = (directional.input_shift(apply_fn) if x_bar is not None
-             else directional.hidden_shift(apply_fn, layer))
-    return directional.official_weighted_term(shift, params, model_state, clean_inputs, x_bar,
-                                              soft, weights_of)
+    shift = (
+      directional.input_shift(apply_fn)
+      if x_bar is not None
+      else directional.hidden_shift(apply_fn, layer)
+    )
+    return directional.official_weighted_term(
+      shift, params, model_state, clean_inputs, x_bar, soft, weights_of
+    )
   # The joint form: one jvp, as fast as it gets.
   if x_bar is not None:
     x_bar = directional.check_x_bar(x_bar, clean_inputs)
     logits, tangents, model_state = directional.logit_directional_derivative(
-        apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs)
+      apply_fn, params, model_state, clean_inputs, x_bar[None] - clean_inputs
+    )
   else:
     logits, tangents, model_state = directional.hidden_directional_derivative(
-        apply_fn, params, model_state, clean_inputs, layer)
+      apply_fn, params, model_state, clean_inputs, layer
+    )
   directional.check_labels_match_logits(logits, soft)
   statistic = directional.directional_term(logits, tangents, soft)
   return logits, statistic, jnp.sum(weights_of(statistic) * statistic), model_state
 
 
-def _penalized(mix_loss: jax.Array, statistic: jax.Array, weighted_sum: jax.Array,
-               options: regularizers.MixupEOptions, alpha: float
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _penalized(
+  mix_loss: jax.Array,
+  statistic: jax.Array,
+  weighted_sum: jax.Array,
+  options: regularizers.MixupEOptions,
+  alpha: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L = stopgrad(|L_mix| / |L|) (L_mix + eta m_1 P), P = sign (1/B) sum_i w_i s_i: the penalty,
   its weight and the official rescaling, whatever the variant's term; (loss, metrics)."""
   chosen = options.chosen_variant
@@ -132,26 +165,37 @@ def _penalized(mix_loss: jax.Array, statistic: jax.Array, weighted_sum: jax.Arra
   if options.rescale:
     magnitude = jnp.abs(total)
     scale = jax.lax.stop_gradient(
-        jnp.where(magnitude > 0, jnp.abs(mix_loss) / jnp.where(magnitude > 0, magnitude, 1), 1))
+      jnp.where(magnitude > 0, jnp.abs(mix_loss) / jnp.where(magnitude > 0, magnitude, 1), 1)
+    )
   metrics = {
-      "mixup_loss": mix_loss,
-      "regularizer": regularizer,
-      "penalty": penalty,
-      "unscaled_loss": total,
-      "rescale_factor": scale,
-      "term_mean": jnp.mean(statistic),
-      "term_std": jnp.std(statistic),
-      "term_min": jnp.min(statistic),
-      "term_max": jnp.max(statistic),
-      "active_fraction": jnp.mean(selected.astype(jnp.float32)),
+    "mixup_loss": mix_loss,
+    "regularizer": regularizer,
+    "penalty": penalty,
+    "unscaled_loss": total,
+    "rescale_factor": scale,
+    "term_mean": jnp.mean(statistic),
+    "term_std": jnp.std(statistic),
+    "term_min": jnp.min(statistic),
+    "term_max": jnp.max(statistic),
+    "active_fraction": jnp.mean(selected.astype(jnp.float32)),
   }
   return scale * total, metrics
 
 
-def _regularized(mix_loss: jax.Array, model_state: ModelState, params: Params, apply_fn: ApplyFn,
-                 clean_inputs: jax.Array, clean_labels: jax.Array, *, x_bar: jax.Array | None,
-                 layer: int, alpha: float, options: regularizers.MixupEOptions,
-                 num_classes: int | None) -> tuple[jax.Array, LossAux]:
+def _regularized(
+  mix_loss: jax.Array,
+  model_state: ModelState,
+  params: Params,
+  apply_fn: ApplyFn,
+  clean_inputs: jax.Array,
+  clean_labels: jax.Array,
+  *,
+  x_bar: jax.Array | None,
+  layer: int,
+  alpha: float,
+  options: regularizers.MixupEOptions,
+  num_classes: int | None,
+) -> tuple[jax.Array, LossAux]:
   """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
 
   The clean pass always runs (with eta = 0 too, as officially: BatchNorm's running statistics see
@@ -166,31 +210,32 @@ def _regularized(mix_loss: jax.Array, model_state: ModelState, params: Params, a
     _, model_state = apply_fn(params, model_state, clean_inputs)
     return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
   logits, statistic, weighted_sum, model_state = _term(
-      options, apply_fn, params, model_state, clean_inputs, soft, x_bar, layer)
+    options, apply_fn, params, model_state, clean_inputs, soft, x_bar, layer
+  )
   loss, metrics = _penalized(mix_loss, statistic, weighted_sum, options, alpha)
   return loss, LossAux(model_state, {**metrics, "clean_accuracy": _accuracy(logits, soft)})
 
 
 def mixupe_loss_fn(
-    params: Params,
-    model_state: ModelState,
-    mixed: mixing.MixedBatch,
-    clean_inputs: jax.Array,
-    clean_labels: jax.Array,
-    x_bar: jax.Array | None,
-    *,
-    apply_fn: ApplyFn,
-    alpha: float,
-    eta: float,
-    variant: str = "v1",
-    threshold: float | None = None,
-    term_split: str = "official",
-    rescale: bool = True,
-    scale_by_moment: bool = True,
-    flip_sign: bool = False,
-    num_classes: int | None = None,
-    clean_pass_remat: str | RematPolicy | None = None,
-    options: regularizers.MixupEOptions | None = None,
+  params: Params,
+  model_state: ModelState,
+  mixed: mixing.MixedBatch,
+  clean_inputs: jax.Array,
+  clean_labels: jax.Array,
+  x_bar: jax.Array | None,
+  *,
+  apply_fn: ApplyFn,
+  alpha: float,
+  eta: float,
+  variant: str = "v1",
+  threshold: float | None = None,
+  term_split: str = "official",
+  rescale: bool = True,
+  scale_by_moment: bool = True,
+  flip_sign: bool = False,
+  num_classes: int | None = None,
+  clean_pass_remat: str | RematPolicy | None = None,
+  options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to |L_mix| when `rescale`.
 
@@ -227,50 +272,75 @@ def mixupe_loss_fn(
     (loss, LossAux(model_state after both passes, metrics)).
   """
   mixupe = options or regularizers.MixupEOptions(
-      eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
-      scale_by_moment=scale_by_moment, flip_sign=flip_sign, clean_pass_remat=clean_pass_remat)
+    eta=eta,
+    variant=variant,
+    threshold=threshold,
+    term_split=term_split,
+    rescale=rescale,
+    scale_by_moment=scale_by_moment,
+    flip_sign=flip_sign,
+    clean_pass_remat=clean_pass_remat,
+  )
   if mixupe.chosen_variant.uses_derivative and x_bar is None:
     raise ValueError(f"Variant {mixupe.variant!r} needs x_bar, the training-set mean input.")
   mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
-  return _regularized(mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels,
-                      x_bar=x_bar, layer=0, alpha=alpha, options=mixupe, num_classes=num_classes)
+  return _regularized(
+    mix_loss,
+    aux.model_state,
+    params,
+    apply_fn,
+    clean_inputs,
+    clean_labels,
+    x_bar=x_bar,
+    layer=0,
+    alpha=alpha,
+    options=mixupe,
+    num_classes=num_classes,
+  )
 
 
-def manifold_mixup_loss_fn(params: Params, model_state: ModelState, mixed: mixing.MixedBatch,
-                           clean_inputs: jax.Array, *, apply_fn: ApplyFn, layer: int
-                           ) -> tuple[jax.Array, LossAux]:
+def manifold_mixup_loss_fn(
+  params: Params,
+  model_state: ModelState,
+  mixed: mixing.MixedBatch,
+  clean_inputs: jax.Array,
+  *,
+  apply_fn: ApplyFn,
+  layer: int,
+) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup (Verma et al. 2019) at hidden layer k:
 
   h~_i = lambda_i h_i + (1 - lambda_i) h_j(i) at layer k, with `mixed`'s lambda, partner and
   labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i).
   """
   mix_at_layer = functools.partial(mixing.mix_like, lam=mixed.lam, partner=mixed.partner)
-  logits, model_state = apply_fn(params, model_state, clean_inputs, hidden_layer=layer,
-                                 hidden_transform=mix_at_layer)
+  logits, model_state = apply_fn(
+    params, model_state, clean_inputs, hidden_layer=layer, hidden_transform=mix_at_layer
+  )
   mix_loss = cross_entropy(logits, mixed.labels)
   return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
 
 
 def manifold_mixupe_loss_fn(
-    params: Params,
-    model_state: ModelState,
-    mixed: mixing.MixedBatch,
-    clean_inputs: jax.Array,
-    clean_labels: jax.Array,
-    *,
-    apply_fn: ApplyFn,
-    layer: int,
-    alpha: float,
-    eta: float,
-    variant: str = "v1",
-    threshold: float | None = None,
-    term_split: str = "official",
-    rescale: bool = True,
-    scale_by_moment: bool = True,
-    flip_sign: bool = False,
-    num_classes: int | None = None,
-    clean_pass_remat: str | RematPolicy | None = None,
-    options: regularizers.MixupEOptions | None = None,
+  params: Params,
+  model_state: ModelState,
+  mixed: mixing.MixedBatch,
+  clean_inputs: jax.Array,
+  clean_labels: jax.Array,
+  *,
+  apply_fn: ApplyFn,
+  layer: int,
+  alpha: float,
+  eta: float,
+  variant: str = "v1",
+  threshold: float | None = None,
+  term_split: str = "official",
+  rescale: bool = True,
+  scale_by_moment: bool = True,
+  flip_sign: bool = False,
+  num_classes: int | None = None,
+  clean_pass_remat: str | RematPolicy | None = None,
+  options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup at hidden layer k plus the MixupE term at the same layer (options as in
   `mixupe_loss_fn`). For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch
@@ -278,24 +348,42 @@ def manifold_mixupe_loss_fn(
   ("official") and the whole batch's h moved ("joint").
   """
   mixupe = options or regularizers.MixupEOptions(
-      eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
-      scale_by_moment=scale_by_moment, flip_sign=flip_sign, clean_pass_remat=clean_pass_remat)
-  mix_loss, aux = manifold_mixup_loss_fn(params, model_state, mixed, clean_inputs,
-                                         apply_fn=apply_fn, layer=layer)
-  return _regularized(mix_loss, aux.model_state, params, apply_fn, clean_inputs, clean_labels,
-                      x_bar=None, layer=layer, alpha=alpha, options=mixupe,
-                      num_classes=num_classes)
+    eta=eta,
+    variant=variant,
+    threshold=threshold,
+    term_split=term_split,
+    rescale=rescale,
+    scale_by_moment=scale_by_moment,
+    flip_sign=flip_sign,
+    clean_pass_remat=clean_pass_remat,
+  )
+  mix_loss, aux = manifold_mixup_loss_fn(
+    params, model_state, mixed, clean_inputs, apply_fn=apply_fn, layer=layer
+  )
+  return _regularized(
+    mix_loss,
+    aux.model_state,
+    params,
+    apply_fn,
+    clean_inputs,
+    clean_labels,
+    x_bar=None,
+    layer=layer,
+    alpha=alpha,
+    options=mixupe,
+    num_classes=num_classes,
+  )
 
 
 Mixer = Callable[[jax.Array, jax.Array, jax.Array], mixing.MixedBatch]
 # (key, inputs, labels) -> (the clean examples the MixupE term is computed on, their labels).
 Subsampler = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-LossFn = Callable[[Params, ModelState, jax.Array, jax.Array, jax.Array],
-                  tuple[jax.Array, LossAux]]
+LossFn = Callable[[Params, ModelState, jax.Array, jax.Array, jax.Array], tuple[jax.Array, LossAux]]
 
 
-def make_mixer(name: str = "mixup", *, alpha: float, num_classes: int | None, **options: Any
-               ) -> Mixer:
+def make_mixer(
+  name: str = "mixup", *, alpha: float, num_classes: int | None, **options: Any
+) -> Mixer:
   """mixer(key, inputs, labels) -> MixedBatch for "mixup", "cutmix" or "mixup_or_cutmix".
 
   For "mixup_or_cutmix", `alpha` is Mixup's and `cutmix_alpha` (default alpha) CutMix's.
@@ -304,31 +392,32 @@ def make_mixer(name: str = "mixup", *, alpha: float, num_classes: int | None, **
     raise ValueError(f"Unknown mixer {name!r}; valid mixers are {', '.join(MIXERS)}.")
   if name == "mixup_or_cutmix":
     options.setdefault("cutmix_alpha", alpha)
-    return functools.partial(mixing.mixup_or_cutmix, mixup_alpha=alpha, num_classes=num_classes,
-                             **options)
+    return functools.partial(
+      mixing.mixup_or_cutmix, mixup_alpha=alpha, num_classes=num_classes, **options
+    )
   return functools.partial(getattr(mixing, name), alpha=alpha, num_classes=num_classes, **options)
 
 
 def make_loss_fn(
-    method: str,
-    *,
-    apply_fn: ApplyFn,
-    num_classes: int,
-    alpha: float = 1.0,
-    eta: float = 0.0,
-    variant: str = "v1",
-    threshold: float | None = None,
-    term_split: str = "official",
-    rescale: bool = True,
-    scale_by_moment: bool = True,
-    flip_sign: bool = False,
-    x_bar: jax.Array | None = None,
-    mixer: Mixer | None = None,
-    manifold_layers: Sequence[int] = (0, 1, 2),
-    term_fraction: float = 1.0,
-    term_subsample: Subsampler | None = None,
-    clean_pass_remat: str | RematPolicy | None = None,
-    mixupe: regularizers.MixupEOptions | None = None,
+  method: str,
+  *,
+  apply_fn: ApplyFn,
+  num_classes: int,
+  alpha: float = 1.0,
+  eta: float = 0.0,
+  variant: str = "v1",
+  threshold: float | None = None,
+  term_split: str = "official",
+  rescale: bool = True,
+  scale_by_moment: bool = True,
+  flip_sign: bool = False,
+  x_bar: jax.Array | None = None,
+  mixer: Mixer | None = None,
+  manifold_layers: Sequence[int] = (0, 1, 2),
+  term_fraction: float = 1.0,
+  term_subsample: Subsampler | None = None,
+  clean_pass_remat: str | RematPolicy | None = None,
+  mixupe: regularizers.MixupEOptions | None = None,
 ) -> LossFn:
   """The uniform loss a training loop calls: loss_fn(params, model_state, inputs, labels, key).
 
@@ -350,9 +439,16 @@ def make_loss_fn(
   alpha = mixing.check_alpha(alpha)
   if mixupe is None:
     mixupe = regularizers.MixupEOptions(
-        eta=eta, variant=variant, threshold=threshold, term_split=term_split, rescale=rescale,
-        scale_by_moment=scale_by_moment, flip_sign=flip_sign, term_fraction=term_fraction,
-        clean_pass_remat=clean_pass_remat)
+      eta=eta,
+      variant=variant,
+      threshold=threshold,
+      term_split=term_split,
+      rescale=rescale,
+      scale_by_moment=scale_by_moment,
+      flip_sign=flip_sign,
+      term_fraction=term_fraction,
+      clean_pass_remat=clean_pass_remat,
+    )
   regularizers.check_method_options(method, mixupe)
   term_fraction = mixupe.term_fraction
   if term_subsample is None:
@@ -364,8 +460,9 @@ def make_loss_fn(
 
   def loss_fn(params, model_state, inputs, labels, key):
     if method == "erm":
-      return erm_loss_fn(params, model_state, inputs, labels, apply_fn=apply_fn,
-                         num_classes=num_classes)
+      return erm_loss_fn(
+        params, model_state, inputs, labels, apply_fn=apply_fn, num_classes=num_classes
+      )
     mix_key, layer_key = jax.random.split(key)
     mixed = mixer(mix_key, inputs, labels)
     if method == "mixup":
@@ -374,16 +471,29 @@ def make_loss_fn(
       term_inputs, term_labels = inputs, labels
       if term_fraction < 1:
         term_inputs, term_labels = term_subsample(jax.random.fold_in(key, 2), inputs, labels)
-      return mixupe_loss_fn(params, model_state, mixed, term_inputs, term_labels, x_bar,
-                            apply_fn=apply_fn, **regularizer_options)
+      return mixupe_loss_fn(
+        params,
+        model_state,
+        mixed,
+        term_inputs,
+        term_labels,
+        x_bar,
+        apply_fn=apply_fn,
+        **regularizer_options,
+      )
     if method == "manifold_mixup":
-      branches = [functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)
-                  for layer in manifold_layers]
+      branches = [
+        functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)
+        for layer in manifold_layers
+      ]
       operands = (params, model_state, mixed, inputs)
     else:
-      branches = [functools.partial(manifold_mixupe_loss_fn, apply_fn=apply_fn, layer=layer,
-                                    **regularizer_options)
-                  for layer in manifold_layers]
+      branches = [
+        functools.partial(
+          manifold_mixupe_loss_fn, apply_fn=apply_fn, layer=layer, **regularizer_options
+        )
+        for layer in manifold_layers
+      ]
       operands = (params, model_state, mixed, inputs, labels)
     index = jax.random.randint(layer_key, (), 0, len(branches))
     return jax.lax.switch(index, branches, *operands)

@@ -21,8 +21,9 @@ Pairing (who j(i) is):
   * "roll":        j = (i + 1) mod B.
 
 Inputs may have any rank: images [B, H, W, C], tables [B, D], spectrograms [B, T, F, 1], node
-features [N, D]. Integer inputs (uint8 images) are mixed in float32; floating ones keep their dtype. Labels are integer class ids [B] (then `num_classes` is required) or soft /
-one-hot labels [B, C]; the output labels are always soft, float32, and sum to one.
+features [N, D]. Integer inputs (uint8 images) are mixed in float32; floating ones keep their
+dtype. Labels are integer class ids [B] (then `num_classes` is required) or soft / one-hot labels
+[B, C]; the output labels are always soft, float32, and sum to one.
 
 Global vs per-shard mixing: under `jax.jit` with a batch-sharded input these functions mix across
 the global batch (partners may live on other devices). To mix within each device's shard call them
@@ -85,13 +86,13 @@ def to_soft_labels(labels: jax.Array, num_classes: int | None = None) -> jax.Arr
       if low < 0 or high >= num_classes:
         bad = low if low < 0 else high
         raise ValueError(
-            f"Label {bad} is out of range for num_classes={num_classes} "
-            f"(labels must lie in [0, {num_classes - 1}]).")
+          f"Label {bad} is out of range for num_classes={num_classes} "
+          f"(labels must lie in [0, {num_classes - 1}])."
+        )
     return jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
   chex.assert_rank(labels, 2)
   if num_classes is not None and labels.shape[-1] != num_classes:
-    raise ValueError(
-        f"Soft labels have {labels.shape[-1]} classes but num_classes={num_classes}.")
+    raise ValueError(f"Soft labels have {labels.shape[-1]} classes but num_classes={num_classes}.")
   return labels.astype(jnp.float32)
 
 
@@ -122,11 +123,11 @@ def pair_indices(key: jax.Array, batch_size: int, pairing: str = "permutation") 
 
 
 def sample_lambda(
-    key: jax.Array,
-    alpha: float,
-    batch_size: int,
-    granularity: str = "batch",
-    partner: jax.Array | None = None,
+  key: jax.Array,
+  alpha: float,
+  batch_size: int,
+  granularity: str = "batch",
+  partner: jax.Array | None = None,
 ) -> jax.Array:
   """lambda ~ Beta(alpha, alpha), float32 [B]; alpha = 0 gives lambda = 1 (no mixing).
 
@@ -184,8 +185,9 @@ def _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
   _check_choice(pairing, PAIRINGS, "pairing")
   if granularity == "pair" and pairing not in _INVOLUTIVE_PAIRINGS:
     raise ValueError(
-        f"granularity='pair' needs an involutive pairing ({', '.join(_INVOLUTIVE_PAIRINGS)}), "
-        f"got pairing={pairing!r}.")
+      f"granularity='pair' needs an involutive pairing ({', '.join(_INVOLUTIVE_PAIRINGS)}), "
+      f"got pairing={pairing!r}."
+    )
   soft = to_soft_labels(labels, num_classes)
   chex.assert_equal_shape_prefix([inputs, soft], 1)
   if label_smoothing:
@@ -194,16 +196,16 @@ def _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
 
 
 def mixup(
-    key: jax.Array,
-    inputs: jax.Array,
-    labels: jax.Array,
-    *,
-    alpha: float,
-    num_classes: int | None = None,
-    granularity: str = "batch",
-    pairing: str = "permutation",
-    label_smoothing: float = 0.0,
-    shard_index: jax.Array | int | None = None,
+  key: jax.Array,
+  inputs: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  num_classes: int | None = None,
+  granularity: str = "batch",
+  pairing: str = "permutation",
+  label_smoothing: float = 0.0,
+  shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """Mixup (Zhang et al. 2018): x~ = lambda x_i + (1 - lambda) x_j, y~ likewise.
 
@@ -226,10 +228,10 @@ def _default_spatial_axes(ndim: int) -> tuple[int, ...]:
 
 
 def cutmix_mask(
-    key: jax.Array,
-    lam: jax.Array,
-    shape: tuple[int, ...],
-    spatial_axes: tuple[int, ...],
+  key: jax.Array,
+  lam: jax.Array,
+  shape: tuple[int, ...],
+  spatial_axes: tuple[int, ...],
 ) -> jax.Array:
   """Box masks for CutMix, float32 of `shape` with 1 = keep own pixel, 0 = take the partner's.
 
@@ -239,7 +241,7 @@ def cutmix_mask(
   batch_size = shape[0]
   in_box = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), bool)
   side_fraction = (1.0 - lam) ** (1.0 / len(spatial_axes))
-  for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes))):
+  for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes)), strict=True):
     size = shape[axis]
     cut = jnp.floor(side_fraction * size).astype(jnp.int32)
     center = jax.random.randint(axis_key, (batch_size,), 0, size)
@@ -256,18 +258,18 @@ def cutmix_mask(
 
 
 def cutmix(
-    key: jax.Array,
-    inputs: jax.Array,
-    labels: jax.Array,
-    *,
-    alpha: float,
-    num_classes: int | None = None,
-    granularity: str = "batch",
-    pairing: str = "permutation",
-    label_smoothing: float = 0.0,
-    correct_lambda: bool = True,
-    spatial_axes: tuple[int, ...] | None = None,
-    shard_index: jax.Array | int | None = None,
+  key: jax.Array,
+  inputs: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  num_classes: int | None = None,
+  granularity: str = "batch",
+  pairing: str = "permutation",
+  label_smoothing: float = 0.0,
+  correct_lambda: bool = True,
+  spatial_axes: tuple[int, ...] | None = None,
+  shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """CutMix (Yun et al. 2019): x~ = M * x_i + (1 - M) * x_j for a box mask M, y~ mixed by lambda.
 
@@ -302,31 +304,43 @@ def cutmix(
 
 
 def mixup_or_cutmix(
-    key: jax.Array,
-    inputs: jax.Array,
-    labels: jax.Array,
-    *,
-    mixup_alpha: float,
-    cutmix_alpha: float,
-    switch_prob: float = 0.5,
-    num_classes: int | None = None,
-    granularity: str = "batch",
-    pairing: str = "permutation",
-    label_smoothing: float = 0.0,
-    correct_lambda: bool = True,
-    spatial_axes: tuple[int, ...] | None = None,
-    shard_index: jax.Array | int | None = None,
+  key: jax.Array,
+  inputs: jax.Array,
+  labels: jax.Array,
+  *,
+  mixup_alpha: float,
+  cutmix_alpha: float,
+  switch_prob: float = 0.5,
+  num_classes: int | None = None,
+  granularity: str = "batch",
+  pairing: str = "permutation",
+  label_smoothing: float = 0.0,
+  correct_lambda: bool = True,
+  spatial_axes: tuple[int, ...] | None = None,
+  shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does)."""
   if not 0.0 <= switch_prob <= 1.0:
     raise ValueError(f"switch_prob must lie in [0, 1], got {switch_prob}.")
-  common = dict(num_classes=num_classes, granularity=granularity, pairing=pairing,
-                label_smoothing=label_smoothing, shard_index=shard_index)
+  common = dict(
+    num_classes=num_classes,
+    granularity=granularity,
+    pairing=pairing,
+    label_smoothing=label_smoothing,
+    shard_index=shard_index,
+  )
   switch_key, mix_key = jax.random.split(key)
   use_cutmix = jax.random.bernoulli(switch_key, switch_prob)
   mixed_by_mixup = mixup(mix_key, inputs, labels, alpha=mixup_alpha, **common)
-  mixed_by_cutmix = cutmix(mix_key, inputs, labels, alpha=cutmix_alpha,
-                           correct_lambda=correct_lambda, spatial_axes=spatial_axes, **common)
+  mixed_by_cutmix = cutmix(
+    mix_key,
+    inputs,
+    labels,
+    alpha=cutmix_alpha,
+    correct_lambda=correct_lambda,
+    spatial_axes=spatial_axes,
+    **common,
+  )
   return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup)
 
 
@@ -334,5 +348,9 @@ def no_mixing(inputs: jax.Array, labels: jax.Array, num_classes: int | None = No
   """The identity mixing (lambda = 1, j(i) = i): ERM through the same interface."""
   soft = to_soft_labels(labels, num_classes)
   batch_size = inputs.shape[0]
-  return MixedBatch(as_floating(inputs), soft, jnp.ones(batch_size, jnp.float32),
-                    jnp.arange(batch_size, dtype=jnp.int32))
+  return MixedBatch(
+    as_floating(inputs),
+    soft,
+    jnp.ones(batch_size, jnp.float32),
+    jnp.arange(batch_size, dtype=jnp.int32),
+  )

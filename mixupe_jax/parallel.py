@@ -47,8 +47,10 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
   """The global batch must split evenly over the mesh's devices."""
   if batch_size % mesh.size:
-    raise ValueError(f"The batch size {batch_size} is not divisible by the number of devices "
-                     f"{mesh.size}; choose a batch size that is a multiple of {mesh.size}.")
+    raise ValueError(
+      f"The batch size {batch_size} is not divisible by the number of devices "
+      f"{mesh.size}; choose a batch size that is a multiple of {mesh.size}."
+    )
 
 
 def shard_batch(tree: Any, mesh: Mesh, axis_name: str = DATA_AXIS) -> Any:
@@ -66,7 +68,7 @@ MIXING_SCOPES = ("auto", "device", "global")
 
 
 def resolve_mixing_scope(scope: str, mesh: Mesh) -> str:
-  """"device" or "global" for a config's scope on `mesh` (see above)."""
+  """ "device" or "global" for a config's scope on `mesh` (see above)."""
   if scope not in MIXING_SCOPES:
     raise ValueError(f"Unknown mixing_scope {scope!r}; valid: {', '.join(MIXING_SCOPES)}.")
   if scope == "auto":
@@ -83,8 +85,9 @@ def mixer_for_scope(mixer: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AX
   return mix_per_shard(mixer, mesh, axis_name, global_partner=True)
 
 
-def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS, *,
-                  global_partner: bool = False):
+def mix_per_shard(
+  mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS, *, global_partner: bool = False
+):
   """Runs `mixer(key, inputs, labels, shard_index=...)` on each device's shard via shard_map.
 
   The key is the same on every device, so batch-level choices (lambda for granularity "batch",
@@ -102,8 +105,11 @@ def mix_per_shard(mixer: Any, mesh: Mesh, axis_name: str = DATA_AXIS, *,
     return mixed
 
   return jax.shard_map(
-      per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),
-      out_specs=mixing.MixedBatch(sharded, sharded, sharded, sharded))
+    per_shard,
+    mesh=mesh,
+    in_specs=(PartitionSpec(), sharded, sharded),
+    out_specs=mixing.MixedBatch(sharded, sharded, sharded, sharded),
+  )
 
 
 def subsample_per_shard(subsample: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
@@ -116,8 +122,9 @@ def subsample_per_shard(subsample: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
   def per_shard(key, inputs, labels):
     return subsample(key, inputs, labels, shard_index=jax.lax.axis_index(axis_name))
 
-  return jax.shard_map(per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded),
-                       out_specs=(sharded, sharded))
+  return jax.shard_map(
+    per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded), out_specs=(sharded, sharded)
+  )
 
 
 def subsample_for_scope(subsample: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS):

@@ -54,11 +54,17 @@ class Variant:
 
 
 VARIANTS = {
-    "v1": Variant("v1", uses_derivative=True, default_threshold=-1.0, absolute=False, sign=1.0),
-    "v2": Variant("v2", uses_derivative=True, default_threshold=None, absolute=True, sign=1.0),
-    "v3": Variant("v3", uses_derivative=False, default_threshold=1.0, absolute=False, sign=-1.0,
-                  detach_probabilities=False),
-    "v4": Variant("v4", uses_derivative=False, default_threshold=None, absolute=False, sign=-1.0),
+  "v1": Variant("v1", uses_derivative=True, default_threshold=-1.0, absolute=False, sign=1.0),
+  "v2": Variant("v2", uses_derivative=True, default_threshold=None, absolute=True, sign=1.0),
+  "v3": Variant(
+    "v3",
+    uses_derivative=False,
+    default_threshold=1.0,
+    absolute=False,
+    sign=-1.0,
+    detach_probabilities=False,
+  ),
+  "v4": Variant("v4", uses_derivative=False, default_threshold=None, absolute=False, sign=-1.0),
 }
 ALIASES = {"exact": "v1", "fast": "v3"}
 
@@ -67,13 +73,16 @@ def get_variant(name: str) -> Variant:
   """The variant for a name in VARIANTS or ALIASES; a ValueError lists the valid names."""
   canonical = ALIASES.get(name, name)
   if canonical not in VARIANTS:
-    valid = ", ".join(list(VARIANTS) + [f"{alias} (= {target})" for alias, target in ALIASES.items()])
+    valid = ", ".join(
+      list(VARIANTS) + [f"{alias} (= {target})" for alias, target in ALIASES.items()]
+    )
     raise ValueError(f"Unknown MixupE variant {name!r}; valid variants are {valid}.")
   return VARIANTS[canonical]
 
 
-def logit_term(logits: jax.Array, soft_labels: jax.Array,
-               detach_probabilities: bool = True) -> jax.Array:
+def logit_term(
+  logits: jax.Array, soft_labels: jax.Array, detach_probabilities: bool = True
+) -> jax.Array:
   """u_i = f(x_i)^T (y_i - p_i), [B]; p_i stop-gradiented unless told otherwise (float32, or
   float64 when the logits are)."""
   chex.assert_equal_shape([logits, soft_labels])
@@ -97,9 +106,10 @@ def effective_threshold(variant: Variant, threshold: float | None) -> float | No
   if variant.default_threshold is None:
     if threshold is not None and threshold != math.inf:
       raise ValueError(
-          f"MixupE variant {variant.name!r} has no threshold (the official code ignores it), "
-          f"got threshold={threshold}; leave it unset, or use "
-          f"{'v1' if variant.uses_derivative else 'v3'}, which is {variant.name} with a threshold.")
+        f"MixupE variant {variant.name!r} has no threshold (the official code ignores it), "
+        f"got threshold={threshold}; leave it unset, or use "
+        f"{'v1' if variant.uses_derivative else 'v3'}, which is {variant.name} with a threshold."
+      )
     return None
   return variant.default_threshold if threshold is None else threshold
 
@@ -111,8 +121,9 @@ def split_matters(variant: Variant, tau: float | None) -> bool:
   return variant.absolute or (tau is not None and math.isfinite(tau))
 
 
-def selection_weights(statistic: jax.Array, variant: Variant, tau: float | None
-                      ) -> tuple[jax.Array, jax.Array]:
+def selection_weights(
+  statistic: jax.Array, variant: Variant, tau: float | None
+) -> tuple[jax.Array, jax.Array]:
   """(w, selected) with sum_i w_i s_i the penalty's sum over the statistic s = r or u [B]:
 
       thresholded (v1, v3):  w_i = [s_i < tau]
@@ -140,8 +151,10 @@ def check_term_fraction(fraction: float) -> float:
   """rho must be in (0, 1]."""
   fraction = float(fraction)
   if not 0 < fraction <= 1:
-    raise ValueError(f"term_fraction must be in (0, 1], got {fraction} (1 computes the term on "
-                     "the whole clean batch).")
+    raise ValueError(
+      f"term_fraction must be in (0, 1], got {fraction} (1 computes the term on "
+      "the whole clean batch)."
+    )
   return fraction
 
 
@@ -183,12 +196,21 @@ class MixupEOptions:
 
   def __post_init__(self):
     from mixupe_jax.models.apply import REMAT_POLICIES, remat_policy
+
     eta = self.eta
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) \
-        or eta < 0:
-      raise OptionError("eta", eta, "expected a number in [0, inf)",
-                        f"eta must be a finite number >= 0, got {eta} (use flip_sign=True to "
-                        "reverse the direction of the regularizer).")
+    if (
+      isinstance(eta, bool)
+      or not isinstance(eta, (int, float))
+      or not math.isfinite(eta)
+      or eta < 0
+    ):
+      raise OptionError(
+        "eta",
+        eta,
+        "expected a number in [0, inf)",
+        f"eta must be a finite number >= 0, got {eta} (use flip_sign=True to "
+        "reverse the direction of the regularizer).",
+      )
     try:
       variant = get_variant(self.variant)
     except (TypeError, ValueError) as error:
@@ -199,24 +221,31 @@ class MixupEOptions:
     except ValueError as error:
       raise OptionError("threshold", self.threshold, str(error).rstrip("."), str(error)) from None
     if self.term_split not in TERM_SPLITS:
-      raise OptionError("term_split", self.term_split,
-                        f"valid values are {', '.join(TERM_SPLITS)}",
-                        f"Unknown term_split {self.term_split!r}; valid values are "
-                        f"{', '.join(TERM_SPLITS)}.")
+      raise OptionError(
+        "term_split",
+        self.term_split,
+        f"valid values are {', '.join(TERM_SPLITS)}",
+        f"Unknown term_split {self.term_split!r}; valid values are {', '.join(TERM_SPLITS)}.",
+      )
     fraction = self.term_fraction
     try:
       if isinstance(fraction, bool):
         raise TypeError(f"term_fraction must be a number in (0, 1], got {fraction}.")
       fraction = check_term_fraction(fraction)
     except (TypeError, ValueError) as error:
-      raise OptionError("term_fraction", self.term_fraction, "expected a number in (0, 1]",
-                        str(error)) from None
+      raise OptionError(
+        "term_fraction", self.term_fraction, "expected a number in (0, 1]", str(error)
+      ) from None
     if self.clean_pass_remat is not None:
       try:
         remat_policy(self.clean_pass_remat)
       except ValueError as error:
-        raise OptionError("clean_pass_remat", self.clean_pass_remat,
-                          f"valid values are {', '.join(REMAT_POLICIES)}", str(error)) from None
+        raise OptionError(
+          "clean_pass_remat",
+          self.clean_pass_remat,
+          f"valid values are {', '.join(REMAT_POLICIES)}",
+          str(error),
+        ) from None
     object.__setattr__(self, "eta", float(eta))
     object.__setattr__(self, "term_fraction", fraction)
 
@@ -230,7 +259,7 @@ class MixupEOptions:
     return effective_threshold(self.chosen_variant, self.threshold)
 
   @classmethod
-  def from_config(cls, config) -> "MixupEOptions":
+  def from_config(cls, config) -> MixupEOptions:
     """The options of a config (its fields of the same names)."""
     return cls(**{field.name: config[field.name] for field in dataclasses.fields(cls)})
 
@@ -238,11 +267,13 @@ class MixupEOptions:
 def check_method_options(method: str, options: MixupEOptions) -> None:
   """A term on a subset of the clean batch needs the clean batch: method "mixupe" only."""
   if options.term_fraction < 1 and method != "mixupe":
-    raise OptionError("term_fraction", options.term_fraction,
-                      f"a subset of the clean batch applies to method 'mixupe' only, not "
-                      f"{method!r}",
-                      f"term_fraction={options.term_fraction} applies to method 'mixupe' only "
-                      f"(the term on a subset of the clean batch), not to {method!r}.")
+    raise OptionError(
+      "term_fraction",
+      options.term_fraction,
+      f"a subset of the clean batch applies to method 'mixupe' only, not {method!r}",
+      f"term_fraction={options.term_fraction} applies to method 'mixupe' only "
+      f"(the term on a subset of the clean batch), not to {method!r}.",
+    )
 
 
 def subsample_size(batch_size: int, fraction: float) -> int:
@@ -250,8 +281,14 @@ def subsample_size(batch_size: int, fraction: float) -> int:
   return max(1, int(round(check_term_fraction(fraction) * batch_size)))
 
 
-def subsample_examples(key: jax.Array, inputs: jax.Array, labels: jax.Array, *, fraction: float,
-                       shard_index: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def subsample_examples(
+  key: jax.Array,
+  inputs: jax.Array,
+  labels: jax.Array,
+  *,
+  fraction: float,
+  shard_index: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """k = max(1, round(rho B)) of the B clean examples, uniformly without replacement.
 
   The MixupE term computed on them, (1/k) sum_{i in S} w_i s_i, estimates the full
@@ -269,5 +306,5 @@ def subsample_examples(key: jax.Array, inputs: jax.Array, labels: jax.Array, *, 
   if shard_index is not None:
     key = jax.random.fold_in(key, shard_index)
   batch_size = inputs.shape[0]
-  chosen = jax.random.permutation(key, batch_size)[:subsample_size(batch_size, fraction)]
+  chosen = jax.random.permutation(key, batch_size)[: subsample_size(batch_size, fraction)]
   return inputs[chosen], labels[chosen]

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
 MEMORY_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
@@ -56,11 +56,13 @@ def _backends_started() -> bool:
   if "jax" not in sys.modules:
     return False
   from jax._src import xla_bridge
+
   return xla_bridge.backends_are_initialized()
 
 
-def configure(environ: MutableMapping[str, str] | None = None, *,
-              memory_scheduler: bool = False) -> list[str]:
+def configure(
+  environ: MutableMapping[str, str] | None = None, *, memory_scheduler: bool = False
+) -> list[str]:
   """Appends the OPTIONS (and with `memory_scheduler` the MEMORY_OPTIONS) that XLA_FLAGS does not
   name yet (see the module docstring); returns the flags added. Call it before the first JAX
   computation."""
@@ -74,9 +76,11 @@ def configure(environ: MutableMapping[str, str] | None = None, *,
   if not added:
     return []
   if _backends_started():
-    logging.warning("JAX's backends exist already, so %s cannot take effect; call "
-                    "mixupe_jax.xla_cpu.configure() before the first computation.",
-                    " ".join(added))
+    logging.warning(
+      "JAX's backends exist already, so %s cannot take effect; call "
+      "mixupe_jax.xla_cpu.configure() before the first computation.",
+      " ".join(added),
+    )
     return []
   environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
   return added

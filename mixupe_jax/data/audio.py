@@ -20,8 +20,13 @@ import re
 import numpy as np
 import scipy.io.wavfile
 
-from mixupe_jax.data.base import (ArrayDataset, DataError, list_members, require_file,
-                                  require_tensorflow)
+from mixupe_jax.data.base import (
+  ArrayDataset,
+  DataError,
+  list_members,
+  require_file,
+  require_tensorflow,
+)
 
 FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
 # 32 ms / 25 ms windows with 10 ms hops at 8 kHz / 16 kHz.
@@ -41,8 +46,9 @@ def mel_filterbank(num_mels: int, fft_size: int, sample_rate: int) -> np.ndarray
   return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
 
 
-def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, fft_size: int = 256,
-                        hop: int = 80, num_mels: int = 40) -> np.ndarray:
+def log_mel_spectrogram(
+  signal: np.ndarray, sample_rate: int, *, fft_size: int = 256, hop: int = 80, num_mels: int = 40
+) -> np.ndarray:
   """log-mel spectrogram [frames, num_mels] of a mono float signal."""
   if len(signal) < fft_size:
     signal = np.pad(signal, (0, fft_size - len(signal)))
@@ -50,12 +56,12 @@ def log_mel_spectrogram(signal: np.ndarray, sample_rate: int, *, fft_size: int =
   index = np.arange(fft_size)[None] + hop * np.arange(frames)[:, None]
   windowed = signal[index] * np.hanning(fft_size)[None]
   power = np.abs(np.fft.rfft(windowed, axis=-1)) ** 2
-  return np.log(power @ mel_filterbank(num_mels, fft_size, sample_rate).T + 1e-6).astype(
-      np.float32)
+  return np.log(power @ mel_filterbank(num_mels, fft_size, sample_rate).T + 1e-6).astype(np.float32)
 
 
-def clip_spectrogram(signal: np.ndarray, sample_rate: int, duration: float, *,
-                     fft_size: int, hop: int) -> np.ndarray:
+def clip_spectrogram(
+  signal: np.ndarray, sample_rate: int, duration: float, *, fft_size: int, hop: int
+) -> np.ndarray:
   """A mono float signal, zero-padded or cut to `duration` s -> log-mel [frames, 40, 1]."""
   length = int(round(duration * sample_rate))
   signal = np.pad(signal[:length], (0, max(0, length - len(signal))))
@@ -77,8 +83,14 @@ def read_wav(data: bytes, where: str, sample_rate: int) -> np.ndarray:
   return samples.astype(np.float32)
 
 
-def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
-              test_indices: range = range(5), name: str = "fsdd") -> ArrayDataset:
+def load_fsdd(
+  path: str,
+  *,
+  sample_rate: int = 8000,
+  duration: float = 1.0,
+  test_indices: range = range(5),
+  name: str = "fsdd",
+) -> ArrayDataset:
   """The Free Spoken Digit Dataset from its recordings folder or zip -> float32 [N, T, 40, 1]."""
   require_file(path, "FSDD recordings folder or zip")
   members, read = list_members(path, "{digit}_{speaker}_{index}.wav files")
@@ -93,18 +105,28 @@ def load_fsdd(path: str, *, sample_rate: int = 8000, duration: float = 1.0,
     splits[split][0].append(clip_spectrogram(signal, sample_rate, duration, **FSDD_WINDOWS))
     splits[split][1].append(int(digit))
   if not splits["train"][0]:
-    raise DataError(f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files with an index "
-                    f"outside {test_indices.start}-{test_indices.stop - 1} (the training split).")
+    raise DataError(
+      f"{path} holds no {{digit}}_{{speaker}}_{{index}}.wav files with an index "
+      f"outside {test_indices.start}-{test_indices.stop - 1} (the training split)."
+    )
   if not splits["test"][0]:
-    raise DataError(f"{path} holds no test recordings: FSDD's test split is index "
-                    f"{test_indices.start}-{test_indices.stop - 1} of every digit and speaker "
-                    f"({len(splits['train'][0])} training recordings found).")
-  return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, FSDD_WINDOWS), 10,
-                      tuple(str(d) for d in range(10)), source=path)
+    raise DataError(
+      f"{path} holds no test recordings: FSDD's test split is index "
+      f"{test_indices.start}-{test_indices.stop - 1} of every digit and speaker "
+      f"({len(splits['train'][0])} training recordings found)."
+    )
+  return ArrayDataset(
+    name,
+    _stack_splits(splits, sample_rate, duration, FSDD_WINDOWS),
+    10,
+    tuple(str(d) for d in range(10)),
+    source=path,
+  )
 
 
-def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float = 1.0,
-                         name: str = "speech_commands") -> ArrayDataset:
+def load_speech_commands(
+  path: str, *, sample_rate: int = 16000, duration: float = 1.0, name: str = "speech_commands"
+) -> ArrayDataset:
   """Google Speech Commands (v0.01 or v0.02) as distributed: `<word>/<speaker>_nohash_<n>.wav`,
   with `validation_list.txt` and `testing_list.txt` naming the held-out files (the standard
   split); every word folder is a class (`_background_noise_` excluded). -> float32
@@ -116,11 +138,15 @@ def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float
     found = [m for m in members if m.split("/")[-1] == file_name]
     if not found:
       raise DataError(f"{path} has no {file_name} (the standard Speech Commands split).")
-    root = found[0][:-len(file_name)]
-    lists[split] = {root + line.strip() for line in read(found[0]).decode().splitlines()
-                    if line.strip()}
-  wavs = sorted(m for m in members if m.endswith(".wav") and "_background_noise_" not in m
-                and len(m.split("/")) >= 2)
+    root = found[0][: -len(file_name)]
+    lists[split] = {
+      root + line.strip() for line in read(found[0]).decode().splitlines() if line.strip()
+    }
+  wavs = sorted(
+    m
+    for m in members
+    if m.endswith(".wav") and "_background_noise_" not in m and len(m.split("/")) >= 2
+  )
   class_names = tuple(sorted({m.split("/")[-2] for m in wavs}))
   if not class_names:
     raise DataError(f"{path} holds no <word>/<file>.wav recordings.")
@@ -129,38 +155,52 @@ def load_speech_commands(path: str, *, sample_rate: int = 16000, duration: float
   for member in wavs:
     signal = read_wav(read(member), f"{path}:{member}", sample_rate)
     split = next((s for s, names in lists.items() if member in names), "train")
-    splits[split][0].append(clip_spectrogram(signal, sample_rate, duration,
-                                             **SPEECH_COMMANDS_WINDOWS))
+    splits[split][0].append(
+      clip_spectrogram(signal, sample_rate, duration, **SPEECH_COMMANDS_WINDOWS)
+    )
     splits[split][1].append(label_of[member.split("/")[-2]])
   empty = [split for split, (inputs, _) in splits.items() if not inputs]
   if empty:
-    raise DataError(f"{path} has no {' or '.join(empty)} recordings (the split lists name files "
-                    "that are not there, or every file).")
-  return ArrayDataset(name, _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
-                      len(class_names), class_names, source=path)
+    raise DataError(
+      f"{path} has no {' or '.join(empty)} recordings (the split lists name files "
+      "that are not there, or every file)."
+    )
+  return ArrayDataset(
+    name,
+    _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
+    len(class_names),
+    class_names,
+    source=path,
+  )
 
 
 def _stack_splits(splits, sample_rate: int, duration: float, windows: dict[str, int]):
   """{split: (list of spectrograms, list of labels)} -> {split: (float32 [N, T, 40, 1], int32)}."""
   frames = 1 + (int(round(duration * sample_rate)) - windows["fft_size"]) // windows["hop"]
-  return {split: (np.stack(x) if x else np.zeros((0, frames, 40, 1), np.float32),
-                  np.asarray(y, np.int32)) for split, (x, y) in splits.items()}
+  return {
+    split: (np.stack(x) if x else np.zeros((0, frames, 40, 1), np.float32), np.asarray(y, np.int32))
+    for split, (x, y) in splits.items()
+  }
 
 
 # TFDS audio: (sample rate, analysis windows). 16-bit PCM samples scale to [-1, 1] as read_wav does.
-TFDS_AUDIO_DATASETS = {"spoken_digit": (8000, FSDD_WINDOWS),
-                       "speech_commands": (16000, SPEECH_COMMANDS_WINDOWS)}
+TFDS_AUDIO_DATASETS = {
+  "spoken_digit": (8000, FSDD_WINDOWS),
+  "speech_commands": (16000, SPEECH_COMMANDS_WINDOWS),
+}
 PCM16_FULL_SCALE = float(np.iinfo(np.int16).max)
 
 
-def load_tfds_audio(name: str, data_dir: str | None = None, *, duration: float = 1.0,
-                    test_indices: range = range(5)) -> ArrayDataset:
+def load_tfds_audio(
+  name: str, data_dir: str | None = None, *, duration: float = 1.0, test_indices: range = range(5)
+) -> ArrayDataset:
   """`spoken_digit` or `speech_commands` through `tfds.data_source` (prepared ArrayRecord files,
   `tfds.data_source(name, data_dir=...)` downloads and prepares them where there is internet)
   -> the same log-mel arrays as `load_fsdd` / `load_speech_commands`."""
   if name not in TFDS_AUDIO_DATASETS:
-    raise DataError(f"Unknown TFDS audio dataset {name!r}; valid: "
-                    f"{', '.join(TFDS_AUDIO_DATASETS)}.")
+    raise DataError(
+      f"Unknown TFDS audio dataset {name!r}; valid: {', '.join(TFDS_AUDIO_DATASETS)}."
+    )
   require_tensorflow(f"tfds:{name} (TFDS's audio builders import TensorFlow)")
   import tensorflow_datasets as tfds
 
@@ -180,12 +220,18 @@ def load_tfds_audio(name: str, data_dir: str | None = None, *, duration: float =
         file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
         match = FSDD_NAME.search(file_name)
         if not match:
-          raise DataError(f"tfds:{name} record {index} has file name {file_name!r}; expected "
-                          "{digit}_{speaker}_{index}.wav, which gives FSDD's train/test split.")
+          raise DataError(
+            f"tfds:{name} record {index} has file name {file_name!r}; expected "
+            "{digit}_{speaker}_{index}.wav, which gives FSDD's train/test split."
+          )
         target = "test" if int(match.group(3)) in test_indices else "train"
       splits[target][0].append(clip_spectrogram(signal, sample_rate, duration, **windows))
       splits[target][1].append(int(record["label"]))
   # ArrayDataset checks every label against num_classes.
-  return ArrayDataset(f"tfds:{name}", _stack_splits(splits, sample_rate, duration, windows),
-                      label_feature.num_classes,
-                      tuple(label_feature.names), source=data_dir or "")
+  return ArrayDataset(
+    f"tfds:{name}",
+    _stack_splits(splits, sample_rate, duration, windows),
+    label_feature.num_classes,
+    tuple(label_feature.names),
+    source=data_dir or "",
+  )

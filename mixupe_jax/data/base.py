@@ -6,7 +6,8 @@ import dataclasses
 import os
 import zipfile
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -18,14 +19,17 @@ class DataError(ValueError):
 def require_tensorflow(what: str) -> None:
   """TensorFlow is an optional extra of the package; `what` needs it."""
   import importlib.util
+
   try:
     spec = importlib.util.find_spec("tensorflow")
   except (ImportError, ValueError):
     spec = None
   if spec is None:
-    raise ImportError(f"{what} needs TensorFlow, which mixupe_jax installs only with its "
-                      "'tensorflow' extra: pip install 'mixupe_jax[tensorflow]' (or pip install "
-                      "tensorflow-cpu). `pip install -r requirements.txt` includes it.")
+    raise ImportError(
+      f"{what} needs TensorFlow, which mixupe_jax installs only with its "
+      "'tensorflow' extra: pip install 'mixupe_jax[tensorflow]' (or pip install "
+      "tensorflow-cpu). `pip install -r requirements.txt` includes it."
+    )
 
 
 def require_file(path: str | os.PathLike, what: str) -> str:
@@ -45,8 +49,9 @@ def is_system_entry(name: str) -> bool:
   """Whether a '/'-separated member name is such an artifact: a component that is hidden (starts
   with '.', which covers `._<name>` and `.DS_Store`) or a system folder, or a system file."""
   parts = [part for part in name.split("/") if part]
-  return (any(part.startswith(".") or part in SYSTEM_FOLDERS for part in parts)
-          or (bool(parts) and parts[-1].lower() in SYSTEM_FILES))
+  return any(part.startswith(".") or part in SYSTEM_FOLDERS for part in parts) or (
+    bool(parts) and parts[-1].lower() in SYSTEM_FILES
+  )
 
 
 def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], bytes]]:
@@ -62,11 +67,15 @@ def list_members(path: str, layout: str) -> tuple[list[str], Callable[[str], byt
       except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}:{name} cannot be read from the archive ({error}).") from error
 
-    return [n for n in archive.namelist()
-            if not n.endswith("/") and not is_system_entry(n)], read_member
+    return [
+      n for n in archive.namelist() if not n.endswith("/") and not is_system_entry(n)
+    ], read_member
   if os.path.isdir(path):
-    names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
-             for root, _, files in os.walk(path) for f in files]
+    names = [
+      os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
+      for root, _, files in os.walk(path)
+      for f in files
+    ]
     names = [name for name in names if not is_system_entry(name)]
 
     def read(name):
@@ -93,8 +102,10 @@ class ArrayDataset:
 
   def __post_init__(self):
     from mixupe_jax.data import invariants  # It raises this module's DataError.
-    invariants.check_array_dataset(self.name, self.splits, self.num_classes, self.class_names,
-                                   self.source)
+
+    invariants.check_array_dataset(
+      self.name, self.splits, self.num_classes, self.class_names, self.source
+    )
 
   def inputs(self, split: str) -> np.ndarray:
     return self._split(split)[0]
@@ -123,5 +134,7 @@ class GraphDataset:
 
   def __post_init__(self):
     from mixupe_jax.data import invariants
-    invariants.check_graph_dataset(self.name, self.features, self.labels, self.split_indices,
-                                   self.num_classes, self.source)
+
+    invariants.check_graph_dataset(
+      self.name, self.features, self.labels, self.split_indices, self.num_classes, self.source
+    )

@@ -41,17 +41,22 @@ def _check_parts(directory: str, name: str, parts: dict) -> None:
     if not (scipy.sparse.issparse(value) or isinstance(value, np.ndarray)) or value.ndim != 2:
       raise DataError(f"{path(part)}: expected a 2-D matrix, got {type(value).__name__}.")
   if not isinstance(parts["graph"], dict):
-    raise DataError(f"{path('graph')}: expected a dict node -> neighbours, got "
-                    f"{type(parts['graph']).__name__}.")
+    raise DataError(
+      f"{path('graph')}: expected a dict node -> neighbours, got {type(parts['graph']).__name__}."
+    )
   for features, labels in (("x", "y"), ("tx", "ty"), ("allx", "ally")):
     if parts[features].shape[0] != parts[labels].shape[0]:
-      raise DataError(f"{path(labels)} has {parts[labels].shape[0]} rows but {path(features)} "
-                      f"has {parts[features].shape[0]}.")
+      raise DataError(
+        f"{path(labels)} has {parts[labels].shape[0]} rows but {path(features)} "
+        f"has {parts[features].shape[0]}."
+      )
   widths = {parts[p].shape[1] for p in ("x", "tx", "allx")}
   classes = {parts[p].shape[1] for p in ("y", "ty", "ally")}
   if len(widths) != 1 or len(classes) != 1:
-    raise DataError(f"{directory} ind.{name}.*: the feature widths {sorted(widths)} or the label "
-                    f"widths {sorted(classes)} of x/tx/allx and y/ty/ally differ.")
+    raise DataError(
+      f"{directory} ind.{name}.*: the feature widths {sorted(widths)} or the label "
+      f"widths {sorted(classes)} of x/tx/allx and y/ty/ally differ."
+    )
 
 
 def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
@@ -69,8 +74,10 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
   test_sorted = np.sort(test_index)
   num_known = allx.shape[0]
   if test_sorted[0] < num_known:
-    raise DataError(f"{index_path}: test node {test_sorted[0]} is among the {num_known} nodes of "
-                    "allx; test nodes come after them.")
+    raise DataError(
+      f"{index_path}: test node {test_sorted[0]} is among the {num_known} nodes of "
+      "allx; test nodes come after them."
+    )
   if name == "citeseer":
     # CiteSeer has isolated test nodes missing from tx: give them zero features and labels.
     full = np.arange(test_sorted.min(), test_sorted.max() + 1)
@@ -81,42 +88,60 @@ def load_planetoid(directory: str, name: str = "cora") -> GraphDataset:
     tx, ty = tx_full, ty_full
   num_nodes = num_known + tx.shape[0]
   if test_sorted[-1] >= num_nodes:
-    raise DataError(f"{index_path}: test node {test_sorted[-1]} is beyond the {num_nodes} nodes "
-                    f"of allx and tx.")
+    raise DataError(
+      f"{index_path}: test node {test_sorted[-1]} is beyond the {num_nodes} nodes of allx and tx."
+    )
   features = scipy.sparse.vstack([allx, tx]).tolil()
   features[test_index, :] = features[test_sorted, :]
-  labels_onehot = np.vstack([np.asarray(ally.todense() if scipy.sparse.issparse(ally) else ally),
-                             np.asarray(ty.todense() if scipy.sparse.issparse(ty) else ty)])
+  labels_onehot = np.vstack(
+    [
+      np.asarray(ally.todense() if scipy.sparse.issparse(ally) else ally),
+      np.asarray(ty.todense() if scipy.sparse.issparse(ty) else ty),
+    ]
+  )
   labels_onehot[test_index, :] = labels_onehot[test_sorted, :]
   rows = [node for node, neighbours in graph.items() for _ in neighbours]
   cols = [n for neighbours in graph.values() for n in neighbours]
   out_of_range = [n for n in rows + cols if not 0 <= n < num_nodes]
   if out_of_range:
-    raise DataError(f"{os.path.join(directory, f'ind.{name}.graph')}: node {out_of_range[0]} is "
-                    f"outside the {num_nodes} nodes of the features.")
-  adjacency = scipy.sparse.coo_matrix((np.ones(len(rows), np.float32), (rows, cols)),
-                                      shape=(num_nodes, num_nodes)).tocsr()
+    raise DataError(
+      f"{os.path.join(directory, f'ind.{name}.graph')}: node {out_of_range[0]} is "
+      f"outside the {num_nodes} nodes of the features."
+    )
+  adjacency = scipy.sparse.coo_matrix(
+    (np.ones(len(rows), np.float32), (rows, cols)), shape=(num_nodes, num_nodes)
+  ).tocsr()
   adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)
   adjacency.setdiag(0)
   adjacency.eliminate_zeros()
   num_train = len(y)
   # The standard validation nodes are the 500 after the training ones, among the labelled allx
   # nodes (fewer in a graph that small).
-  splits = {"train": np.arange(num_train),
-            "validation": np.arange(num_train, min(num_train + 500, num_known)),
-            "test": test_sorted}
+  splits = {
+    "train": np.arange(num_train),
+    "validation": np.arange(num_train, min(num_train + 500, num_known)),
+    "test": test_sorted,
+  }
   for split, nodes in splits.items():
     rows_of_split = labels_onehot[nodes]
     not_one_hot = np.flatnonzero((rows_of_split.sum(1) != 1) | (rows_of_split.max(1) != 1))
     if len(not_one_hot):
       node = int(nodes[not_one_hot[0]])
       source = f"ind.{name}.{'ty' if split == 'test' else 'ally'}"
-      raise DataError(f"{os.path.join(directory, source)}: {split} node {node} has label row "
-                      f"{labels_onehot[node].tolist()}; expected one-hot (an all-zero row would "
-                      "silently become class 0).")
-  return GraphDataset(name, np.asarray(features.todense(), np.float32), adjacency.tocsr(),
-                      np.argmax(labels_onehot, 1).astype(np.int32), splits,
-                      labels_onehot.shape[1], source=directory)
+      raise DataError(
+        f"{os.path.join(directory, source)}: {split} node {node} has label row "
+        f"{labels_onehot[node].tolist()}; expected one-hot (an all-zero row would "
+        "silently become class 0)."
+      )
+  return GraphDataset(
+    name,
+    np.asarray(features.todense(), np.float32),
+    adjacency.tocsr(),
+    np.argmax(labels_onehot, 1).astype(np.int32),
+    splits,
+    labels_onehot.shape[1],
+    source=directory,
+  )
 
 
 def row_normalized(features: np.ndarray) -> np.ndarray:

@@ -34,8 +34,10 @@ def read_idx(path: str) -> np.ndarray:
   shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", ndim, offset=4))
   expected = header_size + int(np.prod(shape)) * dtype.itemsize
   if len(raw) != expected:
-    raise DataError(f"{path} has {len(raw)} bytes but its header (shape {shape}, {dtype}) "
-                    f"needs {expected}: the file is truncated or corrupt.")
+    raise DataError(
+      f"{path} has {len(raw)} bytes but its header (shape {shape}, {dtype}) "
+      f"needs {expected}: the file is truncated or corrupt."
+    )
   return np.frombuffer(raw, dtype, offset=header_size).reshape(shape)
 
 
@@ -59,13 +61,17 @@ def load_idx_dataset(directory: str, name: str = "idx") -> ArrayDataset:
     labels_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-      raise DataError(f"{directory} {split}: expected images [N, H, W] and labels [N], got "
-                      f"{images.shape} and {labels.shape}.")
+      raise DataError(
+        f"{directory} {split}: expected images [N, H, W] and labels [N], got "
+        f"{images.shape} and {labels.shape}."
+      )
     if images.dtype != np.uint8:
       raise DataError(f"{images_path}: images of type {images.dtype}; expected uint8 pixels.")
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-      raise DataError(f"{labels_path}: labels must be integers >= 0, got type {labels.dtype} "
-                      f"and minimum {labels.min() if labels.size else 'none'}.")
+      raise DataError(
+        f"{labels_path}: labels must be integers >= 0, got type {labels.dtype} "
+        f"and minimum {labels.min() if labels.size else 'none'}."
+      )
     splits[split] = (images[..., None], labels.astype(np.int32))
     label_files[split] = labels_path
   train_labels = splits["train"][1]
@@ -74,7 +80,9 @@ def load_idx_dataset(directory: str, name: str = "idx") -> ArrayDataset:
   test_labels = splits["test"][1]
   if test_labels.size and test_labels.max() >= num_classes:
     bad = int(test_labels.max())
-    raise DataError(f"{label_files['test']}: label {bad} (example "
-                    f"{int(np.argmax(test_labels == bad))}) is not one of the training classes "
-                    f"0..{num_classes - 1} of {label_files['train']}.")
+    raise DataError(
+      f"{label_files['test']}: label {bad} (example "
+      f"{int(np.argmax(test_labels == bad))}) is not one of the training classes "
+      f"0..{num_classes - 1} of {label_files['train']}."
+    )
   return ArrayDataset(name, splits, num_classes, source=directory)

@@ -26,8 +26,9 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     image = Image.open(io.BytesIO(data))
     image = ImageOps.exif_transpose(image)
     if image.mode in WIDE_MODES:
-      raise DataError(f"{where} has {image.mode} pixels (more than 8 bits); convert the images "
-                      "to 8-bit first.")
+      raise DataError(
+        f"{where} has {image.mode} pixels (more than 8 bits); convert the images to 8-bit first."
+      )
     return np.asarray(image.convert("RGB"))
   except DataError:
     raise
@@ -35,8 +36,9 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     raise DataError(f"{where} is not a readable image ({error}).") from error
 
 
-def load_image_folder(path: str, name: str = "imagefolder",
-                      splits: tuple[str, ...] = ("train", "test")) -> ArrayDataset:
+def load_image_folder(
+  path: str, name: str = "imagefolder", splits: tuple[str, ...] = ("train", "test")
+) -> ArrayDataset:
   """Reads `<split>/<class>/<image>` (a leading folder inside a zip is allowed) into uint8 NHWC.
 
   Classes are the sorted folder names of the first split; every split must use the same ones.
@@ -52,8 +54,10 @@ def load_image_folder(path: str, name: str = "imagefolder",
     by_split.setdefault(split, {}).setdefault(label, []).append(member)
   missing = [s for s in splits if s not in by_split]
   if missing:
-    raise DataError(f"{path} has no {', '.join(missing)} folder of <class>/<image> files "
-                    f"(found: {', '.join(sorted(by_split)) or 'none'}).")
+    raise DataError(
+      f"{path} has no {', '.join(missing)} folder of <class>/<image> files "
+      f"(found: {', '.join(sorted(by_split)) or 'none'})."
+    )
   class_names = tuple(sorted(by_split[splits[0]]))
   arrays = {}
   for split in splits:
@@ -111,13 +115,16 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
   meta_content = _unpickle(meta_path)
   if not isinstance(meta_content, dict) or names_key not in meta_content:
     raise DataError(f"{meta_path}: expected a dict with {names_key!r}.")
-  class_names = tuple(n.decode() if isinstance(n, bytes) else str(n)
-                      for n in meta_content[names_key])
+  class_names = tuple(
+    n.decode() if isinstance(n, bytes) else str(n) for n in meta_content[names_key]
+  )
   for split, (_, split_labels) in splits.items():
     if split_labels.size and (split_labels.min() < 0 or split_labels.max() >= len(class_names)):
       bad = int(split_labels.min() if split_labels.min() < 0 else split_labels.max())
-      raise DataError(f"{directory} {split}: label {bad} is not one of the {len(class_names)} "
-                      f"classes of {meta_path}.")
+      raise DataError(
+        f"{directory} {split}: label {bad} is not one of the {len(class_names)} "
+        f"classes of {meta_path}."
+      )
   return ArrayDataset(name, splits, len(class_names), class_names, source=directory)
 
 
@@ -130,7 +137,7 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
   """
   require_file(path, "Tiny-ImageNet folder or zip")
   names, read = list_members(path, "Tiny-ImageNet (wnids.txt, train/, val/)")
-  roots = [n[:-len("wnids.txt")] for n in names if n.endswith("wnids.txt")]
+  roots = [n[: -len("wnids.txt")] for n in names if n.endswith("wnids.txt")]
   if not roots:
     raise DataError(f"{path} has no wnids.txt: not a Tiny-ImageNet folder or zip.")
   root = roots[0]
@@ -143,8 +150,10 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
   for line_number, line in enumerate(read(annotations).decode().splitlines(), start=1):
     fields = line.split("\t")
     if len(fields) < 2 or fields[1] not in label_of:
-      raise DataError(f"{path}:{annotations} line {line_number}: expected "
-                      f"'<file>\\t<wnid>\\t...' with a wnid from wnids.txt, got {line!r}.")
+      raise DataError(
+        f"{path}:{annotations} line {line_number}: expected "
+        f"'<file>\\t<wnid>\\t...' with a wnid from wnids.txt, got {line!r}."
+      )
     val_labels[fields[0]] = label_of[fields[1]]
 
   def collect(members_and_labels, split):
@@ -163,12 +172,17 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
   for member in sorted(names):
     if not member.startswith(root) or not member.lower().endswith(IMAGE_SUFFIXES):
       continue
-    parts = member[len(root):].split("/")
+    parts = member[len(root) :].split("/")
     if parts[0] == "train" and len(parts) == 4 and parts[1] in label_of:
       train.append((member, label_of[parts[1]]))
     elif parts[0] == "val" and len(parts) == 3:
       if parts[2] not in val_labels:
         raise DataError(f"{path}:{member} has no line in {annotations}.")
       test.append((member, val_labels[parts[2]]))
-  return ArrayDataset(name, {"train": collect(train, "train"), "test": collect(test, "val")},
-                      len(wnids), tuple(wnids), source=path)
+  return ArrayDataset(
+    name,
+    {"train": collect(train, "train"), "test": collect(test, "val")},
+    len(wnids),
+    tuple(wnids),
+    source=path,
+  )

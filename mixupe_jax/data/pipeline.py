@@ -29,7 +29,8 @@ from __future__ import annotations
 import functools
 import io
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -39,10 +40,10 @@ TFDS_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "imagenet2012")
 
 # Per-channel mean and std of the training images in [0, 1] (the usual published constants).
 CHANNEL_STATISTICS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+  "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+  "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+  "svhn_cropped": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+  "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 Example = dict[str, Any]
@@ -69,8 +70,11 @@ def tfds_source(name: str, split: str, data_dir: str | None = None, *, encoded: 
   `random_resized_crop` and `resize_center_crop` decode them at the resolution their window
   needs."""
   if name not in TFDS_IMAGE_DATASETS:
-    raise ValueError(f"Unknown TFDS image dataset {name!r}; valid: {', '.join(TFDS_IMAGE_DATASETS)}.")
+    raise ValueError(
+      f"Unknown TFDS image dataset {name!r}; valid: {', '.join(TFDS_IMAGE_DATASETS)}."
+    )
   import tensorflow_datasets as tfds
+
   decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
   return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders)
 
@@ -104,13 +108,14 @@ def channel_normalizer(mean, std) -> Callable[[np.ndarray], np.ndarray]:
   return normalize
 
 
-def cifar_augment(image: np.ndarray, rng: np.random.Generator, padding: int = 4,
-                  flip: bool = True) -> np.ndarray:
+def cifar_augment(
+  image: np.ndarray, rng: np.random.Generator, padding: int = 4, flip: bool = True
+) -> np.ndarray:
   """Zero-pad by `padding`, take a random crop of the original size, flip left-right (p = 1/2)."""
   height, width = image.shape[:2]
   padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
   top, left = rng.integers(0, 2 * padding + 1, size=2)
-  crop = padded[top:top + height, left:left + width]
+  crop = padded[top : top + height, left : left + width]
   return crop[:, ::-1] if flip and rng.random() < 0.5 else crop
 
 
@@ -126,8 +131,9 @@ def _open_encoded(encoded: bytes) -> Image.Image:
   return Image.open(io.BytesIO(encoded))
 
 
-def _decode_region(image: Image.Image, box: tuple[int, int, int, int], height: int, width: int
-                   ) -> np.ndarray:
+def _decode_region(
+  image: Image.Image, box: tuple[int, int, int, int], height: int, width: int
+) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
   For a JPEG, `draft` first picks the largest DCT scaling (1/2, 1/4, 1/8) at which the box still
@@ -147,9 +153,13 @@ def _decode_region(image: Image.Image, box: tuple[int, int, int, int], height: i
   return np.asarray(out.convert("RGB") if out.mode != "RGB" else out)
 
 
-def inception_window(height: int, width: int, rng: np.random.Generator,
-                     scale: tuple[float, float] = (0.08, 1.0),
-                     ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def inception_window(
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
   """(top, left, crop_height, crop_width): area fraction ~ U(scale), log aspect ~ U(log ratio);
   the central square after 10 failed draws."""
   for _ in range(10):
@@ -165,9 +175,13 @@ def inception_window(height: int, width: int, rng: np.random.Generator,
   return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
-def random_resized_crop(image: ImageInput, rng: np.random.Generator, size: int = 224,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+  image: ImageInput,
+  rng: np.random.Generator,
+  size: int = 224,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
   """Inception-style crop (`inception_window`) resized to size x size, flipped left-right with
   p = 1/2. `image` is decoded pixels or the encoded file: then the file is decoded at the
   resolution the window needs and the window resized from the decoder's image (`_decode_region`);
@@ -179,27 +193,31 @@ def random_resized_crop(image: ImageInput, rng: np.random.Generator, size: int =
     crop = _decode_region(encoded, (left, top, left + crop_width, top + crop_height), size, size)
   else:
     top, left, crop_height, crop_width = inception_window(*image.shape[:2], rng, scale, ratio)
-    crop = _resize(image[top:top + crop_height, left:left + crop_width], size, size)
+    crop = _resize(image[top : top + crop_height, left : left + crop_width], size, size)
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def resize_center_crop(image: ImageInput, size: int = 224, crop_fraction: float = 0.875
-                       ) -> np.ndarray:
+def resize_center_crop(
+  image: ImageInput, size: int = 224, crop_fraction: float = 0.875
+) -> np.ndarray:
   """Evaluation: resize the short side to size / crop_fraction, then the central size x size.
   An encoded image is decoded at the resolution the resize needs, and the crop's window in the
   original's coordinates is resized directly (`_decode_region`)."""
   encoded = _open_encoded(image) if isinstance(image, bytes) else None
   width, height = encoded.size if encoded is not None else image.shape[1::-1]
   short = int(round(size / crop_fraction))
-  new_height, new_width = (short, max(short, round(width * short / height))) if height <= width \
-      else (max(short, round(height * short / width)), short)
+  new_height, new_width = (
+    (short, max(short, round(width * short / height)))
+    if height <= width
+    else (max(short, round(height * short / width)), short)
+  )
   top, left = (new_height - size) // 2, (new_width - size) // 2
   if encoded is not None:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
     return _decode_region(encoded, box, size, size)
   resized = _resize(image, new_height, new_width)
-  return resized[top:top + size, left:left + size]
+  return resized[top : top + size, left : left + size]
 
 
 def _pixels(image: Any) -> ImageInput:
@@ -210,6 +228,7 @@ def _pixels(image: Any) -> ImageInput:
 def _process_shard(dataset, process_index: int | None, process_count: int | None):
   if process_count is None:
     import jax
+
     process_index, process_count = jax.process_index(), jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
@@ -222,12 +241,18 @@ def _stack(examples: list[Example], normalize) -> tuple[np.ndarray, np.ndarray]:
   return (normalize(images) if normalize else images), labels
 
 
-def train_batches(source, *, batch_size: int, seed: int,
-                  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-                  start_step: int = 0, process_index: int | None = None,
-                  process_count: int | None = None, num_threads: int = 2
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def train_batches(
+  source,
+  *,
+  batch_size: int,
+  seed: int,
+  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+  start_step: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  num_threads: int = 2,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """An infinite, deterministic stream of this process's (images, labels) training batches.
 
   The data order does not depend on the topology: every epoch is one seeded permutation of the
@@ -240,18 +265,22 @@ def train_batches(source, *, batch_size: int, seed: int,
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   if process_count is None:
     import jax
+
     process_index, process_count = jax.process_index(), jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
   dataset = grain.MapDataset.source(source)
   global_batch = batch_size * process_count
   if len(dataset) < global_batch:
-    raise ValueError(f"The dataset has {len(dataset)} examples, fewer than the global batch size "
-                     f"{global_batch} ({batch_size} per process x {process_count}).")
+    raise ValueError(
+      f"The dataset has {len(dataset)} examples, fewer than the global batch size "
+      f"{global_batch} ({batch_size} per process x {process_count})."
+    )
   stream = dataset.shuffle(seed=seed).repeat(None)
   if augment is not None:
     stream = stream.random_map(
-        lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed)
+      lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed
+    )
   offset = process_index * batch_size
 
   def global_position(index: int) -> int:
@@ -259,20 +288,28 @@ def train_batches(source, *, batch_size: int, seed: int,
     return step * global_batch + offset + row
 
   rows = grain.MapDataset.range(len(stream) // global_batch * batch_size).map(
-      lambda index: stream[global_position(index)])
-  batches = rows.batch(batch_size, drop_remainder=True,
-                       batch_fn=functools.partial(_stack, normalize=normalize))
+    lambda index: stream[global_position(index)]
+  )
+  batches = rows.batch(
+    batch_size, drop_remainder=True, batch_fn=functools.partial(_stack, normalize=normalize)
+  )
   iterator = batches.slice(slice(start_step, None)).to_iter_dataset(
-      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * batch_size))
+    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * batch_size)
+  )
   return iter(iterator)
 
 
-def eval_batches(source, *, batch_size: int,
-                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-                 normalize: Callable[[np.ndarray], np.ndarray] | None = None,
-                 process_index: int | None = None, process_count: int | None = None,
-                 augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-                 seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def eval_batches(
+  source,
+  *,
+  batch_size: int,
+  preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+  normalize: Callable[[np.ndarray], np.ndarray] | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+  seed: int = 0,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """One pass over this process's shard in order; the last batch may be smaller.
 
   With `augment`, every example is augmented once by a generator derived from (seed, its index in
@@ -282,7 +319,8 @@ def eval_batches(source, *, batch_size: int,
   dataset = grain.MapDataset.source(source)
   if augment is not None:
     dataset = dataset.random_map(
-        lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed)
+      lambda e, rng: {**e, "image": augment(_pixels(e["image"]), rng)}, seed=seed
+    )
   shard = _process_shard(dataset, process_index, process_count)
   if preprocess is not None:
     shard = shard.map(lambda e: {**e, "image": preprocess(_pixels(e["image"]))})
@@ -290,15 +328,27 @@ def eval_batches(source, *, batch_size: int,
   return (batches[i] for i in range(len(batches)))
 
 
-def padded_eval_batches(source, *, num_examples: int, local_batch_size: int, process_index: int,
-                        process_count: int, preprocess=None, normalize=None
-                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def padded_eval_batches(
+  source,
+  *,
+  num_examples: int,
+  local_batch_size: int,
+  process_index: int,
+  process_count: int,
+  preprocess=None,
+  normalize=None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """This process's shard in order as (inputs, labels, mask), every batch `local_batch_size`
   long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size)."""
   num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch_size)
-  batches = eval_batches(source, batch_size=local_batch_size, preprocess=preprocess,
-                                  normalize=normalize, process_index=process_index,
-                                  process_count=process_count)
+  batches = eval_batches(
+    source,
+    batch_size=local_batch_size,
+    preprocess=preprocess,
+    normalize=normalize,
+    process_index=process_index,
+    process_count=process_count,
+  )
   template = None
   for _ in range(num_batches):
     inputs, labels = next(batches, (None, None))

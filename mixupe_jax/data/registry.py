@@ -1,18 +1,18 @@
 """Datasets named by a string, as configs name them:
 
-    idx:<dir>                     MNIST / Fashion-MNIST idx(.gz) files
-    imagefolder:<dir or zip>      <split>/<class>/<image> (e.g. the CIFAR-10 JPEG zip)
-    cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
-    tinyimagenet:<dir or zip>     Tiny-ImageNet-200 as distributed (val/val_annotations.txt labels)
-    fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
-    speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
-    planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
-    uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
-    csv:<file>[:label=<column>][:test=<file>][:delimiter=<c>]
-                                  any CSV table (see tabular.load_csv): the label column by
-                                  header name or index (default the last)
-    npz:<file.npz>, npy:<folder>  prepared arrays x, y (or x_train, y_train, x_test, y_test)
-    sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
+idx:<dir>                     MNIST / Fashion-MNIST idx(.gz) files
+imagefolder:<dir or zip>      <split>/<class>/<image> (e.g. the CIFAR-10 JPEG zip)
+cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
+tinyimagenet:<dir or zip>     Tiny-ImageNet-200 as distributed (val/val_annotations.txt labels)
+fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
+speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
+planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
+uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
+csv:<file>[:label=<column>][:test=<file>][:delimiter=<c>]
+                              any CSV table (see tabular.load_csv): the label column by
+                              header name or index (default the last)
+npz:<file.npz>, npy:<folder>  prepared arrays x, y (or x_train, y_train, x_test, y_test)
+sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
 """
 
 from __future__ import annotations
@@ -23,8 +23,20 @@ from mixupe_jax.data import arrays, audio, graphs, idx, images, tabular
 from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
-SCHEMES = ("idx", "imagefolder", "cifar_pickle", "tinyimagenet", "fsdd", "speech_commands",
-           "planetoid", "uci", "csv", "npz", "npy", "sklearn")
+SCHEMES = (
+  "idx",
+  "imagefolder",
+  "cifar_pickle",
+  "tinyimagenet",
+  "fsdd",
+  "speech_commands",
+  "planetoid",
+  "uci",
+  "csv",
+  "npz",
+  "npy",
+  "sklearn",
+)
 CSV_OPTIONS = ("label", "test", "delimiter")
 
 
@@ -33,13 +45,19 @@ def load_sklearn(name: str, *, test_fraction: float = 0.25, seed: int = 0) -> Ar
   if name not in SKLEARN_DATASETS:
     raise DataError(f"Unknown scikit-learn dataset {name!r}; valid: {', '.join(SKLEARN_DATASETS)}.")
   import sklearn.datasets
+
   features, labels = getattr(sklearn.datasets, f"load_{name}")(return_X_y=True)
   train, test = tabular.stratified_split(labels, test_fraction, seed)
   train_x, test_x = tabular.standardize(features[train], features[test])
   labels = labels.astype(np.int32)
-  return ArrayDataset(f"sklearn:{name}", {"train": (train_x.astype(np.float32), labels[train]),
-                                          "test": (test_x.astype(np.float32), labels[test])},
-                      int(labels.max()) + 1)
+  return ArrayDataset(
+    f"sklearn:{name}",
+    {
+      "train": (train_x.astype(np.float32), labels[train]),
+      "test": (test_x.astype(np.float32), labels[test]),
+    },
+    int(labels.max()) + 1,
+  )
 
 
 def dataset_path(spec: str) -> str | None:
@@ -59,8 +77,10 @@ def _csv_options(spec: str) -> tuple[str, dict[str, str]]:
   for part in parts:
     key, equals, value = part.partition("=")
     if not equals or key not in CSV_OPTIONS:
-      raise DataError(f"{spec!r}: {part!r} is not an option; csv: takes "
-                      f"{', '.join(k + '=...' for k in CSV_OPTIONS)} after the file.")
+      raise DataError(
+        f"{spec!r}: {part!r} is not an option; csv: takes "
+        f"{', '.join(k + '=...' for k in CSV_OPTIONS)} after the file."
+      )
     options[key] = {"\\t": "\t", "tab": "\t"}.get(value, value) if key == "delimiter" else value
   return path, options
 
@@ -69,22 +89,31 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
   """The dataset a spec string names; a DataError lists the valid schemes."""
   scheme, _, rest = spec.partition(":")
   if scheme not in SCHEMES or not rest:
-    raise DataError(f"Unknown dataset {spec!r}; valid forms: idx:<dir>, imagefolder:<path>, "
-                    "cifar_pickle:<dir>, tinyimagenet:<path>, fsdd:<path>, speech_commands:<path>, "
-                    "planetoid:<name>:<dir>, "
-                    "uci:<name>:<dir>, csv:<file>[:label=<column>][:test=<file>], npz:<file>, "
-                    "npy:<folder>, "
-                    f"sklearn:<{'|'.join(SKLEARN_DATASETS)}>.")
+    raise DataError(
+      f"Unknown dataset {spec!r}; valid forms: idx:<dir>, imagefolder:<path>, "
+      "cifar_pickle:<dir>, tinyimagenet:<path>, fsdd:<path>, speech_commands:<path>, "
+      "planetoid:<name>:<dir>, "
+      "uci:<name>:<dir>, csv:<file>[:label=<column>][:test=<file>], npz:<file>, "
+      "npy:<folder>, "
+      f"sklearn:<{'|'.join(SKLEARN_DATASETS)}>."
+    )
   if scheme in ("planetoid", "uci"):
     name, _, directory = rest.partition(":")
     if not directory:
       raise DataError(f"{spec!r}: expected {scheme}:<name>:<dir>.")
-    return graphs.load_planetoid(directory, name) if scheme == "planetoid" else \
-        tabular.load_uci(name, directory)
-  loaders = {"idx": idx.load_idx_dataset, "imagefolder": images.load_image_folder,
-             "cifar_pickle": images.load_cifar_pickles,
-             "tinyimagenet": images.load_tiny_imagenet, "fsdd": audio.load_fsdd,
-             "speech_commands": audio.load_speech_commands}
+    return (
+      graphs.load_planetoid(directory, name)
+      if scheme == "planetoid"
+      else tabular.load_uci(name, directory)
+    )
+  loaders = {
+    "idx": idx.load_idx_dataset,
+    "imagefolder": images.load_image_folder,
+    "cifar_pickle": images.load_cifar_pickles,
+    "tinyimagenet": images.load_tiny_imagenet,
+    "fsdd": audio.load_fsdd,
+    "speech_commands": audio.load_speech_commands,
+  }
   if scheme == "sklearn":
     return load_sklearn(rest)
   if scheme == "csv":

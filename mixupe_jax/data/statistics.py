@@ -18,7 +18,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -39,18 +39,21 @@ def streaming_mean(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
 def combine_across_processes(local_mean: np.ndarray, local_count: int) -> np.ndarray:
   """The global mean from per-process means, weighted by the per-process example counts."""
   import jax  # Imported here: the data package does not need jax otherwise.
+
   if jax.process_count() == 1:
     return local_mean
   from jax.experimental import multihost_utils
+
   sums = multihost_utils.process_allgather(local_mean * local_count)
   counts = multihost_utils.process_allgather(np.asarray(local_count, np.float64))
   return np.sum(sums, axis=0) / np.sum(counts)
 
 
-def array_batches(inputs: np.ndarray, batch_size: int,
-                  preprocess: Callable[[np.ndarray], np.ndarray] | None = None):
+def array_batches(
+  inputs: np.ndarray, batch_size: int, preprocess: Callable[[np.ndarray], np.ndarray] | None = None
+):
   for start in range(0, len(inputs), batch_size):
-    batch = inputs[start:start + batch_size]
+    batch = inputs[start : start + batch_size]
     yield batch if preprocess is None else preprocess(batch)
 
 
@@ -74,7 +77,6 @@ def content_signature(path: str) -> str:
     status = os.stat(path)
     entries.append(f"|{status.st_size}|{status.st_mtime_ns}")
   return hashlib.sha256("\n".join(entries).encode()).hexdigest()
-
 
 
 def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
@@ -119,8 +121,9 @@ def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
   return value
 
 
-def streamed_x_bar(batches: Callable[[], Iterable[np.ndarray]], *,
-                   cache_path: str | None = None) -> np.ndarray:
+def streamed_x_bar(
+  batches: Callable[[], Iterable[np.ndarray]], *, cache_path: str | None = None
+) -> np.ndarray:
   """x_bar over `batches()` (this process's preprocessed training inputs), averaged across
   processes, cached at `cache_path` when given.
 
@@ -133,13 +136,20 @@ def streamed_x_bar(batches: Callable[[], Iterable[np.ndarray]], *,
     return combine_across_processes(mean, count)
 
   import jax  # Imported here: the data package does not need jax otherwise.
+
   if cache_path is None or jax.process_count() > 1:
     return np.asarray(compute(), np.float32)
   return cached_x_bar(cache_path, compute)
 
 
-def x_bar(inputs: np.ndarray, *, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-          batch_size: int = 4096, cache_path: str | None = None) -> np.ndarray:
+def x_bar(
+  inputs: np.ndarray,
+  *,
+  preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+  batch_size: int = 4096,
+  cache_path: str | None = None,
+) -> np.ndarray:
   """x_bar of `inputs` after `preprocess`, streamed in batches, averaged across processes."""
-  return streamed_x_bar(lambda: array_batches(inputs, batch_size, preprocess),
-                        cache_path=cache_path)
+  return streamed_x_bar(
+    lambda: array_batches(inputs, batch_size, preprocess), cache_path=cache_path
+  )

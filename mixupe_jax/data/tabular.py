@@ -37,14 +37,17 @@ class UCISpec:
 
 
 UCI_DATASETS = {
-    "abalone": UCISpec(("abalone.csv",), ",", expected_rows=4177),
-    "arcene": UCISpec(("arcene_train.data", "arcene_valid.data"), None,
-                      label_files=("arcene_train.labels", "arcene_valid.labels"),
-                      expected_rows=200),
-    "arrhythmia": UCISpec(("arrhythmia.data",), ",", expected_rows=452),
-    "htru2": UCISpec(("HTRU_2.csv",), ",", expected_rows=17898),
-    "iris": UCISpec(("iris.csv",), ",", expected_rows=150),
-    "phishing": UCISpec(("phishing_training_dataset.arff",), ",", expected_rows=11055),
+  "abalone": UCISpec(("abalone.csv",), ",", expected_rows=4177),
+  "arcene": UCISpec(
+    ("arcene_train.data", "arcene_valid.data"),
+    None,
+    label_files=("arcene_train.labels", "arcene_valid.labels"),
+    expected_rows=200,
+  ),
+  "arrhythmia": UCISpec(("arrhythmia.data",), ",", expected_rows=452),
+  "htru2": UCISpec(("HTRU_2.csv",), ",", expected_rows=17898),
+  "iris": UCISpec(("iris.csv",), ",", expected_rows=150),
+  "phishing": UCISpec(("phishing_training_dataset.arff",), ",", expected_rows=11055),
 }
 
 
@@ -72,14 +75,18 @@ def read_table(path: str, delimiter: str | None) -> tuple[list[list[str]], list[
     raise DataError(f"{path} has no data rows.")
   if delimiter and all(len(row) == 1 for row in rows):
     found = [d for d in (";", "\t", "|", ",") if d != delimiter and d in rows[0][0]]
-    raise DataError(f"{path}: no {delimiter!r} in its rows, so each row is one value"
-                    + (f"; it looks {found[0]!r}-separated." if found else "."))
+    raise DataError(
+      f"{path}: no {delimiter!r} in its rows, so each row is one value"
+      + (f"; it looks {found[0]!r}-separated." if found else ".")
+    )
   widths = {len(row) for row in rows}
   if len(widths) != 1:
     width = max(widths, key=[len(r) for r in rows].count)
     bad = next(i for i, row in enumerate(rows) if len(row) != width)
-    raise DataError(f"{path}: data row {bad + 1} has {len(rows[bad])} values; the others have "
-                    f"{width} (line {lines[bad]}).")
+    raise DataError(
+      f"{path}: data row {bad + 1} has {len(rows[bad])} values; the others have "
+      f"{width} (line {lines[bad]})."
+    )
   return rows, lines
 
 
@@ -93,8 +100,12 @@ def check_columns(tables: list[tuple[str, list[list[str]], list[int]]]) -> None:
   no numbers at all (categorical); otherwise a DataError names the file, line and column."""
   width = len(tables[0][1][0])
   for column in range(width):
-    cells = [(path, line, row[column]) for path, rows, lines in tables
-             for row, line in zip(rows, lines) if row[column] not in MISSING]
+    cells = [
+      (path, line, row[column])
+      for path, rows, lines in tables
+      for row, line in zip(rows, lines, strict=True)
+      if row[column] not in MISSING
+    ]
     numeric = [_is_number(value) for _, _, value in cells]
     count = sum(numeric)
     if 0 < count < len(cells):
@@ -102,14 +113,16 @@ def check_columns(tables: list[tuple[str, list[list[str]], list[int]]]) -> None:
       odd = next(i for i, is_number in enumerate(numeric) if is_number != (count >= len(cells) / 2))
       path, line, value = cells[odd]
       raise DataError(
-          f"{path} line {line}, column {column + 1}: {value!r} in a column where {count} of "
-          f"{len(cells)} values are numbers; fix it, or write a missing value as one of "
-          f"{', '.join(repr(m) for m in MISSING)}.")
+        f"{path} line {line}, column {column + 1}: {value!r} in a column where {count} of "
+        f"{len(cells)} values are numbers; fix it, or write a missing value as one of "
+        f"{', '.join(repr(m) for m in MISSING)}."
+      )
     if count:
       for path, line, value in cells:
         if not np.isfinite(float(value)):
-          raise DataError(f"{path} line {line}, column {column + 1}: {value!r} is not a finite "
-                          "number.")
+          raise DataError(
+            f"{path} line {line}, column {column + 1}: {value!r} is not a finite number."
+          )
 
 
 def _is_number(value: str) -> bool:
@@ -120,8 +133,9 @@ def _is_number(value: str) -> bool:
     return False
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) row indices: a seeded `test_fraction` of every class goes to test."""
   rng = np.random.default_rng(seed)
   train, test = [], []
@@ -141,9 +155,11 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
   classes, counts = np.unique(labels, return_counts=True)
   quotas = size * counts / len(labels)
   kept = np.floor(quotas).astype(np.int64)
-  kept[np.argsort(-(quotas - kept), kind="stable")[:size - kept.sum()]] += 1
-  chosen = [rng.permutation(np.flatnonzero(labels == label))[:count]
-            for label, count in zip(classes, kept)]
+  kept[np.argsort(-(quotas - kept), kind="stable")[: size - kept.sum()]] += 1
+  chosen = [
+    rng.permutation(np.flatnonzero(labels == label))[:count]
+    for label, count in zip(classes, kept, strict=True)
+  ]
   return np.sort(np.concatenate(chosen).astype(np.int64))
 
 
@@ -155,8 +171,9 @@ def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...
   return tuple((rows - mean) / std for rows in (train, *others))
 
 
-def preprocess_columns(train_rows: list[list[str]], other_rows: list[list[str]], where: str
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_columns(
+  train_rows: list[list[str]], other_rows: list[list[str]], where: str
+) -> tuple[np.ndarray, np.ndarray]:
   """Features of the train and the other rows, with every statistic fit on the train rows."""
   train_blocks, other_blocks = [], []
   for column in range(len(train_rows[0])):
@@ -167,26 +184,35 @@ def preprocess_columns(train_rows: list[list[str]], other_rows: list[list[str]],
       continue  # A column missing in every training row carries no information.
     if all(_is_number(v) for v in present + [v for v in other_values if v not in MISSING]):
       mean = float(np.mean([float(v) for v in present]))
-      to_float = lambda values: np.asarray(
-          [mean if v in MISSING else float(v) for v in values], np.float64)[:, None]
+
+      def to_float(values, mean=mean):
+        return np.asarray([mean if v in MISSING else float(v) for v in values], np.float64)[:, None]
+
       train_column, other_column = standardize(to_float(train_values), to_float(other_values))
       train_blocks.append(train_column)
       other_blocks.append(other_column)
     else:
       categories = sorted(set(present))
       mode = max(categories, key=present.count)
-      to_onehot = lambda values: np.asarray(
-          [[(mode if v in MISSING else v) == c for c in categories] for v in values], np.float64)
+
+      def to_onehot(values, mode=mode, categories=categories):
+        return np.asarray(
+          [[(mode if v in MISSING else v) == c for c in categories] for v in values], np.float64
+        )
+
       train_blocks.append(to_onehot(train_values))
       other_blocks.append(to_onehot(other_values).reshape(len(other_values), len(categories)))
   if not train_blocks:
     raise DataError(f"{where}: no usable feature columns.")
-  return (np.concatenate(train_blocks, 1).astype(np.float32),
-          np.concatenate(other_blocks, 1).astype(np.float32))
+  return (
+    np.concatenate(train_blocks, 1).astype(np.float32),
+    np.concatenate(other_blocks, 1).astype(np.float32),
+  )
 
 
-def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int = 0
-             ) -> ArrayDataset:
+def load_uci(
+  name: str, directory: str, *, test_fraction: float = 0.2, seed: int = 0
+) -> ArrayDataset:
   """One of UCI_DATASETS from `directory`; the label is the last column unless in label files."""
   if name not in UCI_DATASETS:
     raise DataError(f"Unknown UCI dataset {name!r}; valid: {', '.join(UCI_DATASETS)}.")
@@ -199,7 +225,7 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
     label_tables = [read_table(path, None) for path in label_paths]
     labels = [[row[0] for row in rows] for rows, _ in label_tables]
     label_lines = [line_numbers for _, line_numbers in label_tables]
-    for table, table_labels, path in zip(tables, labels, label_paths):
+    for table, table_labels, path in zip(tables, labels, label_paths, strict=True):
       if len(table) != len(table_labels):
         raise DataError(f"{path} has {len(table_labels)} labels for {len(table)} rows.")
   else:
@@ -209,18 +235,23 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
   rows = sum(len(t) for t in tables)
   if spec.expected_rows is not None and rows != spec.expected_rows:
     raise DataError(f"UCI {name} in {directory} has {rows} rows; expected {spec.expected_rows}.")
-  check_columns(list(zip(paths, tables, lines)))
-  for path, table_labels, line_numbers in zip(label_paths, labels, label_lines):
-    for label, line in zip(table_labels, line_numbers):
+  check_columns(list(zip(paths, tables, lines, strict=True)))
+  for path, table_labels, line_numbers in zip(label_paths, labels, label_lines, strict=True):
+    for label, line in zip(table_labels, line_numbers, strict=True):
       if label in MISSING:
         raise DataError(f"{path} line {line}: the label is missing ({label!r}).")
   if len(tables) == 2:
     known = set(labels[0])
-    unseen = [(label, line) for label, line in zip(labels[1], label_lines[1])
-              if label not in known]
+    unseen = [
+      (label, line)
+      for label, line in zip(labels[1], label_lines[1], strict=True)
+      if label not in known
+    ]
     if unseen:
-      raise DataError(f"{label_paths[1]} line {unseen[0][1]}: label {unseen[0][0]!r} never "
-                      f"occurs in the training table {label_paths[0]}.")
+      raise DataError(
+        f"{label_paths[1]} line {unseen[0][1]}: label {unseen[0][0]!r} never "
+        f"occurs in the training table {label_paths[0]}."
+      )
   all_labels = [label for table_labels in labels for label in table_labels]
   numeric = all(_is_number(label) for label in all_labels)
   classes = sorted(set(all_labels), key=float if numeric else str)
@@ -236,9 +267,13 @@ def load_uci(name: str, directory: str, *, test_fraction: float = 0.2, seed: int
     test_labels = [labels[0][i] for i in test_index]
   train_x, test_x = preprocess_columns(train_rows, test_rows, f"UCI {name}")
   to_ids = lambda values: np.asarray([label_ids[v] for v in values], np.int32)
-  return ArrayDataset(f"uci:{name}", {"train": (train_x, to_ids(train_labels)),
-                                      "test": (test_x, to_ids(test_labels))},
-                      len(classes), tuple(classes), source=directory)
+  return ArrayDataset(
+    f"uci:{name}",
+    {"train": (train_x, to_ids(train_labels)), "test": (test_x, to_ids(test_labels))},
+    len(classes),
+    tuple(classes),
+    source=directory,
+  )
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")
@@ -268,8 +303,11 @@ def _looks_like_header(rows: list[list[str]]) -> bool:
   first, rest = rows[0], rows[1:]
   if not rest or any(_is_number(cell) for cell in first):
     return False
-  numeric = [all(_is_number(row[c]) for row in rest if row[c] not in MISSING)
-             and any(row[c] not in MISSING for row in rest) for c in range(len(first))]
+  numeric = [
+    all(_is_number(row[c]) for row in rest if row[c] not in MISSING)
+    and any(row[c] not in MISSING for row in rest)
+    for c in range(len(first))
+  ]
   if any(numeric):
     return True
   return all(all(cell != row[c] for row in rest) for c, cell in enumerate(first))
@@ -280,8 +318,10 @@ def _label_index(label: str | int | None, header: list[str] | None, width: int, 
     return width - 1
   if isinstance(label, str) and not label.lstrip("-").isdigit():
     if header is None:
-      raise DataError(f"{path} has no header row, so the label column cannot be named "
-                      f"{label!r}; give its index instead (0-based, -1 = last).")
+      raise DataError(
+        f"{path} has no header row, so the label column cannot be named "
+        f"{label!r}; give its index instead (0-based, -1 = last)."
+      )
     if label not in header:
       raise DataError(f"{path} has no column {label!r}; its columns are {', '.join(header)}.")
     return header.index(label)
@@ -299,16 +339,22 @@ def _csv_part(path: str, delimiter: str | None, label: str | int | None):
     header, rows, lines = rows[0], rows[1:], lines[1:]
   index = _label_index(label, header, len(rows[0]), path)
   labels = [row[index] for row in rows]
-  features = [row[:index] + row[index + 1:] for row in rows]
-  for value, line in zip(labels, lines):
+  features = [row[:index] + row[index + 1 :] for row in rows]
+  for value, line in zip(labels, lines, strict=True):
     if value in MISSING:
       raise DataError(f"{path} line {line}: the label is missing ({value!r}).")
   return features, labels, lines, header
 
 
-def load_csv(path: str, *, label: str | int | None = None, test: str | None = None,
-             delimiter: str | None = None, test_fraction: float = 0.2, seed: int = 0
-             ) -> ArrayDataset:
+def load_csv(
+  path: str,
+  *,
+  label: str | int | None = None,
+  test: str | None = None,
+  delimiter: str | None = None,
+  test_fraction: float = 0.2,
+  seed: int = 0,
+) -> ArrayDataset:
   """Any CSV table: one label column (a name from the header or an index; default the last),
   every other column a feature, preprocessed as the UCI sets are (numeric or categorical columns,
   missing values imputed and standardization fit on the training rows only). The delimiter is
@@ -321,23 +367,30 @@ def load_csv(path: str, *, label: str | int | None = None, test: str | None = No
   if test is not None:
     test_features, test_labels, test_lines, test_header = _csv_part(test, delimiter, label)
     if (header is None) != (test_header is None) or (header and header != test_header):
-      raise DataError(f"{test} does not have the columns of {path} "
-                      f"({test_header or 'no header'} vs {header or 'no header'}).")
+      raise DataError(
+        f"{test} does not have the columns of {path} "
+        f"({test_header or 'no header'} vs {header or 'no header'})."
+      )
     if len(test_features[0]) != len(features[0]):
-      raise DataError(f"{test} has {len(test_features[0]) + 1} columns; {path} has "
-                      f"{len(features[0]) + 1}.")
+      raise DataError(
+        f"{test} has {len(test_features[0]) + 1} columns; {path} has {len(features[0]) + 1}."
+      )
     known = set(labels)
-    unseen = [(value, line) for value, line in zip(test_labels, test_lines) if value not in known]
+    unseen = [
+      (value, line)
+      for value, line in zip(test_labels, test_lines, strict=True)
+      if value not in known
+    ]
     if unseen:
-      raise DataError(f"{test} line {unseen[0][1]}: label {unseen[0][0]!r} never occurs in "
-                      f"{path}.")
+      raise DataError(f"{test} line {unseen[0][1]}: label {unseen[0][0]!r} never occurs in {path}.")
     parts.append((test, test_features, test_lines))
   check_columns(parts)
   numeric = all(_is_number(value) for value in labels)
   classes = sorted(set(labels), key=float if numeric else str)
   if len(classes) < 2:
-    raise DataError(f"{path}: the label column holds one class ({classes[0]!r}); a classifier "
-                    "needs two or more.")
+    raise DataError(
+      f"{path}: the label column holds one class ({classes[0]!r}); a classifier needs two or more."
+    )
   label_ids = {value: index for index, value in enumerate(classes)}
   to_ids = lambda values: np.asarray([label_ids[v] for v in values], np.int32)
   if test is not None:
@@ -348,7 +401,10 @@ def load_csv(path: str, *, label: str | int | None = None, test: str | None = No
     train_labels = [labels[i] for i in train_index]
     test_labels = [labels[i] for i in test_index]
   train_x, test_x = preprocess_columns(train_rows, test_rows, path)
-  return ArrayDataset(f"csv:{os.path.basename(path)}",
-                      {"train": (train_x, to_ids(train_labels)),
-                       "test": (test_x, to_ids(test_labels))}, len(classes), tuple(classes),
-                      source=path)
+  return ArrayDataset(
+    f"csv:{os.path.basename(path)}",
+    {"train": (train_x, to_ids(train_labels)), "test": (test_x, to_ids(test_labels))},
+    len(classes),
+    tuple(classes),
+    source=path,
+  )

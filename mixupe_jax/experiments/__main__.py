@@ -1,6 +1,7 @@
 """Runs an experiment suite, resuming where a previous invocation stopped:
 
-    python -m mixupe_jax.experiments --suite cpu [--data_dir ../shared/data] [--datasets cora,digits]
+    python -m mixupe_jax.experiments --suite cpu [--data_dir ../shared/data] \
+        [--datasets cora,digits]
 
 Runs go to --workdir (default workdir/experiments/<suite>, or the folder of the suite whose runs it
 reuses), each finished run's result file also to --store (default: the suite's, results/runs/cpu
@@ -29,10 +30,18 @@ flags.DEFINE_string("results_dir", None, "Where results.json and results.md go."
 flags.DEFINE_string("data_dir", "../shared/data", "Folder holding the offline datasets.")
 flags.DEFINE_string("configs_dir", runner.DEFAULT_CONFIGS_DIR, "The configs/ folder.")
 flags.DEFINE_list("datasets", None, "Only these datasets of the suite (default: all).")
-flags.DEFINE_bool("report_only", False, "Train nothing: write the table of the runs finished so "
-                  "far (a partial suite's reading, labelled as such).")
-flags.DEFINE_string("store", None, "Folder of finished runs' result files kept across sessions "
-                    "(default: the suite's, results/runs/cpu for cpu and bn_ablation; '' for none).")
+flags.DEFINE_bool(
+  "report_only",
+  False,
+  "Train nothing: write the table of the runs finished so "
+  "far (a partial suite's reading, labelled as such).",
+)
+flags.DEFINE_string(
+  "store",
+  None,
+  "Folder of finished runs' result files kept across sessions "
+  "(default: the suite's, results/runs/cpu for cpu and bn_ablation; '' for none).",
+)
 
 
 class _DropLibraryInfo(logging.Filter):
@@ -51,9 +60,15 @@ def main(argv):
   results_dir = FLAGS.results_dir or suite.results_dir or workdir
   start = time.perf_counter()
   store = suite.store if FLAGS.store is None else (FLAGS.store or None)
-  outcome = runner.run_suite(suite, workdir, configs_dir=FLAGS.configs_dir,
-                             data_dir=FLAGS.data_dir, datasets=FLAGS.datasets, store=store,
-                             train=not FLAGS.report_only)
+  outcome = runner.run_suite(
+    suite,
+    workdir,
+    configs_dir=FLAGS.configs_dir,
+    data_dir=FLAGS.data_dir,
+    datasets=FLAGS.datasets,
+    store=store,
+    train=not FLAGS.report_only,
+  )
   results = report.aggregate(suite, outcome, seconds=time.perf_counter() - start)
   json_path, markdown_path = report.write(results, suite, results_dir)
   with open(markdown_path) as file:

@@ -24,15 +24,21 @@ from typing import Any
 
 import numpy as np
 
-METRICS = (("accuracy", "test accuracy (%)", 100.0, 2), ("nll", "test NLL", 1.0, 3),
-           ("ece", "test ECE (15 bins)", 1.0, 3))
+METRICS = (
+  ("accuracy", "test accuracy (%)", 100.0, 2),
+  ("nll", "test NLL", 1.0, 3),
+  ("ece", "test ECE (15 bins)", 1.0, 3),
+)
 
 
 def mean_and_std(values: list[float]) -> dict[str, float]:
   """Mean and sample standard deviation (ddof = 1; 0 for one value)."""
   array = np.asarray(values, np.float64)
-  return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
-          "n": len(array)}
+  return {
+    "mean": float(array.mean()),
+    "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+    "n": len(array),
+  }
 
 
 def paired_test(method: list[float], baseline: list[float]) -> dict[str, float | None]:
@@ -41,15 +47,23 @@ def paired_test(method: list[float], baseline: list[float]) -> dict[str, float |
   from scipy import stats
 
   difference = np.asarray(method, np.float64) - np.asarray(baseline, np.float64)
-  result: dict[str, Any] = {"mean_difference": float(difference.mean()),
-                            "std_difference": None, "t": None, "p": None, "ci95": None,
-                            "n": len(difference)}
+  result: dict[str, Any] = {
+    "mean_difference": float(difference.mean()),
+    "std_difference": None,
+    "t": None,
+    "p": None,
+    "ci95": None,
+    "n": len(difference),
+  }
   if len(difference) > 1:
     result["std_difference"] = float(difference.std(ddof=1))
-    half_width = (stats.t.ppf(0.975, len(difference) - 1) * result["std_difference"]
-                  / np.sqrt(len(difference)))
-    result["ci95"] = [result["mean_difference"] - half_width,
-                      result["mean_difference"] + half_width]
+    half_width = (
+      stats.t.ppf(0.975, len(difference) - 1) * result["std_difference"] / np.sqrt(len(difference))
+    )
+    result["ci95"] = [
+      result["mean_difference"] - half_width,
+      result["mean_difference"] + half_width,
+    ]
     # Differences equal up to rounding (e.g. 0.9 - 0.8 and 0.8 - 0.7) have no defined t.
     if result["std_difference"] > 1e-9 * max(1.0, abs(result["mean_difference"])):
       test = stats.ttest_rel(method, baseline)
@@ -67,11 +81,10 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
       chosen = [r for r in runs if r["dataset"] == dataset and r["method"] == method]
       finished = sorted((r for r in chosen if r["status"] == "finished"), key=lambda r: r["seed"])
       entry: dict[str, Any] = {
-          "seeds": [r["seed"] for r in finished],
-          "diverged_seeds": [r["seed"] for r in chosen if r["status"] != "finished"],
-          "seconds": sum(r["seconds"] for r in chosen),
-          "per_seed": {name: [r["metrics"]["test"][name] for r in finished]
-                       for name, *_ in METRICS},
+        "seeds": [r["seed"] for r in finished],
+        "diverged_seeds": [r["seed"] for r in chosen if r["status"] != "finished"],
+        "seconds": sum(r["seconds"] for r in chosen),
+        "per_seed": {name: [r["metrics"]["test"][name] for r in finished] for name, *_ in METRICS},
       }
       for name, *_ in METRICS:
         if finished:
@@ -89,28 +102,51 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
       a, b = table[dataset].get(method), table[dataset].get(baseline)
       common = sorted(set(a["seeds"]) & set(b["seeds"])) if a and b else []
       if common:
-        pick = lambda entry, name: [entry["per_seed"][name][entry["seeds"].index(s)]
-                                    for s in common]
+
+        def pick(entry, name, common=common):
+          return [entry["per_seed"][name][entry["seeds"].index(s)] for s in common]
+
         comparisons[f"{method} - {baseline}"] = {
-            name: paired_test(pick(a, name), pick(b, name)) for name, *_ in METRICS}
+          name: paired_test(pick(a, name), pick(b, name)) for name, *_ in METRICS
+        }
     table[dataset]["comparisons"] = comparisons
   return {
-      "suite": suite.name, "seeds": list(suite.seeds), "eta_grid": list(suite.eta_grid),
-      "sign_grid": list(suite.sign_grid), "validation_fraction": suite.validation_fraction,
-      "total_run_seconds": sum(run["seconds"] for run in runs) + sum(
-          entry["seconds"] for dataset in outcome["search"].values()
-          for entries in dataset.values() for entry in entries),
-      # CPU seconds where every run recorded them (runs of suites before cpu_seconds lack them).
-      "total_cpu_seconds": (sum(run["cpu_seconds"] for run in runs) + sum(
-          entry["cpu_seconds"] for dataset in outcome["search"].values()
-          for entries in dataset.values() for entry in entries)
-          if all("cpu_seconds" in run for run in runs) and all(
-              "cpu_seconds" in entry for dataset in outcome["search"].values()
-              for entries in dataset.values() for entry in entries) else None),
-      "wall_seconds_this_invocation": seconds,
-      "chosen": outcome["chosen"], "search": outcome["search"], "results": table,
-      "missing_runs": outcome.get("missing", []),
-      "curves": {f"{r['dataset']}/{r['method']}/seed={r['seed']}": r["curves"] for r in runs},
+    "suite": suite.name,
+    "seeds": list(suite.seeds),
+    "eta_grid": list(suite.eta_grid),
+    "sign_grid": list(suite.sign_grid),
+    "validation_fraction": suite.validation_fraction,
+    "total_run_seconds": sum(run["seconds"] for run in runs)
+    + sum(
+      entry["seconds"]
+      for dataset in outcome["search"].values()
+      for entries in dataset.values()
+      for entry in entries
+    ),
+    # CPU seconds where every run recorded them (runs of suites before cpu_seconds lack them).
+    "total_cpu_seconds": (
+      sum(run["cpu_seconds"] for run in runs)
+      + sum(
+        entry["cpu_seconds"]
+        for dataset in outcome["search"].values()
+        for entries in dataset.values()
+        for entry in entries
+      )
+      if all("cpu_seconds" in run for run in runs)
+      and all(
+        "cpu_seconds" in entry
+        for dataset in outcome["search"].values()
+        for entries in dataset.values()
+        for entry in entries
+      )
+      else None
+    ),
+    "wall_seconds_this_invocation": seconds,
+    "chosen": outcome["chosen"],
+    "search": outcome["search"],
+    "results": table,
+    "missing_runs": outcome.get("missing", []),
+    "curves": {f"{r['dataset']}/{r['method']}/seed={r['seed']}": r["curves"] for r in runs},
   }
 
 
@@ -120,10 +156,13 @@ def _run_statistics(finished: list[dict[str, Any]]) -> dict[str, list[float]]:
   fraction of examples the MixupE term acted on, averaged over training."""
   values: dict[str, list[float]] = {}
   candidates = {
-      "train_accuracy": lambda r: r["metrics"].get("train_eval", {}).get("accuracy"),
-      "best_step": lambda r: r.get("best_step"),
-      "active_fraction": lambda r: (float(np.mean([v for _, v in r["curves"]["active_fraction"]]))
-                                    if r.get("curves", {}).get("active_fraction") else None),
+    "train_accuracy": lambda r: r["metrics"].get("train_eval", {}).get("accuracy"),
+    "best_step": lambda r: r.get("best_step"),
+    "active_fraction": lambda r: (
+      float(np.mean([v for _, v in r["curves"]["active_fraction"]]))
+      if r.get("curves", {}).get("active_fraction")
+      else None
+    ),
   }
   for name, read in candidates.items():
     found = [read(r) for r in finished]
@@ -133,10 +172,16 @@ def _run_statistics(finished: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 # Tables of the per-run statistics above, where a suite has them: (key, title, scale, digits).
-RUN_STATISTICS = (("train_accuracy", "training-split accuracy (%) of the reported model", 100.0, 2),
-                  ("active_fraction", "fraction of examples the MixupE term acts on (%), mean over "
-                   "training", 100.0, 1),
-                  ("best_step", "step of the reported (best validation) model", 1.0, 0))
+RUN_STATISTICS = (
+  ("train_accuracy", "training-split accuracy (%) of the reported model", 100.0, 2),
+  (
+    "active_fraction",
+    "fraction of examples the MixupE term acts on (%), mean over training",
+    100.0,
+    1,
+  ),
+  ("best_step", "step of the reported (best validation) model", 1.0, 0),
+)
 
 
 def _cell(statistics: dict[str, float] | None, scale: float, digits: int) -> str:
@@ -149,14 +194,20 @@ def _difference(test: dict[str, Any] | None, scale: float, digits: int) -> str:
   if not test:
     return "—"
   p = "n/a" if test["p"] is None else f"{test['p']:.2f}"
-  interval = ("" if test.get("ci95") is None else
-              " [" + ", ".join(f"{bound * scale:+.{digits}f}" for bound in test["ci95"]) + "]")
+  interval = (
+    ""
+    if test.get("ci95") is None
+    else " [" + ", ".join(f"{bound * scale:+.{digits}f}" for bound in test["ci95"]) + "]"
+  )
   return f"{test['mean_difference'] * scale:+.{digits}f}{interval} (p={p})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-  return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-          + [f"| {' | '.join(row)} |" for row in rows] + [""])
+  return (
+    ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    + [f"| {' | '.join(row)} |" for row in rows]
+    + [""]
+  )
 
 
 def markdown(results: dict[str, Any], suite) -> str:
@@ -165,52 +216,94 @@ def markdown(results: dict[str, Any], suite) -> str:
   methods = list(suite.methods)
   comparisons = [f"{m} - {b}" for m, b in suite.comparisons]
   entries = results["results"]
-  seeds = {d: max((len(e[m]["seeds"]) for m in methods if m in e), default=0)
-           for d, e in entries.items()}
-  label = {d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})" for d, n in seeds.items()}
+  seeds = {
+    d: max((len(e[m]["seeds"]) for m in methods if m in e), default=0) for d, e in entries.items()
+  }
+  label = {
+    d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})"
+    for d, n in seeds.items()
+  }
   lines = []
   if results.get("missing_runs"):
-    finished = len(results["curves"]) + sum(len(entries) for dataset in results["search"].values()
-                                            for entries in dataset.values())
-    lines += [f"**Partial suite**: {finished} runs finished, {len(results['missing_runs'])} "
-              "not yet; the tables show the finished ones (a method missing at a seed is left out "
-              "of that seed's pairs).", ""]
+    finished = len(results["curves"]) + sum(
+      len(entries) for dataset in results["search"].values() for entries in dataset.values()
+    )
+    lines += [
+      f"**Partial suite**: {finished} runs finished, {len(results['missing_runs'])} "
+      "not yet; the tables show the finished ones (a method missing at a seed is left out "
+      "of that seed's pairs).",
+      "",
+    ]
   for name, title, scale, digits in METRICS:
     lines += [f"**{title}**, mean ± std over seeds {results['seeds']}", ""]
-    lines += _table(["dataset"] + methods,
-                    [[label[d]] + [_cell(e[m].get(name), scale, digits) for m in methods]
-                     for d, e in entries.items()])
+    lines += _table(
+      ["dataset"] + methods,
+      [
+        [label[d]] + [_cell(e[m].get(name), scale, digits) for m in methods]
+        for d, e in entries.items()
+      ],
+    )
     lines += [f"**{title}: paired differences**, mean [95% CI] (p)", ""]
-    lines += _table(["dataset"] + comparisons,
-                    [[d] + [_difference(e["comparisons"].get(c, {}).get(name), scale, digits)
-                            for c in comparisons] for d, e in entries.items()])
+    lines += _table(
+      ["dataset"] + comparisons,
+      [
+        [d]
+        + [_difference(e["comparisons"].get(c, {}).get(name), scale, digits) for c in comparisons]
+        for d, e in entries.items()
+      ],
+    )
   for name, title, scale, digits in RUN_STATISTICS:
     shown = [m for m in methods if any(name in e.get(m, {}) for e in entries.values())]
     if shown:
       lines += [f"**{title}**, mean ± std over seeds", ""]
-      lines += _table(["dataset"] + shown,
-                      [[d] + [_cell(e[m].get(name), scale, digits) for m in shown]
-                       for d, e in entries.items()])
-  for key, title in (("seconds_per_run", "seconds per run"),
-                     ("cpu_seconds_per_run", "CPU seconds per run (all threads)")):
+      lines += _table(
+        ["dataset"] + shown,
+        [[d] + [_cell(e[m].get(name), scale, digits) for m in shown] for d, e in entries.items()],
+      )
+  for key, title in (
+    ("seconds_per_run", "seconds per run"),
+    ("cpu_seconds_per_run", "CPU seconds per run (all threads)"),
+  ):
     if any(key in e.get(m, {}) for e in entries.values() for m in methods):
       lines += [f"**{title}** (final runs, mean over seeds)", ""]
-      lines += _table(["dataset"] + methods,
-                      [[d] + [f"{e[m][key]:.0f}" if key in e[m] else "—" for m in methods]
-                       for d, e in entries.items()])
+      lines += _table(
+        ["dataset"] + methods,
+        [
+          [d] + [f"{e[m][key]:.0f}" if key in e[m] else "—" for m in methods]
+          for d, e in entries.items()
+        ],
+      )
   searched = [method for method, entry in suite.methods.items() if entry.searched]
-  lines += ["**Chosen on the validation split** (eta, sign; published = the variant's own sign)", "",
-            "| dataset | " + " | ".join(searched) + " |", "|---" * (1 + len(searched)) + "|"]
+  lines += [
+    "**Chosen on the validation split** (eta, sign; published = the variant's own sign)",
+    "",
+    "| dataset | " + " | ".join(searched) + " |",
+    "|---" * (1 + len(searched)) + "|",
+  ]
   for dataset, chosen in results["chosen"].items():
-    cells = [f"{chosen[m]['eta']:g}, {'flipped' if chosen[m]['flip_sign'] else 'published'}"
-             if m in chosen else "—" for m in searched]
+    cells = [
+      f"{chosen[m]['eta']:g}, {'flipped' if chosen[m]['flip_sign'] else 'published'}"
+      if m in chosen
+      else "—"
+      for m in searched
+    ]
     lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-  diverged = [f"{d}/{m} seeds {e['diverged_seeds']}" for d, entry in results["results"].items()
-              for m, e in entry.items() if m != "comparisons" and e["diverged_seeds"]]
-  lines += ["", f"Diverged (NaN loss) runs: {', '.join(diverged) if diverged else 'none'}.",
-            f"Training time, all runs of the suite: {results['total_run_seconds'] / 60:.1f} min"
-            + ("." if results.get("total_cpu_seconds") is None else
-               f" ({results['total_cpu_seconds'] / 3600:.2f} CPU-hours).")]
+  diverged = [
+    f"{d}/{m} seeds {e['diverged_seeds']}"
+    for d, entry in results["results"].items()
+    for m, e in entry.items()
+    if m != "comparisons" and e["diverged_seeds"]
+  ]
+  lines += [
+    "",
+    f"Diverged (NaN loss) runs: {', '.join(diverged) if diverged else 'none'}.",
+    f"Training time, all runs of the suite: {results['total_run_seconds'] / 60:.1f} min"
+    + (
+      "."
+      if results.get("total_cpu_seconds") is None
+      else f" ({results['total_cpu_seconds'] / 3600:.2f} CPU-hours)."
+    ),
+  ]
   return "\n".join(lines) + "\n"
 
 
@@ -219,8 +312,10 @@ def write(results: dict[str, Any], suite, results_dir: str) -> tuple[str, str]:
   os.makedirs(results_dir, exist_ok=True)
   json_path = os.path.join(results_dir, "results.json")
   markdown_path = os.path.join(results_dir, "results.md")
-  for path, text in ((json_path, json.dumps(results, indent=2, allow_nan=True)),
-                     (markdown_path, markdown(results, suite))):
+  for path, text in (
+    (json_path, json.dumps(results, indent=2, allow_nan=True)),
+    (markdown_path, markdown(results, suite)),
+  ):
     with open(f"{path}.tmp", "w") as file:
       file.write(text)
     os.replace(f"{path}.tmp", path)

@@ -68,8 +68,9 @@ def load_config_file(configs_dir: str, config_file: str) -> ml_collections.Confi
   return module.get_config(argument) if argument else module.get_config()
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any],
-                    data_dir: str) -> None:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: dict[str, Any], data_dir: str
+) -> None:
   """Sets dotted fields; a field the config lacks is an error (model options may be new)."""
   for dotted, value in overrides.items():
     *parents, field = dotted.split(".")
@@ -81,8 +82,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     node[field] = value.format(data_dir=data_dir) if isinstance(value, str) else value
 
 
-def dataset_config(suite: Suite, dataset: str, *, configs_dir: str, data_dir: str
-                   ) -> ml_collections.ConfigDict:
+def dataset_config(
+  suite: Suite, dataset: str, *, configs_dir: str, data_dir: str
+) -> ml_collections.ConfigDict:
   """The config file of a suite's dataset with the suite's changes for it (no method yet)."""
   entry = suite.datasets[dataset]
   config = load_config_file(configs_dir, entry.config_file)
@@ -90,8 +92,9 @@ def dataset_config(suite: Suite, dataset: str, *, configs_dir: str, data_dir: st
   return config
 
 
-def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
-               ) -> ml_collections.ConfigDict:
+def run_config(
+  suite: Suite, run: Run, *, configs_dir: str, data_dir: str
+) -> ml_collections.ConfigDict:
   """The full training config of one run; a run that carries eta (the search's grid point or its
   chosen value) sets eta and flip_sign."""
   config = dataset_config(suite, run.dataset, configs_dir=configs_dir, data_dir=data_dir)
@@ -106,8 +109,7 @@ def run_config(suite: Suite, run: Run, *, configs_dir: str, data_dir: str
   if run.stage == "search":
     apply_overrides(config, suite.datasets[run.dataset].search_overrides, data_dir)
   own_fraction = "validation_fraction" in suite.datasets[run.dataset].overrides
-  if (run.stage == "search" or early_stopping) and not (_is_graph(config.dataset)
-                                                        or own_fraction):
+  if (run.stage == "search" or early_stopping) and not (_is_graph(config.dataset) or own_fraction):
     config.validation_fraction = suite.validation_fraction
   if run.stage == "search":
     config.eval_splits = ("validation",)
@@ -135,18 +137,24 @@ def check_data(suite: Suite, *, configs_dir: str, data_dir: str) -> None:
       missing.append(f"{name}: {path}")
   if missing:
     raise FileNotFoundError(
-        f"Suite {suite.name!r} needs data that is not there (pass --data_dir=<folder holding "
-        "fashion_mnist/, cifar10/, fsdd/, planetoid/, uci/>):\n  " + "\n  ".join(missing))
+      f"Suite {suite.name!r} needs data that is not there (pass --data_dir=<folder holding "
+      "fashion_mnist/, cifar10/, fsdd/, planetoid/, uci/>):\n  " + "\n  ".join(missing)
+    )
 
 
 def search_runs(suite: Suite, dataset: str) -> list[Run]:
-  return [Run("search", dataset, method, suite.search_seed, eta, flip_sign)
-          for method in dataset_methods(suite, dataset) if suite.methods[method].searched
-          for eta in suite.eta_grid for flip_sign in suite.sign_grid]
+  return [
+    Run("search", dataset, method, suite.search_seed, eta, flip_sign)
+    for method in dataset_methods(suite, dataset)
+    if suite.methods[method].searched
+    for eta in suite.eta_grid
+    for flip_sign in suite.sign_grid
+  ]
 
 
-def final_runs(suite: Suite, dataset: str,
-               chosen: dict[str, dict[str, Any]] | None = None) -> list[Run]:
+def final_runs(
+  suite: Suite, dataset: str, chosen: dict[str, dict[str, Any]] | None = None
+) -> list[Run]:
   """Every method of `dataset` at every seed, seed by seed (so that a suite stopped part way has
   every method at its first seeds); a searched method (or one that takes another's search)
   carries the chosen eta and flip_sign (`chosen`: method -> {eta, flip_sign})."""
@@ -213,8 +221,9 @@ def _curves(directory: str) -> dict[str, list[list[float]]]:
   return curves
 
 
-def execute(run: Run, config: ml_collections.ConfigDict, workdir: str,
-            store: str | None = None) -> dict[str, Any]:
+def execute(
+  run: Run, config: ml_collections.ConfigDict, workdir: str, store: str | None = None
+) -> dict[str, Any]:
   """Trains one run (resuming its checkpoint if any) and writes its result.json (and its copy in
   the store)."""
   directory = os.path.join(workdir, run.relative_dir)
@@ -225,20 +234,25 @@ def execute(run: Run, config: ml_collections.ConfigDict, workdir: str,
     summary, status, error = {}, "diverged", str(diverged)
   finally:
     # Every attempt's time, an interrupted one's included (a kill -9 aside), kept with the run.
-    attempts = _record_attempt(directory, time.perf_counter() - start,
-                               time.process_time() - cpu_start)
+    attempts = _record_attempt(
+      directory, time.perf_counter() - start, time.process_time() - cpu_start
+    )
   result = {
-      **dataclasses.asdict(run), "status": status, "error": error,
-      "seconds": attempts[-1]["seconds"],  # Of the attempt that finished it.
-      # CPU seconds of every thread of the process, summed over attempts: unlike wall time, not
-      # lengthened by a pause (SIGSTOP) or, to first order, by other load on the machine.
-      "cpu_seconds": sum(attempt["cpu_seconds"] for attempt in attempts),
-      "attempts": len(attempts),
-      "variant": config.variant, "alpha": config.alpha, "eta": config.eta,
-      "flip_sign": config.flip_sign, "config_method": config.method,
-      "metrics": {split: metrics for split, metrics in summary.items()
-                  if isinstance(metrics, dict)},
-      "curves": _curves(directory),
+    **dataclasses.asdict(run),
+    "status": status,
+    "error": error,
+    "seconds": attempts[-1]["seconds"],  # Of the attempt that finished it.
+    # CPU seconds of every thread of the process, summed over attempts: unlike wall time, not
+    # lengthened by a pause (SIGSTOP) or, to first order, by other load on the machine.
+    "cpu_seconds": sum(attempt["cpu_seconds"] for attempt in attempts),
+    "attempts": len(attempts),
+    "variant": config.variant,
+    "alpha": config.alpha,
+    "eta": config.eta,
+    "flip_sign": config.flip_sign,
+    "config_method": config.method,
+    "metrics": {split: metrics for split, metrics in summary.items() if isinstance(metrics, dict)},
+    "curves": _curves(directory),
   }
   for name in ("best_step", "final_step", "steps", "stopped_early"):
     if name in summary:
@@ -278,9 +292,16 @@ def choose(results: list[dict[str, Any]]) -> dict[str, Any]:
   return {"eta": best["eta"], "flip_sign": best["flip_sign"]}
 
 
-def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_DIR,
-              data_dir: str = "../shared/data", datasets: list[str] | None = None,
-              store: str | None = None, train: bool = True) -> dict[str, Any]:
+def run_suite(
+  suite: Suite,
+  workdir: str,
+  *,
+  configs_dir: str = DEFAULT_CONFIGS_DIR,
+  data_dir: str = "../shared/data",
+  datasets: list[str] | None = None,
+  store: str | None = None,
+  train: bool = True,
+) -> dict[str, Any]:
   """Runs (or finishes) every run of `suite` under `workdir`, taking finished runs from the
   workdir or the `store` folder; returns {chosen, search, runs, missing}. With `train=False`
   nothing trains: the outcome holds the finished runs, `missing` names the others (a partial
@@ -290,10 +311,14 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
   datasets = list(datasets or suite.datasets)
   unknown = [name for name in datasets if name not in suite.datasets]
   if unknown:
-    raise ValueError(f"Unknown datasets {unknown} for suite {suite.name!r}; valid: "
-                     f"{', '.join(suite.datasets)}.")
-  check_data(dataclasses.replace(suite, datasets={d: suite.datasets[d] for d in datasets}),
-             configs_dir=configs_dir, data_dir=data_dir)
+    raise ValueError(
+      f"Unknown datasets {unknown} for suite {suite.name!r}; valid: {', '.join(suite.datasets)}."
+    )
+  check_data(
+    dataclasses.replace(suite, datasets={d: suite.datasets[d] for d in datasets}),
+    configs_dir=configs_dir,
+    data_dir=data_dir,
+  )
   total = sum(len(search_runs(suite, d)) + len(final_runs(suite, d)) for d in datasets)
   progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
@@ -307,12 +332,12 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
       missing.append(run.relative_dir)
       return None
     if result is None:
-      result = execute(run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir),
-                       workdir, store)
+      result = execute(
+        run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir), workdir, store
+      )
       split = "validation" if run.stage == "search" else "test"
       metrics = result["metrics"].get(split, {})
-      outcome = (f"{split} accuracy {metrics['accuracy']:.4f}" if metrics
-                 else result["status"])
+      outcome = f"{split} accuracy {metrics['accuracy']:.4f}" if metrics else result["status"]
       progress.write(f"{run.relative_dir}: {outcome} ({result['seconds']:.0f} s)")
     progress.update(1)
     return result
@@ -325,12 +350,19 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
         result = perform(run)
         if result is not None:
           searched[run.method].append(result)
-      complete = {method for method, found in searched.items()
-                  if len(found) == len(suite.eta_grid) * len(suite.sign_grid)}
-      chosen[dataset] = {method: choose(searched[method]) for method in searched
-                         if method in complete}
-      search[dataset] = {method: [_search_entry(result) for result in found]
-                         for method, found in searched.items() if found}
+      complete = {
+        method
+        for method, found in searched.items()
+        if len(found) == len(suite.eta_grid) * len(suite.sign_grid)
+      }
+      chosen[dataset] = {
+        method: choose(searched[method]) for method in searched if method in complete
+      }
+      search[dataset] = {
+        method: [_search_entry(result) for result in found]
+        for method, found in searched.items()
+        if found
+      }
       for run in final_runs(suite, dataset, chosen[dataset]):
         result = perform(run)
         if result is not None:
@@ -343,9 +375,14 @@ def run_suite(suite: Suite, workdir: str, *, configs_dir: str = DEFAULT_CONFIGS_
 def _search_entry(result: dict[str, Any]) -> dict[str, Any]:
   """One row of the search table: {eta, flip_sign, status, seconds, validation accuracy, nll}."""
   validation = result["metrics"].get("validation", {})
-  entry = {"eta": result["eta"], "flip_sign": result["flip_sign"], "status": result["status"],
-           "seconds": result["seconds"],
-           "accuracy": validation.get("accuracy"), "nll": validation.get("nll")}
+  entry = {
+    "eta": result["eta"],
+    "flip_sign": result["flip_sign"],
+    "status": result["status"],
+    "seconds": result["seconds"],
+    "accuracy": validation.get("accuracy"),
+    "nll": validation.get("nll"),
+  }
   if "cpu_seconds" in result:
     entry["cpu_seconds"] = result["cpu_seconds"]
   return entry

@@ -49,7 +49,10 @@ class Suite:
   validation_fraction: float = 0.1  # Graphs use their standard validation nodes instead.
   # The comparisons the table reports: (method, baseline).
   comparisons: tuple[tuple[str, str], ...] = (
-      ("mixupe_exact", "mixup"), ("mixupe_fast", "mixup"), ("mixupe_exact_all", "mixup"))
+    ("mixupe_exact", "mixup"),
+    ("mixupe_fast", "mixup"),
+    ("mixupe_exact_all", "mixup"),
+  )
   # Runs live under workdir/experiments/<runs_of or name>: a suite that names another suite here
   # reuses that suite's finished runs (same dataset, method, seed and search) instead of repeating
   # them.
@@ -64,55 +67,85 @@ class Suite:
 # README's recipe, tau = 1); and exact without a threshold (tau = +inf: every r_i enters), the
 # paper's equation L_mix + eta m_1 (1/B) sum_i r_i, where the per-example split cannot matter.
 METHODS = {
-    "erm": MethodEntry({"method": "erm"}),
-    "mixup": MethodEntry({"method": "mixup"}),
-    "mixupe_exact": MethodEntry({"method": "mixupe", "variant": "v1"}, searched=True),
-    "mixupe_fast": MethodEntry({"method": "mixupe", "variant": "v3"}, searched=True),
-    "mixupe_exact_all": MethodEntry(
-        {"method": "mixupe", "variant": "v1", "threshold": float("inf")}, searched=True),
+  "erm": MethodEntry({"method": "erm"}),
+  "mixup": MethodEntry({"method": "mixup"}),
+  "mixupe_exact": MethodEntry({"method": "mixupe", "variant": "v1"}, searched=True),
+  "mixupe_fast": MethodEntry({"method": "mixupe", "variant": "v3"}, searched=True),
+  "mixupe_exact_all": MethodEntry(
+    {"method": "mixupe", "variant": "v1", "threshold": float("inf")}, searched=True
+  ),
 }
 
 _QUIET = {"progress_bar": False, "keep_checkpoints": 1}
 
 
 def _uci(name: str, **overrides) -> DatasetEntry:
-  return DatasetEntry(f"uci_mlp.py:{name}",
-                      {"dataset": f"uci:{name}:{{data_dir}}/uci", **_QUIET, **overrides})
+  return DatasetEntry(
+    f"uci_mlp.py:{name}", {"dataset": f"uci:{name}:{{data_dir}}/uci", **_QUIET, **overrides}
+  )
 
 
 CPU = Suite(
-    name="cpu",
-    datasets={
-        "digits": DatasetEntry("digits_mlp.py", {"num_epochs": 30, **_QUIET}),
-        "fashion_mnist": DatasetEntry("fashion_mnist_cnn.py", {
-            "dataset": "idx:{data_dir}/fashion_mnist", "model.channels": (16, 32),
-            "num_train_steps": 200, "log_every_steps": 20, **_QUIET}),
-        # PreActResNet-10 (one block per stage) of width 16: 1/32 of PreActResNet-18's FLOPs.
-        "cifar10": DatasetEntry("cifar10_preactresnet18.py", {
-            "dataset": "imagefolder:{data_dir}/cifar10/cifar10_jpeg.zip",
-            "model.width": 16, "model.stage_sizes": (1, 1, 1, 1), "batch_size": 64,
-            "eval_batch_size": 512, "num_train_steps": 150, "schedule": "cosine",
-            "learning_rate": 0.05, "log_every_steps": 15, **_QUIET}),
-        "fsdd": DatasetEntry("fsdd_cnn.py", {
-            "dataset": "fsdd:{data_dir}/fsdd/fsdd_recordings.zip", "num_epochs": 3, **_QUIET}),
-        # The short-budget suite's GCN (before cora_gcn.py took Kipf & Welling's recipe): two
-        # 64-unit convolutions, a dense readout, mixing after the last propagation.
-        "cora": DatasetEntry("cora_gcn.py", {
-            "dataset": "planetoid:cora:{data_dir}/planetoid", "model.hidden_sizes": (64, 64),
-            "model.propagate_output": False, "model.dropout_rate": 0.0,
-            "graph_row_normalize": False, "weight_decay_scope": "all", "manifold_layers": (2,),
-            **_QUIET}, manifold=True),
-        "uci_abalone": _uci("abalone"),
-        "uci_arcene": _uci("arcene", num_epochs=30),  # 100 training rows: 7 steps per epoch.
-        "uci_arrhythmia": _uci("arrhythmia"),
-        "uci_htru2": _uci("htru2", batch_size=64),  # 13,000+ rows: batch 64 keeps 10 epochs cheap.
-        "uci_iris": _uci("iris", num_epochs=30),
-        "uci_phishing": _uci("phishing", batch_size=64),
-    },
-    methods=METHODS,
-    seeds=(0, 1, 2),
-    results_dir="results",
-    store="results/runs/cpu",
+  name="cpu",
+  datasets={
+    "digits": DatasetEntry("digits_mlp.py", {"num_epochs": 30, **_QUIET}),
+    "fashion_mnist": DatasetEntry(
+      "fashion_mnist_cnn.py",
+      {
+        "dataset": "idx:{data_dir}/fashion_mnist",
+        "model.channels": (16, 32),
+        "num_train_steps": 200,
+        "log_every_steps": 20,
+        **_QUIET,
+      },
+    ),
+    # PreActResNet-10 (one block per stage) of width 16: 1/32 of PreActResNet-18's FLOPs.
+    "cifar10": DatasetEntry(
+      "cifar10_preactresnet18.py",
+      {
+        "dataset": "imagefolder:{data_dir}/cifar10/cifar10_jpeg.zip",
+        "model.width": 16,
+        "model.stage_sizes": (1, 1, 1, 1),
+        "batch_size": 64,
+        "eval_batch_size": 512,
+        "num_train_steps": 150,
+        "schedule": "cosine",
+        "learning_rate": 0.05,
+        "log_every_steps": 15,
+        **_QUIET,
+      },
+    ),
+    "fsdd": DatasetEntry(
+      "fsdd_cnn.py",
+      {"dataset": "fsdd:{data_dir}/fsdd/fsdd_recordings.zip", "num_epochs": 3, **_QUIET},
+    ),
+    # The short-budget suite's GCN (before cora_gcn.py took Kipf & Welling's recipe): two
+    # 64-unit convolutions, a dense readout, mixing after the last propagation.
+    "cora": DatasetEntry(
+      "cora_gcn.py",
+      {
+        "dataset": "planetoid:cora:{data_dir}/planetoid",
+        "model.hidden_sizes": (64, 64),
+        "model.propagate_output": False,
+        "model.dropout_rate": 0.0,
+        "graph_row_normalize": False,
+        "weight_decay_scope": "all",
+        "manifold_layers": (2,),
+        **_QUIET,
+      },
+      manifold=True,
+    ),
+    "uci_abalone": _uci("abalone"),
+    "uci_arcene": _uci("arcene", num_epochs=30),  # 100 training rows: 7 steps per epoch.
+    "uci_arrhythmia": _uci("arrhythmia"),
+    "uci_htru2": _uci("htru2", batch_size=64),  # 13,000+ rows: batch 64 keeps 10 epochs cheap.
+    "uci_iris": _uci("iris", num_epochs=30),
+    "uci_phishing": _uci("phishing", batch_size=64),
+  },
+  methods=METHODS,
+  seeds=(0, 1, 2),
+  results_dir="results",
+  store="results/runs/cpu",
 )
 
 # Is MixupE-exact's gain on the BatchNorm models the penalty's or the clean pass's? The clean pass
@@ -121,30 +154,39 @@ CPU = Suite(
 # still runs the clean pass: the loss and its gradient are exactly Mixup's, only BatchNorm's
 # running statistics also see the clean batch. Mixup and MixupE-exact are the cpu suite's own runs.
 BN_ABLATION = Suite(
-    name="bn_ablation",
-    datasets={name: CPU.datasets[name] for name in ("fashion_mnist", "cifar10")},
-    methods={"mixup": METHODS["mixup"], "mixupe_exact": METHODS["mixupe_exact"],
-             "mixup_clean_pass": MethodEntry({"method": "mixupe", "variant": "v1", "eta": 0.0})},
-    seeds=CPU.seeds,
-    comparisons=(("mixupe_exact", "mixup"), ("mixup_clean_pass", "mixup"),
-                 ("mixupe_exact", "mixup_clean_pass")),
-    runs_of="cpu",
-    results_dir="results/bn_ablation",
-    store="results/runs/cpu",
+  name="bn_ablation",
+  datasets={name: CPU.datasets[name] for name in ("fashion_mnist", "cifar10")},
+  methods={
+    "mixup": METHODS["mixup"],
+    "mixupe_exact": METHODS["mixupe_exact"],
+    "mixup_clean_pass": MethodEntry({"method": "mixupe", "variant": "v1", "eta": 0.0}),
+  },
+  seeds=CPU.seeds,
+  comparisons=(
+    ("mixupe_exact", "mixup"),
+    ("mixup_clean_pass", "mixup"),
+    ("mixupe_exact", "mixup_clean_pass"),
+  ),
+  runs_of="cpu",
+  results_dir="results/bn_ablation",
+  store="results/runs/cpu",
 )
 
 TINY = Suite(
-    name="tiny",
-    datasets={
-        "digits": DatasetEntry("digits_mlp.py", {"num_train_steps": 12, "eval_batch_size": 64,
-                                                 **_QUIET}),
-        "iris": DatasetEntry("uci_mlp.py:iris", {
-            "dataset": "sklearn:iris", "num_train_steps": 12, "batch_size": 16, **_QUIET}),
-    },
-    methods={"mixup": METHODS["mixup"], "mixupe_exact": METHODS["mixupe_exact"]},
-    seeds=(0,),
-    eta_grid=(1.0,),
-    comparisons=(("mixupe_exact", "mixup"),),
+  name="tiny",
+  datasets={
+    "digits": DatasetEntry(
+      "digits_mlp.py", {"num_train_steps": 12, "eval_batch_size": 64, **_QUIET}
+    ),
+    "iris": DatasetEntry(
+      "uci_mlp.py:iris",
+      {"dataset": "sklearn:iris", "num_train_steps": 12, "batch_size": 16, **_QUIET},
+    ),
+  },
+  methods={"mixup": METHODS["mixup"], "mixupe_exact": METHODS["mixupe_exact"]},
+  seeds=(0,),
+  eta_grid=(1.0,),
+  comparisons=(("mixupe_exact", "mixup"),),
 )
 
 # The converged suite: models that fit their training data, trained until validation accuracy
@@ -155,81 +197,147 @@ TINY = Suite(
 # tau 1, not searched) and MixupE-exact on a quarter of the clean batch (term_fraction = 0.25, at
 # the eta and sign searched for mixupe_exact).
 CONVERGED_METHODS = {
-    **METHODS,
-    "mixup_clean_pass": MethodEntry({"method": "mixupe", "variant": "v1", "eta": 0.0}),
-    "mixupe_fast_official": MethodEntry({"method": "mixupe", "variant": "v3", "eta": 0.001,
-                                         "threshold": 1.0}),
-    "mixupe_exact_quarter": MethodEntry({"method": "mixupe", "variant": "v1",
-                                         "term_fraction": 0.25}, search_as="mixupe_exact"),
+  **METHODS,
+  "mixup_clean_pass": MethodEntry({"method": "mixupe", "variant": "v1", "eta": 0.0}),
+  "mixupe_fast_official": MethodEntry(
+    {"method": "mixupe", "variant": "v3", "eta": 0.001, "threshold": 1.0}
+  ),
+  "mixupe_exact_quarter": MethodEntry(
+    {"method": "mixupe", "variant": "v1", "term_fraction": 0.25}, search_as="mixupe_exact"
+  ),
 }
 # CIFAR-10 is the most expensive dataset: it drops the two optional methods (the issue's order).
-_CIFAR_METHODS = ("erm", "mixup", "mixup_clean_pass", "mixupe_exact", "mixupe_exact_all",
-                  "mixupe_fast")
+_CIFAR_METHODS = (
+  "erm",
+  "mixup",
+  "mixup_clean_pass",
+  "mixupe_exact",
+  "mixupe_exact_all",
+  "mixupe_fast",
+)
 _CONVERGED_QUIET = {"progress_bar": False, "keep_checkpoints": 1}
 
 
 def _converged_uci(name: str, **overrides) -> DatasetEntry:
-  return DatasetEntry(f"uci_mlp.py:{name}", {
-      "dataset": f"uci:{name}:{{data_dir}}/uci", "num_epochs": 100,
-      "early_stopping_patience": 10, **_CONVERGED_QUIET, **overrides},
-      seeds=(0, 1, 2, 3, 4), search_overrides={"num_epochs": 50})
+  return DatasetEntry(
+    f"uci_mlp.py:{name}",
+    {
+      "dataset": f"uci:{name}:{{data_dir}}/uci",
+      "num_epochs": 100,
+      "early_stopping_patience": 10,
+      **_CONVERGED_QUIET,
+      **overrides,
+    },
+    seeds=(0, 1, 2, 3, 4),
+    search_overrides={"num_epochs": 50},
+  )
 
 
 CONVERGED = Suite(
-    name="converged",
-    datasets={
-        # 5,000 training images (4,500 after the validation split; the same subset for every seed
-        # and method), PreActResNet-18 of width 16 (1/16 of the full model's FLOPs), pad-crop-
-        # flip, SGD 0.1 Nesterov, weight decay 1e-4 (the Mixup paper's), cosine over 40 epochs.
-        # Sized on ERM seed 0: validation accuracy peaked at epoch 33 (71.6%); the training split
-        # was 91.9% right at that step and 93.6% at epoch 40, test 69.1%: a 23-point gap for a
-        # regularizer to close. The search trains 8 epochs.
-        "cifar10": DatasetEntry("cifar10_preactresnet18.py", {
-            "dataset": "imagefolder:{data_dir}/cifar10/cifar10_jpeg.zip", "train_subset": 5000,
-            "model.width": 16, "batch_size": 128, "eval_batch_size": 1000, "num_epochs": 40,
-            "schedule": "cosine", "learning_rate": 0.1, "weight_decay": 1e-4,
-            "early_stopping_patience": 10, "log_every_steps": 35, **_CONVERGED_QUIET},
-            methods=_CIFAR_METHODS, search_overrides={"num_epochs": 8}),
-        # 10,000 training images, a CNN whose flattened readout can fit them.
-        "fashion_mnist": DatasetEntry("fashion_mnist_cnn.py", {
-            "dataset": "idx:{data_dir}/fashion_mnist", "train_subset": 10000,
-            "model.channels": (32, 64), "model.readout": "flatten", "batch_size": 128,
-            "eval_batch_size": 1000, "num_epochs": 30, "schedule": "cosine",
-            "learning_rate": 0.05, "early_stopping_patience": 10, "log_every_steps": 70,
-            **_CONVERGED_QUIET}, search_overrides={"num_epochs": 10}),
-        "fsdd": DatasetEntry("fsdd_cnn.py", {
-            "dataset": "fsdd:{data_dir}/fsdd/fsdd_recordings.zip", "num_epochs": 40,
-            "early_stopping_patience": 10, **_CONVERGED_QUIET},
-            seeds=(0, 1, 2, 3, 4), search_overrides={"num_epochs": 20}),
-        # Kipf & Welling's recipe (configs/cora_gcn.py): mixing after the first propagation,
-        # early stopping on the standard 500 validation nodes.
-        "cora": DatasetEntry("cora_gcn.py", {
-            "dataset": "planetoid:cora:{data_dir}/planetoid", "num_epochs": 400,
-            "eval_every_epochs": 1, "early_stopping_patience": 50, "log_every_steps": 10,
-            "checkpoint_every_steps": 400, **_CONVERGED_QUIET}, manifold=True,
-            seeds=(0, 1, 2, 3, 4),
-            # term_fraction subsets the clean batch, which mixing a hidden layer does not have.
-            methods=tuple(m for m in CONVERGED_METHODS if m != "mixupe_exact_quarter")),
-        "digits": DatasetEntry("digits_mlp.py", {
-            "num_epochs": 100, "early_stopping_patience": 15, **_CONVERGED_QUIET},
-            seeds=(0, 1, 2, 3, 4), search_overrides={"num_epochs": 50}),
-        "uci_abalone": _converged_uci("abalone"),
-        # 100 training rows: a fifth of them for validation.
-        "uci_arcene": _converged_uci("arcene", validation_fraction=0.2),
-        "uci_arrhythmia": _converged_uci("arrhythmia", validation_fraction=0.2),
-        "uci_htru2": _converged_uci("htru2", batch_size=64, num_epochs=30),
-        "uci_iris": _converged_uci("iris", validation_fraction=0.2),
-        "uci_phishing": _converged_uci("phishing", batch_size=64, num_epochs=30),
-    },
-    methods=CONVERGED_METHODS,
-    seeds=(0, 1, 2),
-    comparisons=(("mixup", "erm"), ("mixup_clean_pass", "mixup"),
-                 ("mixupe_exact", "mixup"), ("mixupe_exact", "mixup_clean_pass"),
-                 ("mixupe_exact_all", "mixup_clean_pass"), ("mixupe_fast", "mixup"),
-                 ("mixupe_fast", "mixup_clean_pass"), ("mixupe_fast_official", "mixup_clean_pass"),
-                 ("mixupe_exact_quarter", "mixupe_exact")),
-    results_dir="results/converged",
-    store="results/runs/converged",
+  name="converged",
+  datasets={
+    # 5,000 training images (4,500 after the validation split; the same subset for every seed
+    # and method), PreActResNet-18 of width 16 (1/16 of the full model's FLOPs), pad-crop-
+    # flip, SGD 0.1 Nesterov, weight decay 1e-4 (the Mixup paper's), cosine over 40 epochs.
+    # Sized on ERM seed 0: validation accuracy peaked at epoch 33 (71.6%); the training split
+    # was 91.9% right at that step and 93.6% at epoch 40, test 69.1%: a 23-point gap for a
+    # regularizer to close. The search trains 8 epochs.
+    "cifar10": DatasetEntry(
+      "cifar10_preactresnet18.py",
+      {
+        "dataset": "imagefolder:{data_dir}/cifar10/cifar10_jpeg.zip",
+        "train_subset": 5000,
+        "model.width": 16,
+        "batch_size": 128,
+        "eval_batch_size": 1000,
+        "num_epochs": 40,
+        "schedule": "cosine",
+        "learning_rate": 0.1,
+        "weight_decay": 1e-4,
+        "early_stopping_patience": 10,
+        "log_every_steps": 35,
+        **_CONVERGED_QUIET,
+      },
+      methods=_CIFAR_METHODS,
+      search_overrides={"num_epochs": 8},
+    ),
+    # 10,000 training images, a CNN whose flattened readout can fit them.
+    "fashion_mnist": DatasetEntry(
+      "fashion_mnist_cnn.py",
+      {
+        "dataset": "idx:{data_dir}/fashion_mnist",
+        "train_subset": 10000,
+        "model.channels": (32, 64),
+        "model.readout": "flatten",
+        "batch_size": 128,
+        "eval_batch_size": 1000,
+        "num_epochs": 30,
+        "schedule": "cosine",
+        "learning_rate": 0.05,
+        "early_stopping_patience": 10,
+        "log_every_steps": 70,
+        **_CONVERGED_QUIET,
+      },
+      search_overrides={"num_epochs": 10},
+    ),
+    "fsdd": DatasetEntry(
+      "fsdd_cnn.py",
+      {
+        "dataset": "fsdd:{data_dir}/fsdd/fsdd_recordings.zip",
+        "num_epochs": 40,
+        "early_stopping_patience": 10,
+        **_CONVERGED_QUIET,
+      },
+      seeds=(0, 1, 2, 3, 4),
+      search_overrides={"num_epochs": 20},
+    ),
+    # Kipf & Welling's recipe (configs/cora_gcn.py): mixing after the first propagation,
+    # early stopping on the standard 500 validation nodes.
+    "cora": DatasetEntry(
+      "cora_gcn.py",
+      {
+        "dataset": "planetoid:cora:{data_dir}/planetoid",
+        "num_epochs": 400,
+        "eval_every_epochs": 1,
+        "early_stopping_patience": 50,
+        "log_every_steps": 10,
+        "checkpoint_every_steps": 400,
+        **_CONVERGED_QUIET,
+      },
+      manifold=True,
+      seeds=(0, 1, 2, 3, 4),
+      # term_fraction subsets the clean batch, which mixing a hidden layer does not have.
+      methods=tuple(m for m in CONVERGED_METHODS if m != "mixupe_exact_quarter"),
+    ),
+    "digits": DatasetEntry(
+      "digits_mlp.py",
+      {"num_epochs": 100, "early_stopping_patience": 15, **_CONVERGED_QUIET},
+      seeds=(0, 1, 2, 3, 4),
+      search_overrides={"num_epochs": 50},
+    ),
+    "uci_abalone": _converged_uci("abalone"),
+    # 100 training rows: a fifth of them for validation.
+    "uci_arcene": _converged_uci("arcene", validation_fraction=0.2),
+    "uci_arrhythmia": _converged_uci("arrhythmia", validation_fraction=0.2),
+    "uci_htru2": _converged_uci("htru2", batch_size=64, num_epochs=30),
+    "uci_iris": _converged_uci("iris", validation_fraction=0.2),
+    "uci_phishing": _converged_uci("phishing", batch_size=64, num_epochs=30),
+  },
+  methods=CONVERGED_METHODS,
+  seeds=(0, 1, 2),
+  comparisons=(
+    ("mixup", "erm"),
+    ("mixup_clean_pass", "mixup"),
+    ("mixupe_exact", "mixup"),
+    ("mixupe_exact", "mixup_clean_pass"),
+    ("mixupe_exact_all", "mixup_clean_pass"),
+    ("mixupe_fast", "mixup"),
+    ("mixupe_fast", "mixup_clean_pass"),
+    ("mixupe_fast_official", "mixup_clean_pass"),
+    ("mixupe_exact_quarter", "mixupe_exact"),
+  ),
+  results_dir="results/converged",
+  store="results/runs/converged",
 )
 
 SUITES = {suite.name: suite for suite in (CPU, BN_ABLATION, TINY, CONVERGED)}

@@ -19,7 +19,8 @@ cannot matter; an apply function without the attribute is assumed to couple them
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -42,10 +43,9 @@ def dropout_rngs(model_state: ModelState, train: bool) -> tuple[dict, ModelState
 
 
 class ApplyFn(Protocol):
-
-  def __call__(self, params: Params, model_state: ModelState, inputs: jax.Array,
-               **hidden: Any) -> tuple[jax.Array, ModelState]:
-    ...
+  def __call__(
+    self, params: Params, model_state: ModelState, inputs: jax.Array, **hidden: Any
+  ) -> tuple[jax.Array, ModelState]: ...
 
 
 def couples_examples(apply_fn: ApplyFn, model_state: ModelState) -> bool:
@@ -54,8 +54,9 @@ def couples_examples(apply_fn: ApplyFn, model_state: ModelState) -> bool:
   return bool(declared(model_state) if callable(declared) else declared)
 
 
-def flax_apply_fn(module: nn.Module, *, train: bool = True,
-                  couples_examples: bool | None = None) -> ApplyFn:
+def flax_apply_fn(
+  module: nn.Module, *, train: bool = True, couples_examples: bool | None = None
+) -> ApplyFn:
   """An `ApplyFn` for a linen module whose `__call__(x, train=...)` returns logits.
 
   In train mode every collection in `model_state` is mutable (BatchNorm uses and updates the batch
@@ -70,21 +71,22 @@ def flax_apply_fn(module: nn.Module, *, train: bool = True,
     collections = {k: v for k, v in model_state.items() if k != DROPOUT_RNG}
     variables = {"params": params, **collections}
     if train and collections:
-      logits, updates = module.apply(variables, inputs, train=True, rngs=rngs,
-                                     mutable=list(collections), **hidden)
+      logits, updates = module.apply(
+        variables, inputs, train=True, rngs=rngs, mutable=list(collections), **hidden
+      )
       return logits, {**model_state, **updates}
     return module.apply(variables, inputs, train=train, rngs=rngs, **hidden), model_state
 
   if couples_examples is None:
-    apply_fn.couples_examples = lambda model_state: train and bool(
-        set(model_state) - {DROPOUT_RNG})
+    apply_fn.couples_examples = lambda model_state: train and bool(set(model_state) - {DROPOUT_RNG})
   else:
     apply_fn.couples_examples = couples_examples
   return apply_fn
 
 
-def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | None = None
-                 ) -> tuple[ApplyFn, Params, ModelState]:
+def nnx_apply_fn(
+  model: Any, *, train: bool = True, couples_examples: bool | None = None
+) -> tuple[ApplyFn, Params, ModelState]:
   """(apply_fn, params, model_state) for a Flax NNX module whose `__call__(x)` returns logits.
 
   `params` are the module's `nnx.Param`s, `model_state` every other variable (BatchNorm's
@@ -94,7 +96,8 @@ def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | Non
   `module.eval()`), runs it and returns the logits and the updated `model_state`; the mixed and
   the clean pass of MixupE therefore both update BatchNorm's running statistics in train mode,
   as for linen. Hidden-layer keywords (`hidden_layer`, `hidden_transform`) are passed through to
-  modules that take them. `couples_examples` as in `flax_apply_fn` (None: train mode with BatchNorm statistics).
+  modules that take them. `couples_examples` as in `flax_apply_fn` (None: train mode with
+  BatchNorm statistics).
   """
   from flax import nnx  # Only for NNX users.
 
@@ -114,14 +117,17 @@ def nnx_apply_fn(model: Any, *, train: bool = True, couples_examples: bool | Non
     variables = jax.tree.leaves(state, is_leaf=lambda v: isinstance(v, nnx.Variable))
     return train and any(isinstance(v, nnx.BatchStat) for v in variables)
 
-  apply_fn.couples_examples = (has_batch_statistics if couples_examples is None
-                               else couples_examples)
+  apply_fn.couples_examples = has_batch_statistics if couples_examples is None else couples_examples
   return apply_fn, params, model_state
 
 
 # jax.checkpoint_policies that need no arguments, by name (config files name one of these).
-REMAT_POLICIES = ("dots_saveable", "nothing_saveable", "dots_with_no_batch_dims_saveable",
-                  "everything_saveable")
+REMAT_POLICIES = (
+  "dots_saveable",
+  "nothing_saveable",
+  "dots_with_no_batch_dims_saveable",
+  "everything_saveable",
+)
 RematPolicy = Callable[..., bool]
 
 
@@ -130,8 +136,10 @@ def remat_policy(policy: str | RematPolicy) -> RematPolicy:
   if callable(policy):
     return policy
   if policy not in REMAT_POLICIES:
-    raise ValueError(f"Unknown rematerialization policy {policy!r}; valid names are "
-                     f"{', '.join(REMAT_POLICIES)} (or pass a jax.checkpoint_policies policy).")
+    raise ValueError(
+      f"Unknown rematerialization policy {policy!r}; valid names are "
+      f"{', '.join(REMAT_POLICIES)} (or pass a jax.checkpoint_policies policy)."
+    )
   return getattr(jax.checkpoint_policies, policy)
 
 
@@ -151,8 +159,9 @@ def rematerialized(apply_fn: ApplyFn, policy: str | RematPolicy) -> ApplyFn:
   return apply
 
 
-def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array,
-               dropout_key: jax.Array | None = None) -> tuple[Params, ModelState]:
+def init_model(
+  module: nn.Module, key: jax.Array, sample_inputs: jax.Array, dropout_key: jax.Array | None = None
+) -> tuple[Params, ModelState]:
   """Initializes a linen module; returns (params, model_state). A module with dropout needs
   `dropout_key`, which the state then carries (see DROPOUT_RNG)."""
   variables = dict(module.init(key, sample_inputs, train=False))
@@ -165,8 +174,9 @@ def init_model(module: nn.Module, key: jax.Array, sample_inputs: jax.Array,
 HiddenTransform = Callable[[jax.Array], jax.Array]
 
 
-def maybe_transform(h: jax.Array, layer: int, hidden_layer: int | None,
-                    hidden_transform: HiddenTransform | None) -> jax.Array:
+def maybe_transform(
+  h: jax.Array, layer: int, hidden_layer: int | None, hidden_transform: HiddenTransform | None
+) -> jax.Array:
   """Applies the hidden transform to h when this is the requested layer."""
   if hidden_layer == layer and hidden_transform is not None:
     return hidden_transform(h)
@@ -175,8 +185,9 @@ def maybe_transform(h: jax.Array, layer: int, hidden_layer: int | None,
 
 def check_hidden_layer(hidden_layer: int | None, num_layers: int, model_name: str) -> None:
   if hidden_layer is not None and not 0 <= hidden_layer <= num_layers:
-    raise ValueError(f"{model_name} exposes hidden layers 0..{num_layers}, "
-                     f"got hidden_layer={hidden_layer}.")
+    raise ValueError(
+      f"{model_name} exposes hidden layers 0..{num_layers}, got hidden_layer={hidden_layer}."
+    )
 
 
 def output_dtype(compute_dtype: Any) -> Any:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
-                                     output_dtype)
+from mixupe_jax.models.apply import (
+  HiddenTransform,
+  check_hidden_layer,
+  maybe_transform,
+  output_dtype,
+)
 
 
 class SmallCNN(nn.Module):
@@ -26,8 +30,13 @@ class SmallCNN(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.channels), "SmallCNN")
     h = x.astype(self.dtype)
     h = maybe_transform(h, 0, hidden_layer, hidden_transform)

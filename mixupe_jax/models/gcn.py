@@ -8,26 +8,37 @@ after the k-th graph convolution and its ReLU; 0 is the node features.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixupe_jax.models.apply import (ApplyFn, HiddenTransform, check_hidden_layer,
-                                     dropout_rngs, maybe_transform, output_dtype)
+from mixupe_jax.models.apply import (
+  ApplyFn,
+  HiddenTransform,
+  check_hidden_layer,
+  dropout_rngs,
+  maybe_transform,
+  output_dtype,
+)
 
 
 def normalized_edges(adjacency: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(senders, receivers, weights) of A_hat = D^-1/2 (A + I) D^-1/2, from a scipy sparse A."""
   import scipy.sparse
+
   with_loops = scipy.sparse.coo_matrix(adjacency + scipy.sparse.eye(adjacency.shape[0]))
   degree = np.asarray(with_loops.sum(axis=1)).ravel()
   inverse_sqrt = 1.0 / np.sqrt(degree)
   weights = inverse_sqrt[with_loops.row] * with_loops.data * inverse_sqrt[with_loops.col]
-  return (with_loops.col.astype(np.int32), with_loops.row.astype(np.int32),
-          weights.astype(np.float32))
+  return (
+    with_loops.col.astype(np.int32),
+    with_loops.row.astype(np.int32),
+    weights.astype(np.float32),
+  )
 
 
 class GCN(nn.Module):
@@ -53,8 +64,13 @@ class GCN(nn.Module):
     return jax.ops.segment_sum(messages, receivers, num_segments=h.shape[0])
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.hidden_sizes), "GCN")
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train or not self.dropout_rate)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
@@ -67,8 +83,9 @@ class GCN(nn.Module):
     return logits.astype(output_dtype(self.dtype))
 
 
-def node_apply_fn(module: nn.Module, features: Any, node_ids: Any, *, train: bool = True
-                  ) -> ApplyFn:
+def node_apply_fn(
+  module: nn.Module, features: Any, node_ids: Any, *, train: bool = True
+) -> ApplyFn:
   """An `ApplyFn` whose batch is the nodes `node_ids` of one graph.
 
   apply_fn(params, state, node_inputs) writes node_inputs [len(node_ids), D] into the full feature
@@ -84,8 +101,14 @@ def node_apply_fn(module: nn.Module, features: Any, node_ids: Any, *, train: boo
     if hidden_transform is not None:
       transform = lambda h: h.at[node_ids].set(hidden_transform(h[node_ids]))
     rngs, model_state = dropout_rngs(model_state, train)
-    logits = module.apply({"params": params}, x, train=train, rngs=rngs,
-                          hidden_layer=hidden_layer, hidden_transform=transform)
+    logits = module.apply(
+      {"params": params},
+      x,
+      train=train,
+      rngs=rngs,
+      hidden_layer=hidden_layer,
+      hidden_transform=transform,
+    )
     return logits[node_ids], model_state
 
   apply_fn.couples_examples = True  # A node's logits depend on its neighbours' features.

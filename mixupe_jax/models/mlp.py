@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
-                                     output_dtype)
+from mixupe_jax.models.apply import (
+  HiddenTransform,
+  check_hidden_layer,
+  maybe_transform,
+  output_dtype,
+)
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu, "softplus": nn.softplus}
 
@@ -30,8 +34,13 @@ class MLP(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"Unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}.")
     check_hidden_layer(hidden_layer, len(self.hidden_sizes), "MLP")

@@ -8,28 +8,40 @@ Hidden layer k (1..4) is the output of stage k; 0 is the input (Manifold Mixup's
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
-                                     output_dtype)
+from mixupe_jax.models.apply import (
+  HiddenTransform,
+  check_hidden_layer,
+  maybe_transform,
+  output_dtype,
+)
 
 
 def conv_and_norm(dtype: jnp.dtype, train: bool) -> tuple[functools.partial, functools.partial]:
   """The residual networks' layers: bias-free SAME convolutions and BatchNorm (momentum 0.9, as
   PyTorch's 0.1), both computing in `dtype`."""
   conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=dtype)
-  norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                           epsilon=1e-5, dtype=dtype)
+  norm = functools.partial(
+    nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype
+  )
   return conv, norm
 
 
-def residual_stages(h: jax.Array, block: type, stage_sizes: Sequence[int], width: int, norm, conv,
-                    hidden_layer: int | None, hidden_transform: HiddenTransform | None
-                    ) -> jax.Array:
+def residual_stages(
+  h: jax.Array,
+  block: type,
+  stage_sizes: Sequence[int],
+  width: int,
+  norm,
+  conv,
+  hidden_layer: int | None,
+  hidden_transform: HiddenTransform | None,
+) -> jax.Array:
   """Stage s (from 0) has stage_sizes[s] blocks of width * 2^s channels, the first strided by 2
   for s > 0; the output of stage s is hidden layer s + 1. Call inside a compact method."""
   for stage, num_blocks in enumerate(stage_sizes):
@@ -87,15 +99,21 @@ class PreActResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "PreActResNet")
     conv, norm = conv_and_norm(self.dtype, train)
     block = PreActBottleneck if self.bottleneck else PreActBlock
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(self.width, (3, 3))(h)
-    h = residual_stages(h, block, self.stage_sizes, self.width, norm, conv, hidden_layer,
-                        hidden_transform)
+    h = residual_stages(
+      h, block, self.stage_sizes, self.width, norm, conv, hidden_layer, hidden_transform
+    )
     h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

@@ -18,15 +18,15 @@ from mixupe_jax.models.resnet import ResNet50
 from mixupe_jax.models.wide_resnet import WideResNet, WideResNet28x10
 
 MODELS = {
-    "mlp": MLP,
-    "small_cnn": SmallCNN,
-    "preact_resnet18": PreActResNet18,
-    "preact_resnet34": PreActResNet34,
-    "preact_resnet50": PreActResNet50,
-    "wide_resnet": WideResNet,
-    "wide_resnet28_10": WideResNet28x10,
-    "resnet50": ResNet50,
-    "gcn": GCN,
+  "mlp": MLP,
+  "small_cnn": SmallCNN,
+  "preact_resnet18": PreActResNet18,
+  "preact_resnet34": PreActResNet34,
+  "preact_resnet50": PreActResNet50,
+  "wide_resnet": WideResNet,
+  "wide_resnet28_10": WideResNet28x10,
+  "resnet50": ResNet50,
+  "gcn": GCN,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -43,8 +43,11 @@ def model_options(name: str) -> dict[str, Any]:
   target, preset = MODELS[name], {}
   if isinstance(target, functools.partial):
     target, preset = target.func, dict(target.keywords)
-  options = {field.name: field.default for field in dataclasses.fields(target)
-             if field.name not in _NOT_OPTIONS and field.default is not dataclasses.MISSING}
+  options = {
+    field.name: field.default
+    for field in dataclasses.fields(target)
+    if field.name not in _NOT_OPTIONS and field.default is not dataclasses.MISSING
+  }
   return {**options, **preset}
 
 
@@ -54,8 +57,9 @@ def model_config(name: str, **changes: Any) -> ml_collections.ConfigDict:
   options = model_options(name)
   unknown = sorted(set(changes) - set(options))
   if unknown:
-    raise ValueError(f"Model {name!r} has no option {', '.join(unknown)}; its options are "
-                     f"{', '.join(options)}.")
+    raise ValueError(
+      f"Model {name!r} has no option {', '.join(unknown)}; its options are {', '.join(options)}."
+    )
   return ml_collections.ConfigDict({"name": name, **options, **changes})
 
 
@@ -65,8 +69,9 @@ def compute_dtype(name: str) -> Any:
   return DTYPES[name]
 
 
-def build_model(name: str, *, num_classes: int, dtype: str = "float32", **options: Any
-                ) -> nn.Module:
+def build_model(
+  name: str, *, num_classes: int, dtype: str = "float32", **options: Any
+) -> nn.Module:
   """The model `name` with `options` as its fields; parameters stay float32 whatever `dtype`
   (the compute dtype: "bfloat16" is mixed precision on accelerators)."""
   if name not in MODELS:
@@ -74,6 +79,8 @@ def build_model(name: str, *, num_classes: int, dtype: str = "float32", **option
   valid = set(model_options(name)) | {"edges"}
   unknown = sorted(set(options) - valid)
   if unknown:
-    raise ValueError(f"Model {name!r} has no option {', '.join(unknown)}; its options are "
-                     f"{', '.join(sorted(valid - {'edges'}))}.")
+    raise ValueError(
+      f"Model {name!r} has no option {', '.join(unknown)}; its options are "
+      f"{', '.join(sorted(valid - {'edges'}))}."
+    )
   return MODELS[name](num_classes=num_classes, dtype=compute_dtype(dtype), **options)

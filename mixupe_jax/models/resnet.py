@@ -9,14 +9,18 @@ the output of stage k; 0 is the input.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
-                                     output_dtype)
+from mixupe_jax.models.apply import (
+  HiddenTransform,
+  check_hidden_layer,
+  maybe_transform,
+  output_dtype,
+)
 from mixupe_jax.models.preact_resnet import conv_and_norm, residual_stages
 
 
@@ -46,15 +50,21 @@ class ResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "ResNet")
     conv, norm = conv_and_norm(self.dtype, train)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = nn.relu(norm()(conv(self.width, (7, 7), strides=2)(h)))
     h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")
-    h = residual_stages(h, Bottleneck, self.stage_sizes, self.width, norm, conv, hidden_layer,
-                        hidden_transform)
+    h = residual_stages(
+      h, Bottleneck, self.stage_sizes, self.width, norm, conv, hidden_layer, hidden_transform
+    )
     h = jnp.mean(h, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

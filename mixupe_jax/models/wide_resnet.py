@@ -13,8 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixupe_jax.models.apply import (HiddenTransform, check_hidden_layer, maybe_transform,
-                                     output_dtype)
+from mixupe_jax.models.apply import (
+  HiddenTransform,
+  check_hidden_layer,
+  maybe_transform,
+  output_dtype,
+)
 from mixupe_jax.models.preact_resnet import PreActBlock, conv_and_norm, residual_stages
 
 
@@ -25,8 +29,13 @@ class WideResNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = True, hidden_layer: int | None = None,
-               hidden_transform: HiddenTransform | None = None) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    train: bool = True,
+    hidden_layer: int | None = None,
+    hidden_transform: HiddenTransform | None = None,
+  ) -> jax.Array:
     if (self.depth - 4) % 6:
       raise ValueError(f"WideResNet depth must be 6n + 4 (e.g. 16, 22, 28), got {self.depth}.")
     blocks_per_stage = (self.depth - 4) // 6
@@ -34,8 +43,16 @@ class WideResNet(nn.Module):
     conv, norm = conv_and_norm(self.dtype, train)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(16, (3, 3))(h)
-    h = residual_stages(h, PreActBlock, (blocks_per_stage,) * 3, 16 * self.widen_factor, norm,
-                        conv, hidden_layer, hidden_transform)
+    h = residual_stages(
+      h,
+      PreActBlock,
+      (blocks_per_stage,) * 3,
+      16 * self.widen_factor,
+      norm,
+      conv,
+      hidden_layer,
+      hidden_transform,
+    )
     h = jnp.mean(nn.relu(norm()(h)), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype)(h).astype(output_dtype(self.dtype))
 

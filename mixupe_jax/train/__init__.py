@@ -3,5 +3,11 @@
 from mixupe_jax.train.loop import Preempted, evaluate_checkpoint, train_and_evaluate
 from mixupe_jax.train.step import TrainState, make_eval_step, make_train_step
 
-__all__ = ["Preempted", "TrainState", "evaluate_checkpoint", "make_eval_step", "make_train_step",
-           "train_and_evaluate"]
+__all__ = [
+  "Preempted",
+  "TrainState",
+  "evaluate_checkpoint",
+  "make_eval_step",
+  "make_train_step",
+  "train_and_evaluate",
+]

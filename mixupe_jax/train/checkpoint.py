@@ -33,17 +33,19 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-
   """The training loop decides when to save (its interval, the end, preemption); this saves
   whenever asked and keeps the newest `max_to_keep`."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 3):
     self.directory = os.path.abspath(directory)
     if os.path.exists(self.directory) and not os.path.isdir(self.directory):
-      raise CheckpointError(f"{self.directory} exists and is not a folder: checkpoints cannot "
-                            "be written there (move it away or choose another workdir).")
-    self._options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                 enable_async_checkpointing=False)
+      raise CheckpointError(
+        f"{self.directory} exists and is not a folder: checkpoints cannot "
+        "be written there (move it away or choose another workdir)."
+      )
+    self._options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, enable_async_checkpointing=False
+    )
     self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
   def latest_step(self) -> int | None:
@@ -55,9 +57,10 @@ class Checkpointer:
       return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
     except Exception as error:
       raise CheckpointError(
-          f"Saving the checkpoint of step {step} in {self.directory} failed "
-          f"({type(error).__name__}: {error}); training stopped. The newest finished "
-          f"checkpoint is step {self.latest_step()}.") from error
+        f"Saving the checkpoint of step {step} in {self.directory} failed "
+        f"({type(error).__name__}: {error}); training stopped. The newest finished "
+        f"checkpoint is step {self.latest_step()}."
+      ) from error
 
   def restore_latest(self, like: Any) -> Any | None:
     """The newest checkpoint that can be restored with `like`'s structure, shardings and dtypes,
@@ -75,17 +78,25 @@ class Checkpointer:
         continue
       for bad_step, error in failed:
         aside = self._set_aside(bad_step)
-        logging.warning("The checkpoint of step %d in %s cannot be restored (%s: %s); moved it "
-                        "to %s and resumed from step %d.", bad_step, self.directory,
-                        type(error).__name__, error, aside, step)
+        logging.warning(
+          "The checkpoint of step %d in %s cannot be restored (%s: %s); moved it "
+          "to %s and resumed from step %d.",
+          bad_step,
+          self.directory,
+          type(error).__name__,
+          error,
+          aside,
+          step,
+        )
       return restored
     if failed:
       step, error = failed[0]
       raise CheckpointError(
-          f"No checkpoint in {self.directory} can be restored (steps "
-          f"{', '.join(str(s) for s, _ in failed)}); the newest, step {step}, fails with "
-          f"{type(error).__name__}: {error}. If the model or optimizer changed, use a new "
-          "workdir.")
+        f"No checkpoint in {self.directory} can be restored (steps "
+        f"{', '.join(str(s) for s, _ in failed)}); the newest, step {step}, fails with "
+        f"{type(error).__name__}: {error}. If the model or optimizer changed, use a new "
+        "workdir."
+      )
     return None
 
   def restore_step(self, step: int, like: Any) -> Any:
@@ -93,13 +104,17 @@ class Checkpointer:
     CheckpointError names the step and folder when it is missing or unreadable."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     if step not in self.manager.all_steps():
-      raise CheckpointError(f"{self.directory} holds no checkpoint of step {step} (it holds "
-                            f"{sorted(self.manager.all_steps()) or 'none'}).")
+      raise CheckpointError(
+        f"{self.directory} holds no checkpoint of step {step} (it holds "
+        f"{sorted(self.manager.all_steps()) or 'none'})."
+      )
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as error:  # orbax, tensorstore and the OS raise many kinds.
-      raise CheckpointError(f"The checkpoint of step {step} in {self.directory} cannot be "
-                            f"restored ({type(error).__name__}: {error}).") from error
+      raise CheckpointError(
+        f"The checkpoint of step {step} in {self.directory} cannot be "
+        f"restored ({type(error).__name__}: {error})."
+      ) from error
 
   def delete_after(self, step: int) -> None:
     """Deletes every checkpoint of a step after `step`."""
@@ -142,5 +157,6 @@ class PreemptionFlag:
   def reached(self, step: int) -> bool:
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
+
       return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()

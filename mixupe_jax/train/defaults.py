@@ -33,7 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   # ("augmented", as the official code's train loader) or over the plain inputs ("unaugmented").
   # The same without augmentation.
   config.x_bar_inputs = "augmented"
-  config.eval_splits = ()  # Splits to evaluate; () = every split but train (e.g. only "validation").
+  # Splits to evaluate; () = every split but train (e.g. only "validation").
+  config.eval_splits = ()
   # > 0: stop after this many evaluations without a better accuracy on `early_stopping_split`; the
   # result is the best evaluation (every split's metrics at that step).
   config.early_stopping_patience = 0
@@ -105,9 +106,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def mixup_paper_image_config(name: str, dataset: str) -> ml_collections.ConfigDict:
-  """The Mixup papers' CIFAR recipe (Zhang et al. 2018; the MixupE paper follows it): PreActResNet-18,
-  SGD 0.1 with Nesterov momentum, weight decay 1e-4, batch 128, 200 epochs, learning rate / 10 at
-  epochs 100 and 150, pad-4 crop + flip; MixupE v1 with alpha = 1, eta = 1."""
+  """The Mixup papers' CIFAR recipe (Zhang et al. 2018; the MixupE paper follows it):
+  PreActResNet-18, SGD 0.1 with Nesterov momentum, weight decay 1e-4, batch 128, 200 epochs,
+  learning rate / 10 at epochs 100 and 150, pad-4 crop + flip; MixupE v1 with alpha = 1,
+  eta = 1."""
   config = default_config()
   config.name = name
   config.dataset = dataset

@@ -38,8 +38,7 @@ class EarlyStopping:
     return self.waited >= self.patience
 
   @classmethod
-  def from_log(cls, records: list[dict[str, Any]], split: str, patience: int
-               ) -> "EarlyStopping":
+  def from_log(cls, records: list[dict[str, Any]], split: str, patience: int) -> EarlyStopping:
     """The state after replaying the evaluations in `records` (metric-log records)."""
     stopper = cls(split, patience)
     by_step: dict[int, Results] = {}

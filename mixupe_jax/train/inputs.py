@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,12 +88,15 @@ def _x_bar_augmentation(config, augment):
   """The augmentation x_bar's pass applies (None: the plain training inputs) and what it adds to
   the cache fingerprint."""
   if config.x_bar_inputs not in X_BAR_INPUTS:
-    raise ValueError(f"Unknown x_bar_inputs {config.x_bar_inputs!r}; valid: "
-                     f"{', '.join(X_BAR_INPUTS)}.")
+    raise ValueError(
+      f"Unknown x_bar_inputs {config.x_bar_inputs!r}; valid: {', '.join(X_BAR_INPUTS)}."
+    )
   if augment is None or config.x_bar_inputs == "unaugmented":
     return None, ""
-  return augment, (f"|augmented={config.augment},padding={config.crop_padding},"
-                   f"flip={config.flip},seed={config.seed}")
+  return augment, (
+    f"|augmented={config.augment},padding={config.crop_padding},"
+    f"flip={config.flip},seed={config.seed}"
+  )
 
 
 def _augmentation(config, image_size: int | None):
@@ -126,26 +130,42 @@ def _load_dataset(spec: str, data_dir: str | None):
   return _load_offline(spec)
 
 
-def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
-                 process_index: int, process_count: int) -> Inputs:
+def build_inputs(
+  config,
+  *,
+  local_batch_size: int,
+  local_eval_batch_size: int,
+  process_index: int,
+  process_count: int,
+) -> Inputs:
   """The `Inputs` for `config.dataset`; a clear error for an unknown dataset."""
   spec = config.dataset
   shard = dict(process_index=process_index, process_count=process_count)
-  padded = functools.partial(pipeline.padded_eval_batches, local_batch_size=local_eval_batch_size,
-                             **shard)
+  padded = functools.partial(
+    pipeline.padded_eval_batches, local_batch_size=local_eval_batch_size, **shard
+  )
 
   def train_stream(source, augment, normalize):
     return lambda start_step: pipeline.train_batches(
-        source, batch_size=local_batch_size, seed=config.seed, augment=augment,
-        normalize=normalize, start_step=start_step, num_threads=config.input_threads, **shard)
+      source,
+      batch_size=local_batch_size,
+      seed=config.seed,
+      augment=augment,
+      normalize=normalize,
+      start_step=start_step,
+      num_threads=config.input_threads,
+      **shard,
+    )
 
   data_dir = config.get("data_dir") or None
   tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
     if config.train_subset:
-      raise ValueError(f"train_subset = {config.train_subset}: {spec} is streamed from TFDS, "
-                       "and subsets are for datasets loaded into memory (e.g. imagefolder:, "
-                       "idx:, cifar_pickle:); use a TFDS split slice instead.")
+      raise ValueError(
+        f"train_subset = {config.train_subset}: {spec} is streamed from TFDS, "
+        "and subsets are for datasets loaded into memory (e.g. imagefolder:, "
+        "idx:, cifar_pickle:); use a TFDS split slice instead."
+      )
     name = tfds_name
     image_size = config.get("image_size") or None
     # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes them at the lowest DCT
@@ -154,8 +174,7 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     train_source = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
     eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
-    resize = (functools.partial(pipeline.resize_center_crop, size=image_size)
-              if image_size else None)
+    resize = functools.partial(pipeline.resize_center_crop, size=image_size) if image_size else None
     normalize = pipeline.normalizer(name)
     num_classes = train_source.dataset_info.features["label"].num_classes
 
@@ -165,33 +184,49 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     def x_bar_batches():
       # An augmentation yields the training size itself; plain images are resized as for eval.
       for images, _ in pipeline.eval_batches(
-          train_source, batch_size=256, preprocess=None if x_bar_augment else resize,
-          normalize=normalize, augment=x_bar_augment, seed=config.seed, **shard):
+        train_source,
+        batch_size=256,
+        preprocess=None if x_bar_augment else resize,
+        normalize=normalize,
+        augment=x_bar_augment,
+        seed=config.seed,
+        **shard,
+      ):
         yield images
 
     example = train_source[0]["image"]
     channels = 3 if encoded else np.asarray(example).shape[-1]
     shape = (image_size, image_size, channels) if image_size else np.asarray(example).shape
     return Inputs(
-        name=spec, num_classes=num_classes, num_train=len(train_source), example_shape=shape,
-        train_batches=train_stream(train_source, augment, normalize),
-        eval_batches={eval_split: functools.partial(
-            padded, eval_source, num_examples=len(eval_source), preprocess=resize,
-            normalize=normalize)},
-        x_bar_batches=x_bar_batches, dataset_path=data_dir or None,
-        x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}",
-        train_eval_batches=functools.partial(
-            padded, train_source, num_examples=len(train_source), preprocess=resize,
-            normalize=normalize))
+      name=spec,
+      num_classes=num_classes,
+      num_train=len(train_source),
+      example_shape=shape,
+      train_batches=train_stream(train_source, augment, normalize),
+      eval_batches={
+        eval_split: functools.partial(
+          padded, eval_source, num_examples=len(eval_source), preprocess=resize, normalize=normalize
+        )
+      },
+      x_bar_batches=x_bar_batches,
+      dataset_path=data_dir or None,
+      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}",
+      train_eval_batches=functools.partial(
+        padded, train_source, num_examples=len(train_source), preprocess=resize, normalize=normalize
+      ),
+    )
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
     if config.train_subset:
-      raise ValueError(f"train_subset = {config.train_subset}: {spec} is a graph, whose "
-                       "training nodes are its split's.")
+      raise ValueError(
+        f"train_subset = {config.train_subset}: {spec} is a graph, whose "
+        "training nodes are its split's."
+      )
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
-  splits = splits_lib.train_subset(dataset.splits, config.train_subset, config.train_subset_seed,
-                                   spec)
+  splits = splits_lib.train_subset(
+    dataset.splits, config.train_subset, config.train_subset_seed, spec
+  )
   splits = splits_lib.split_for_validation(splits, config.validation_fraction, config.seed)
   if splits is not dataset.splits:
     # The carved splits must hold the same invariants (e.g. a class whose few examples all went
@@ -205,8 +240,9 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
     normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train_x))
   augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)
   if augment is not None and train_x.ndim != 4:
-    raise ValueError(f"augment={config.augment!r} needs images; {spec} has inputs of shape "
-                     f"{train_x.shape[1:]}.")
+    raise ValueError(
+      f"augment={config.augment!r} needs images; {spec} has inputs of shape {train_x.shape[1:]}."
+    )
 
   x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
 
@@ -215,23 +251,38 @@ def build_inputs(config, *, local_batch_size: int, local_eval_batch_size: int,
       yield from statistics.array_batches(train_x[process_index::process_count], 4096, normalize)
       return
     for images, _ in pipeline.eval_batches(
-        pipeline.ArraySource(train_x, train_y), batch_size=1024, normalize=normalize,
-        augment=x_bar_augment, seed=config.seed, **shard):
+      pipeline.ArraySource(train_x, train_y),
+      batch_size=1024,
+      normalize=normalize,
+      augment=x_bar_augment,
+      seed=config.seed,
+      **shard,
+    ):
       yield images
 
   return Inputs(
-      name=spec, num_classes=dataset.num_classes, num_train=len(train_x),
-      example_shape=train_x.shape[1:],
-      train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, normalize),
-      eval_batches={split: functools.partial(padded, pipeline.ArraySource(x, y),
-                                             num_examples=len(x), normalize=normalize)
-                    for split, (x, y) in splits.items() if split != "train"},
-      x_bar_batches=x_bar_batches,
-      dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
-      x_bar_fingerprint=(f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
-                         f"{_subset_fingerprint(config)}{augmented_fingerprint}"),
-      train_eval_batches=functools.partial(padded, pipeline.ArraySource(train_x, train_y),
-                                           num_examples=len(train_x), normalize=normalize))
+    name=spec,
+    num_classes=dataset.num_classes,
+    num_train=len(train_x),
+    example_shape=train_x.shape[1:],
+    train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, normalize),
+    eval_batches={
+      split: functools.partial(
+        padded, pipeline.ArraySource(x, y), num_examples=len(x), normalize=normalize
+      )
+      for split, (x, y) in splits.items()
+      if split != "train"
+    },
+    x_bar_batches=x_bar_batches,
+    dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
+    x_bar_fingerprint=(
+      f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
+      f"{_subset_fingerprint(config)}{augmented_fingerprint}"
+    ),
+    train_eval_batches=functools.partial(
+      padded, pipeline.ArraySource(train_x, train_y), num_examples=len(train_x), normalize=normalize
+    ),
+  )
 
 
 def _subset_fingerprint(config) -> str:
@@ -241,8 +292,9 @@ def _subset_fingerprint(config) -> str:
   return f"|subset={config.train_subset},subset_seed={config.train_subset_seed}"
 
 
-def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: bool = False
-                  ) -> Inputs:
+def _graph_inputs(
+  spec: str, graph: data_lib.GraphDataset, *, row_normalize: bool = False
+) -> Inputs:
   """Full-batch node classification: every step is all training nodes, evaluation one batch per
   split (the model sees the whole graph; see `models.gcn.node_apply_fn`)."""
   if row_normalize:
@@ -256,24 +308,32 @@ def _graph_inputs(spec: str, graph: data_lib.GraphDataset, *, row_normalize: boo
       yield features[ids["train"]], labels[ids["train"]]
 
   def one_batch(split):
-    yield (features[ids[split]], labels[ids[split]],
-           np.ones(len(ids[split]), np.float32))
+    yield (features[ids[split]], labels[ids[split]], np.ones(len(ids[split]), np.float32))
 
   def apply_fns(model, splits):
     # The batch of a split is its nodes, so each split has its own apply function.
     nodes = {**ids, TRAIN_EVAL: ids["train"]}
-    return (node_apply_fn(model, features, ids["train"], train=True),
-            {split: node_apply_fn(model, features, nodes[split], train=False)
-             for split in splits})
+    return (
+      node_apply_fn(model, features, ids["train"], train=True),
+      {split: node_apply_fn(model, features, nodes[split], train=False) for split in splits},
+    )
 
   return Inputs(
-      name=spec, num_classes=graph.num_classes, num_train=len(ids["train"]),
-      example_shape=features.shape[1:], train_batches=train_batches,
-      eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
-      x_bar_batches=lambda: iter([features[ids["train"]]]),
-      dataset_path=None, graph=graph, train_eval_batches=functools.partial(one_batch, "train"),
-      full_batch=True, model_options={"edges": normalized_edges(graph.adjacency)},
-      make_apply_fns=apply_fns, init_sample=features)
+    name=spec,
+    num_classes=graph.num_classes,
+    num_train=len(ids["train"]),
+    example_shape=features.shape[1:],
+    train_batches=train_batches,
+    eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
+    x_bar_batches=lambda: iter([features[ids["train"]]]),
+    dataset_path=None,
+    graph=graph,
+    train_eval_batches=functools.partial(one_batch, "train"),
+    full_batch=True,
+    model_options={"edges": normalized_edges(graph.adjacency)},
+    make_apply_fns=apply_fns,
+    init_sample=features,
+  )
 
 
 def compute_x_bar(inputs: Inputs) -> np.ndarray:

@@ -24,7 +24,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,8 @@ from absl import logging
 from mixupe_jax import evaluation, losses, parallel, regularizers
 from mixupe_jax.models import init_model
 from mixupe_jax.models.registry import build_model
-from mixupe_jax.train import checkpoint, inputs as inputs_lib, optim, reporting, validation
+from mixupe_jax.train import checkpoint, optim, reporting, validation
+from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train import workdir as workdir_lib
 from mixupe_jax.train.early_stopping import EarlyStopping
 from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
@@ -61,8 +63,9 @@ def _check_batch_sizes(config, mesh) -> None:
     if size < 1:
       raise ValueError(f"{name} must be >= 1, got {size}.")
     if size % jax.process_count():
-      raise ValueError(f"{name} {size} is not divisible by the number of processes "
-                       f"{jax.process_count()}.")
+      raise ValueError(
+        f"{name} {size} is not divisible by the number of processes {jax.process_count()}."
+      )
     parallel.check_divisible(size, mesh)
 
 
@@ -74,19 +77,27 @@ def _truncate_log(path: str, last_step: int) -> None:
       file.writelines(json.dumps(r) + "\n" for r in kept)
 
 
-def _non_finite_loss_message(loss: float, step: int, dataset: str, latest_step: int | None,
-                             folder: str) -> str:
+def _non_finite_loss_message(
+  loss: float, step: int, dataset: str, latest_step: int | None, folder: str
+) -> str:
   """Why training stopped, and what to suspect: at the very first step the data (the parameters
   are fresh and nothing has been updated yet), later the update."""
   if step == 1:
-    cause = (f"The training loss is {loss} at step 1 (the first batch, before any update): the "
-             f"inputs or labels of {dataset} may be non-finite or unusable (or the loss overflows "
-             "at these settings)")
+    cause = (
+      f"The training loss is {loss} at step 1 (the first batch, before any update): the "
+      f"inputs or labels of {dataset} may be non-finite or unusable (or the loss overflows "
+      "at these settings)"
+    )
   else:
-    cause = (f"The training loss is {loss} at step {step} (the update from step {step - 1}); "
-             "the update diverged (a smaller learning_rate or eta may help)")
-  kept = ("no checkpoint yet" if latest_step is None
-          else f"the last good checkpoint is step {latest_step} in {folder}")
+    cause = (
+      f"The training loss is {loss} at step {step} (the update from step {step - 1}); "
+      "the update diverged (a smaller learning_rate or eta may help)"
+    )
+  kept = (
+    "no checkpoint yet"
+    if latest_step is None
+    else f"the last good checkpoint is step {latest_step} in {folder}"
+  )
   return f"{cause}. Training stopped; {kept}."
 
 
@@ -95,10 +106,12 @@ def start_distributed(config) -> None:
   is detected from the environment: TPU pods, SLURM), then a check that every process runs the
   same config. On CPU the collectives go through gloo."""
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  given = {name: config[name] for name in ("coordinator_address", "num_processes", "process_id")
-           if config[name] is not None}
-  jax.distributed.initialize(**given,
-                             heartbeat_timeout_seconds=config.heartbeat_timeout_seconds)
+  given = {
+    name: config[name]
+    for name in ("coordinator_address", "num_processes", "process_id")
+    if config[name] is not None
+  }
+  jax.distributed.initialize(**given, heartbeat_timeout_seconds=config.heartbeat_timeout_seconds)
   check_same_config_everywhere(config)
 
 
@@ -107,16 +120,20 @@ def check_same_config_everywhere(config) -> None:
   if jax.process_count() == 1:
     return
   from jax.experimental import multihost_utils
+
   shared = {k: v for k, v in config.to_dict().items() if k not in ("process_id",)}
-  digest = np.frombuffer(hashlib.sha256(json.dumps(shared, sort_keys=True, default=str)
-                                        .encode()).digest(), np.uint8)
+  digest = np.frombuffer(
+    hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).digest(), np.uint8
+  )
   digests = np.asarray(multihost_utils.process_allgather(digest))
-  differing = [index for index in range(len(digests)) if not np.array_equal(digests[index],
-                                                                             digests[0])]
+  differing = [
+    index for index in range(len(digests)) if not np.array_equal(digests[index], digests[0])
+  ]
   if differing:
     raise validation.ConfigError(
-        f"Processes {differing} run a config that differs from process 0's; every process of a "
-        "run must be started with the same config and flags (process_id aside).")
+      f"Processes {differing} run a config that differs from process 0's; every process of a "
+      "run must be started with the same config and flags (process_id aside)."
+    )
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -169,9 +186,11 @@ def _chosen_splits(config, data: inputs_lib.Inputs, eval_sources: dict) -> tuple
   for field in ("eval_splits", "best_eval_splits"):
     unknown = set(config[field]) - set(eval_sources)
     if unknown:
-      raise ValueError(f"{field} {sorted(unknown)} not in {data.name}'s splits "
-                       f"{sorted(data.eval_batches)} (or {inputs_lib.TRAIN_EVAL!r}, the "
-                       "training split without augmentation).")
+      raise ValueError(
+        f"{field} {sorted(unknown)} not in {data.name}'s splits "
+        f"{sorted(data.eval_batches)} (or {inputs_lib.TRAIN_EVAL!r}, the "
+        "training split without augmentation)."
+      )
   return tuple(config.eval_splits) or tuple(data.eval_batches)
 
 
@@ -179,9 +198,12 @@ def set_up(config) -> Experiment:
   """Builds the `Experiment` of a validated `config` (this process's share of the data)."""
   process_index, process_count = jax.process_index(), jax.process_count()
   data = inputs_lib.build_inputs(
-      config, local_batch_size=config.batch_size // process_count,
-      local_eval_batch_size=config.eval_batch_size // process_count,
-      process_index=process_index, process_count=process_count)
+    config,
+    local_batch_size=config.batch_size // process_count,
+    local_eval_batch_size=config.eval_batch_size // process_count,
+    process_index=process_index,
+    process_count=process_count,
+  )
   eval_sources = {**data.eval_batches, inputs_lib.TRAIN_EVAL: data.train_eval_batches}
   evaluated_splits = _chosen_splits(config, data, eval_sources)
 
@@ -197,13 +219,20 @@ def set_up(config) -> Experiment:
     batch_size = config.batch_size
   steps_per_epoch = data.num_train // batch_size
   if steps_per_epoch < 1:
-    raise ValueError(f"batch_size {batch_size} is larger than the {data.num_train} training "
-                     f"examples of {data.name}.")
+    raise ValueError(
+      f"batch_size {batch_size} is larger than the {data.num_train} training "
+      f"examples of {data.name}."
+    )
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
 
   model_options = {k: v for k, v in config.model.items() if k != "name"}
-  model = build_model(config.model.name, num_classes=data.num_classes, dtype=config.dtype,
-                      **model_options, **data.model_options)
+  model = build_model(
+    config.model.name,
+    num_classes=data.num_classes,
+    dtype=config.dtype,
+    **model_options,
+    **data.model_options,
+  )
   init_key, step_key = jax.random.split(jax.random.key(config.seed))
   train_apply, eval_applies = data.apply_fns(model, tuple(eval_sources))
   # Splits that share an apply function share one eval step (one compilation).
@@ -214,43 +243,68 @@ def set_up(config) -> Experiment:
   eval_steps = {split: steps_by_apply[id(apply)] for split, apply in eval_applies.items()}
   sample = jnp.asarray(data.sample())
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
-  dropout_key = (jax.random.fold_in(init_key, 1)
-                 if config.model.get("dropout_rate", 0.0) > 0 else None)
+  dropout_key = (
+    jax.random.fold_in(init_key, 1) if config.model.get("dropout_rate", 0.0) > 0 else None
+  )
   params, model_state = init_model(model, init_key, sample, dropout_key)
 
   x_bar = None
   if _needs_x_bar(config):
     x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
   mixer = parallel.mixer_for_scope(
-      losses.make_mixer(config.mixer, alpha=config.alpha, num_classes=data.num_classes,
-                        **config.mixer_options), mesh, config.mixing_scope)
+    losses.make_mixer(
+      config.mixer, alpha=config.alpha, num_classes=data.num_classes, **config.mixer_options
+    ),
+    mesh,
+    config.mixing_scope,
+  )
   term_subsample = parallel.subsample_for_scope(
-      functools.partial(regularizers.subsample_examples, fraction=config.term_fraction), mesh,
-      config.mixing_scope)
+    functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
+    mesh,
+    config.mixing_scope,
+  )
   loss_fn = losses.make_loss_fn(
-      config.method, apply_fn=train_apply, num_classes=data.num_classes, alpha=config.alpha,
-      x_bar=x_bar, mixer=mixer, manifold_layers=tuple(config.manifold_layers),
-      term_subsample=term_subsample, mixupe=regularizers.MixupEOptions.from_config(config))
+    config.method,
+    apply_fn=train_apply,
+    num_classes=data.num_classes,
+    alpha=config.alpha,
+    x_bar=x_bar,
+    mixer=mixer,
+    manifold_layers=tuple(config.manifold_layers),
+    term_subsample=term_subsample,
+    mixupe=regularizers.MixupEOptions.from_config(config),
+  )
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   optimizer = optim.make_optimizer(config, schedule)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
-  return Experiment(config=config, data=data, mesh=mesh, batch_size=batch_size,
-                    steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                    state=parallel.replicate(state, mesh), loss_fn=loss_fn, optimizer=optimizer,
-                    schedule=schedule, step_key=step_key, eval_sources=eval_sources,
-                    eval_steps=eval_steps, evaluated_splits=evaluated_splits)
+  return Experiment(
+    config=config,
+    data=data,
+    mesh=mesh,
+    batch_size=batch_size,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
+    state=parallel.replicate(state, mesh),
+    loss_fn=loss_fn,
+    optimizer=optimizer,
+    schedule=schedule,
+    step_key=step_key,
+    eval_sources=eval_sources,
+    eval_steps=eval_steps,
+    evaluated_splits=evaluated_splits,
+  )
 
 
-def evaluate_checkpoint(config, workdir: str, splits=None, *, best: bool = True
-                        ) -> tuple[int, dict[str, dict[str, float]]]:
+def evaluate_checkpoint(
+  config, workdir: str, splits=None, *, best: bool = True
+) -> tuple[int, dict[str, dict[str, float]]]:
   """(step, metrics per split) of the run's kept best-validation checkpoint (`best=True`; the
   model an early-stopped run reports) or of its latest one, evaluated on `splits` (default: the
   config's evaluated splits and best_eval_splits)."""
   validation.validate(config)
   experiment = set_up(config)
   folder = os.path.join(workdir, BEST_CHECKPOINT_DIR if best else "checkpoints")
-  checkpointer = checkpoint.Checkpointer(folder, max_to_keep=1 if best else
-                                         config.keep_checkpoints)
+  checkpointer = checkpoint.Checkpointer(folder, max_to_keep=1 if best else config.keep_checkpoints)
   try:
     state = checkpointer.restore_latest(experiment.state)
   finally:
@@ -268,8 +322,9 @@ SUMMARY_FILE = "summary.json"
 def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Set-up, the resume and finished checks, the steps, the summary."""
   experiment = set_up(config)
-  checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                         max_to_keep=config.keep_checkpoints)
+  checkpointer = checkpoint.Checkpointer(
+    os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+  )
   try:
     state, finished = _resume(experiment, checkpointer, workdir)
   except BaseException:
@@ -292,13 +347,20 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     log.close()
     raise
   data = experiment.data
-  logging.info("%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
-               data.name, data.num_train, data.num_classes, experiment.steps_per_epoch,
-               experiment.total_steps, experiment.mesh.size,
-               f", resuming at step {start_step}" if start_step else "")
+  logging.info(
+    "%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
+    data.name,
+    data.num_train,
+    data.num_classes,
+    experiment.steps_per_epoch,
+    experiment.total_steps,
+    experiment.mesh.size,
+    f", resuming at step {start_step}" if start_step else "",
+  )
   try:
-    state, results = _run_steps(experiment, state, checkpointer, best_checkpointer, stopper, log,
-                                workdir)
+    state, results = _run_steps(
+      experiment, state, checkpointer, best_checkpointer, stopper, log, workdir
+    )
     summary = _summary(experiment, state, results, stopper, best_checkpointer)
   finally:
     if best_checkpointer is not None:
@@ -308,14 +370,18 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     with open(f"{summary_path}.tmp", "w") as file:
       json.dump(summary, file, indent=2)
     os.replace(f"{summary_path}.tmp", summary_path)
-    reporting.plot_curves(log.path, os.path.join(workdir, "curves.png"),
-                          title=f"{config.name}: {config.method} on {data.name}",
-                          method=config.method)
+    reporting.plot_curves(
+      log.path,
+      os.path.join(workdir, "curves.png"),
+      title=f"{config.name}: {config.method} on {data.name}",
+      method=config.method,
+    )
   return summary
 
 
-def _resume(experiment: Experiment, checkpointer: checkpoint.Checkpointer, workdir: str
-            ) -> tuple[TrainState, dict[str, Any] | None]:
+def _resume(
+  experiment: Experiment, checkpointer: checkpoint.Checkpointer, workdir: str
+) -> tuple[TrainState, dict[str, Any] | None]:
   """(the state to continue from: the newest restorable checkpoint's, else the initial one;
   the summary when the run finished already at that step, else None). A checkpoint past this
   config's steps is a ConfigError."""
@@ -324,22 +390,25 @@ def _resume(experiment: Experiment, checkpointer: checkpoint.Checkpointer, workd
   start_step, total_steps = int(state.step), experiment.total_steps
   if start_step > total_steps:
     raise validation.ConfigError(
-        f"{workdir} holds a checkpoint of step {start_step}, past this config's {total_steps} "
-        "steps (the config changed?); use another workdir.")
+      f"{workdir} holds a checkpoint of step {start_step}, past this config's {total_steps} "
+      "steps (the config changed?); use another workdir."
+    )
   summary_path = os.path.join(workdir, SUMMARY_FILE)
   if os.path.exists(summary_path):
     with open(summary_path) as file:
       finished = json.load(file)
-    if finished.get("steps") == total_steps and \
-        finished.get("final_step", finished.get("steps")) == start_step:
-      logging.info("%s finished already (step %d); its summary is unchanged.", workdir,
-                   start_step)
+    if (
+      finished.get("steps") == total_steps
+      and finished.get("final_step", finished.get("steps")) == start_step
+    ):
+      logging.info("%s finished already (step %d); its summary is unchanged.", workdir, start_step)
       return state, finished
   return state, None
 
 
-def _early_stopping(experiment: Experiment, log_path: str, workdir: str, start_step: int
-                    ) -> tuple[EarlyStopping | None, checkpoint.Checkpointer | None]:
+def _early_stopping(
+  experiment: Experiment, log_path: str, workdir: str, start_step: int
+) -> tuple[EarlyStopping | None, checkpoint.Checkpointer | None]:
   """The early-stopping state replayed from the log up to `start_step` and the checkpointer of
   the best step (None, None without early stopping)."""
   config = experiment.config
@@ -347,22 +416,30 @@ def _early_stopping(experiment: Experiment, log_path: str, workdir: str, start_s
     return None, None
   if config.early_stopping_split not in experiment.evaluated_splits:
     raise validation.ConfigError(
-        f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
-        f"evaluated splits are {sorted(experiment.evaluated_splits)}.")
+      f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
+      f"evaluated splits are {sorted(experiment.evaluated_splits)}."
+    )
   records = reporting.read_log(log_path) if os.path.exists(log_path) else []
-  stopper = EarlyStopping.from_log(records, config.early_stopping_split,
-                                   config.early_stopping_patience)
-  best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, BEST_CHECKPOINT_DIR),
-                                              max_to_keep=1)
+  stopper = EarlyStopping.from_log(
+    records, config.early_stopping_split, config.early_stopping_patience
+  )
+  best_checkpointer = checkpoint.Checkpointer(
+    os.path.join(workdir, BEST_CHECKPOINT_DIR), max_to_keep=1
+  )
   # A best step past the resumed one is saved again, identically, when the replay reaches it.
   best_checkpointer.delete_after(start_step)
   return stopper, best_checkpointer
 
 
-def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoint.Checkpointer,
-               best_checkpointer: checkpoint.Checkpointer | None, stopper: EarlyStopping | None,
-               log: reporting.MetricLog, workdir: str
-               ) -> tuple[TrainState, dict[str, dict[str, float]]]:
+def _run_steps(
+  experiment: Experiment,
+  state: TrainState,
+  checkpointer: checkpoint.Checkpointer,
+  best_checkpointer: checkpoint.Checkpointer | None,
+  stopper: EarlyStopping | None,
+  log: reporting.MetricLog,
+  workdir: str,
+) -> tuple[TrainState, dict[str, dict[str, float]]]:
   """The steps from `state`'s to the end (or to early stopping): metrics logged every
   log_every_steps, evaluation every eval_every_epochs, checkpoints every checkpoint_every_steps,
   at the end, at the best evaluation and on preemption (then `Preempted` is raised). Returns the
@@ -370,8 +447,9 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
   config, data, mesh = experiment.config, experiment.data, experiment.mesh
   total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
   start_step = int(state.step)
-  train_step = make_train_step(experiment.loss_fn, experiment.optimizer, experiment.schedule,
-                               mesh, experiment.step_key)
+  train_step = make_train_step(
+    experiment.loss_fn, experiment.optimizer, experiment.schedule, mesh, experiment.step_key
+  )
   evaluate = experiment.evaluate
 
   pending: list[tuple[int, dict]] = []
@@ -382,11 +460,17 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
     if not pending:
       return {}
     fetched = jax.device_get([m for _, m in pending])
-    for (metric_step, _), metrics in zip(pending, fetched):
+    for (metric_step, _), metrics in zip(pending, fetched, strict=True):
       if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(_non_finite_loss_message(
-            metrics["loss"], metric_step, data.name, checkpointer.latest_step(),
-            os.path.join(workdir, "checkpoints")))
+        raise FloatingPointError(
+          _non_finite_loss_message(
+            metrics["loss"],
+            metric_step,
+            data.name,
+            checkpointer.latest_step(),
+            os.path.join(workdir, "checkpoints"),
+          )
+        )
     pending.clear()
     now = time.perf_counter()
     elapsed, steps = now - last_flush[0], step - last_flush[1]
@@ -397,9 +481,15 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
     return mean
 
   from tqdm.auto import tqdm
-  progress = tqdm(total=total_steps, initial=start_step, unit="step", mininterval=1.0,
-                  disable=not (jax.process_index() == 0 and config.progress_bar),
-                  file=sys.stdout)
+
+  progress = tqdm(
+    total=total_steps,
+    initial=start_step,
+    unit="step",
+    mininterval=1.0,
+    disable=not (jax.process_index() == 0 and config.progress_bar),
+    file=sys.stdout,
+  )
   batches = data.train_batches(start_step)
   # A run that stopped after its last checkpoint but before its summary is evaluated again.
   # An early-stopped run whose log says it stopped here trains no further.
@@ -419,11 +509,16 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
         if done % config.log_every_steps == 0 or end_of_epoch or save or preempted:
           train_metrics = flush(done)
           if train_metrics:
-            postfix.update(loss=f"{train_metrics['loss']:.4f}",
-                           ex_per_s=f"{train_metrics['examples_per_second']:.0f}")
+            postfix.update(
+              loss=f"{train_metrics['loss']:.4f}",
+              ex_per_s=f"{train_metrics['examples_per_second']:.0f}",
+            )
         stop_early = False
-        if end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0 \
-            or done == total_steps:
+        if (
+          end_of_epoch
+          and (done // steps_per_epoch) % config.eval_every_epochs == 0
+          or done == total_steps
+        ):
           results = evaluate(state)
           for split, split_metrics in results.items():
             log.write(done, split, split_metrics)
@@ -441,8 +536,14 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
           logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
           raise Preempted(done)
         if stop_early:
-          logging.info("Early stopping at step %d: %d evaluations without a better %s accuracy "
-                       "than step %d's.", done, stopper.waited, stopper.split, stopper.best_step)
+          logging.info(
+            "Early stopping at step %d: %d evaluations without a better %s accuracy "
+            "than step %d's.",
+            done,
+            stopper.waited,
+            stopper.split,
+            stopper.best_step,
+          )
           break
   finally:
     progress.close()
@@ -452,24 +553,35 @@ def _run_steps(experiment: Experiment, state: TrainState, checkpointer: checkpoi
   return state, results
 
 
-def _summary(experiment: Experiment, state: TrainState, results: dict[str, dict[str, float]],
-             stopper: EarlyStopping | None, best_checkpointer: checkpoint.Checkpointer | None
-             ) -> dict[str, Any]:
+def _summary(
+  experiment: Experiment,
+  state: TrainState,
+  results: dict[str, dict[str, float]],
+  stopper: EarlyStopping | None,
+  best_checkpointer: checkpoint.Checkpointer | None,
+) -> dict[str, Any]:
   """What the run reports: the last evaluation; with early stopping the best evaluation on the
   early-stopping split (every split at that step), and best_eval_splits evaluated once on the
   kept checkpoint of that step."""
   config = experiment.config
   final_step = int(state.step)
-  summary = {"dataset": experiment.data.name, "method": config.method,
-             "steps": experiment.total_steps, "final_step": final_step,
-             "epochs": config.num_epochs}
+  summary = {
+    "dataset": experiment.data.name,
+    "method": config.method,
+    "steps": experiment.total_steps,
+    "final_step": final_step,
+    "epochs": config.num_epochs,
+  }
   if stopper is None or stopper.best is None:
     return {**summary, **results}
   best_results = dict(stopper.best)
   if config.best_eval_splits:
     best_state = best_checkpointer.restore_step(stopper.best_step, state)
     best_results.update(experiment.evaluate(best_state, tuple(config.best_eval_splits)))
-  return {**summary, "best_step": stopper.best_step,
-          "stopped_early": final_step < experiment.total_steps,
-          "best_checkpoint": os.path.join(BEST_CHECKPOINT_DIR, str(stopper.best_step)),
-          **best_results}
+  return {
+    **summary,
+    "best_step": stopper.best_step,
+    "stopped_early": final_step < experiment.total_steps,
+    "best_checkpoint": os.path.join(BEST_CHECKPOINT_DIR, str(stopper.best_step)),
+    **best_results,
+  }

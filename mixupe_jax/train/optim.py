@@ -30,8 +30,10 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
   elif config.schedule == "cosine":
     after = optax.cosine_decay_schedule(base, max(total - warmup, 1))
   else:
-    boundaries = {int(round(epoch * steps_per_epoch)) - warmup: config.decay_factor
-                  for epoch in config.decay_epochs}
+    boundaries = {
+      int(round(epoch * steps_per_epoch)) - warmup: config.decay_factor
+      for epoch in config.decay_epochs
+    }
     after = optax.piecewise_constant_schedule(base, boundaries)
   if warmup <= 0:
     return after
@@ -50,9 +52,14 @@ def _first_layer_only(params):
   layer is found by name; every model here starts with one of the two."""
   first = next((name for name in ("Conv_0", "Dense_0") if name in params), None)
   if first is None:
-    raise ValueError("weight_decay_scope='first_layer' needs a top-level module named Conv_0 or "
-                     f"Dense_0 (the input layer); this model's modules are {sorted(params)}.")
-  return {name: jax.tree.map(lambda _: name == first, subtree) for name, subtree in params.items()}
+    raise ValueError(
+      "weight_decay_scope='first_layer' needs a top-level module named Conv_0 or "
+      f"Dense_0 (the input layer); this model's modules are {sorted(params)}."
+    )
+  return {
+    name: jax.tree.map(lambda _, is_first=name == first: is_first, subtree)
+    for name, subtree in params.items()
+  }
 
 
 WEIGHT_DECAY_SCOPES = {"all": None, "kernels": _kernels_only, "first_layer": _first_layer_only}
@@ -63,8 +70,9 @@ def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransforma
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; valid: {', '.join(OPTIMIZERS)}.")
   scope = "kernels" if config.weight_decay_kernels_only else config.weight_decay_scope
   if scope not in WEIGHT_DECAY_SCOPES:
-    raise ValueError(f"Unknown weight_decay_scope {scope!r}; valid: "
-                     f"{', '.join(WEIGHT_DECAY_SCOPES)}.")
+    raise ValueError(
+      f"Unknown weight_decay_scope {scope!r}; valid: {', '.join(WEIGHT_DECAY_SCOPES)}."
+    )
   decay = optax.add_decayed_weights(config.weight_decay, mask=WEIGHT_DECAY_SCOPES[scope])
   if config.optimizer == "sgd":
     update = optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)

@@ -18,13 +18,13 @@ METRICS_FILE = "metrics.jsonl"
 
 
 class MetricLog:
-
   def __init__(self, workdir: str, *, enabled: bool = True):
     self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
     self._tensorboard = None
     if enabled:
       from tensorboardX import SummaryWriter
+
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
@@ -47,8 +47,10 @@ class _NoTPUProbe(logging.Filter):
   (JAX_PLATFORMS naming tpu) that line says nothing."""
 
   def filter(self, record):
-    return not (record.levelno < logging.WARNING
-                and "Unable to initialize backend 'tpu'" in record.getMessage())
+    return not (
+      record.levelno < logging.WARNING
+      and "Unable to initialize backend 'tpu'" in record.getMessage()
+    )
 
 
 def quiet_tpu_probe() -> None:
@@ -63,17 +65,18 @@ def read_log(path: str) -> list[dict[str, Any]]:
 
 # What the "loss" of a training record is, by method: never to be read as the test NLL.
 TRAINING_LOSS_LABELS = {
-    "erm": "train: cross-entropy (ERM)",
-    "mixup": "train: Mixup loss",
-    "mixupe": "train: MixupE loss (= Mixup loss when rescaled)",
-    "manifold_mixup": "train: Manifold Mixup loss",
-    "manifold_mixupe": "train: Manifold MixupE loss (= Mixup loss when rescaled)",
+  "erm": "train: cross-entropy (ERM)",
+  "mixup": "train: Mixup loss",
+  "mixupe": "train: MixupE loss (= Mixup loss when rescaled)",
+  "manifold_mixup": "train: Manifold Mixup loss",
+  "manifold_mixupe": "train: Manifold MixupE loss (= Mixup loss when rescaled)",
 }
 
 
 def curves_figure(records: list[dict[str, Any]], *, title: str = "", method: str = ""):
   """The figure of `plot_curves`: the training loss and every eval split's NLL and accuracy."""
   import matplotlib
+
   matplotlib.use("Agg")  # Files only: no display needed.
   import matplotlib.pyplot as plt
 
@@ -87,8 +90,9 @@ def curves_figure(records: list[dict[str, Any]], *, title: str = "", method: str
       loss_axis.plot(steps, [r.get("loss", np.nan) for r in rows], label=label)
     else:
       loss_axis.plot(steps, [r.get("nll", np.nan) for r in rows], label=f"{split}: NLL")
-      accuracy_axis.plot(steps, [r.get("accuracy", np.nan) for r in rows], marker="o",
-                         label=f"{split}: accuracy")
+      accuracy_axis.plot(
+        steps, [r.get("accuracy", np.nan) for r in rows], marker="o", label=f"{split}: accuracy"
+      )
   loss_axis.set(xlabel="step", ylabel="loss", title="Loss")
   accuracy_axis.set(xlabel="step", ylabel="top-1 accuracy", title="Accuracy")
   for axis in (loss_axis, accuracy_axis):
@@ -104,6 +108,7 @@ def plot_curves(log_path: str, image_path: str, *, title: str = "", method: str 
   """Train loss and every eval split's NLL and accuracy against the step, as a PNG titled
   `title`; the training loss is labelled by `method` (a Mixup loss is not a test NLL)."""
   import matplotlib.pyplot as plt
+
   figure = curves_figure(read_log(log_path), title=title, method=method)
   figure.savefig(image_path, dpi=110)
   plt.close(figure)

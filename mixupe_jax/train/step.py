@@ -9,7 +9,8 @@ step number: resuming from a checkpoint replays the same keys.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -29,25 +30,39 @@ class TrainState:
   opt_state: Any
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, mesh: Mesh, base_key: jax.Array) -> Callable:
+def make_train_step(
+  loss_fn: LossFn,
+  optimizer: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  mesh: Mesh,
+  base_key: jax.Array,
+) -> Callable:
   """step(state, inputs, labels) -> (state, metrics); inputs/labels are global, batch-sharded.
   The loss's key at step t is fold_in(base_key, t)."""
 
   def train_step(state: TrainState, inputs: jax.Array, labels: jax.Array):
     key = jax.random.fold_in(base_key, state.step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.model_state, inputs, labels, key)
+      state.params, state.model_state, inputs, labels, key
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "learning_rate": schedule(state.step),
-               "gradient_norm": optax.tree.norm(grads), **aux.metrics}
+    metrics = {
+      "loss": loss,
+      "learning_rate": schedule(state.step),
+      "gradient_norm": optax.tree.norm(grads),
+      **aux.metrics,
+    }
     new_state = TrainState(state.step + 1, params, aux.model_state, opt_state)
     return new_state, metrics
 
   replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, batch, batch),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  return jax.jit(
+    train_step,
+    in_shardings=(replicated, batch, batch),
+    out_shardings=(replicated, replicated),
+    donate_argnums=0,
+  )
 
 
 def make_eval_step(apply_fn: ApplyFn, mesh: Mesh) -> Callable:
@@ -58,13 +73,13 @@ def make_eval_step(apply_fn: ApplyFn, mesh: Mesh) -> Callable:
     return evaluation.batch_sums(logits, labels, mask)
 
   replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(eval_step, in_shardings=(replicated, batch, batch, batch),
-                 out_shardings=replicated)
+  return jax.jit(
+    eval_step, in_shardings=(replicated, batch, batch, batch), out_shardings=replicated
+  )
 
 
 def global_batch(local_arrays: tuple, mesh: Mesh) -> tuple[jax.Array, ...]:
   """This process's rows of the global batch -> global arrays sharded over the mesh's batch axis
   (`jax.make_array_from_process_local_data`; one process: a plain sharded device_put)."""
   sharding = parallel.batch_sharding(mesh)
-  return tuple(jax.make_array_from_process_local_data(sharding, a)
-               for a in local_arrays)
+  return tuple(jax.make_array_from_process_local_data(sharding, a) for a in local_arrays)

@@ -26,13 +26,15 @@ def _integer(config, field: str, minimum: int) -> None:
     _fail(field, value, f"expected an integer >= {minimum}")
 
 
-def _number(config, field: str, low: float, high: float, *, low_open: bool = False,
-            high_open: bool = False) -> None:
+def _number(
+  config, field: str, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
   value = config[field]
   bad = isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
   if not bad:
-    bad = value < low or value > high or (low_open and value == low) or (
-        high_open and value == high)
+    bad = (
+      value < low or value > high or (low_open and value == low) or (high_open and value == high)
+    )
   if bad:
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     _fail(field, value, f"expected a number in {interval}")
@@ -52,8 +54,11 @@ def _dataset(spec: Any) -> None:
     if rest not in valid:
       _fail("dataset", spec, f"TFDS datasets here are {', '.join('tfds:' + n for n in valid)}")
   elif scheme not in registry.SCHEMES or not rest:
-    _fail("dataset", spec, "expected tfds:<name> or one of the forms "
-          + ", ".join(f"{s}:..." for s in registry.SCHEMES))
+    _fail(
+      "dataset",
+      spec,
+      "expected tfds:<name> or one of the forms " + ", ".join(f"{s}:..." for s in registry.SCHEMES),
+    )
 
 
 def validate(config) -> None:
@@ -73,16 +78,16 @@ def validate(config) -> None:
   unknown = sorted(set(config.model) - {"name"} - set(options))
   if unknown:
     raise ConfigError(
-        f"config.model has {', '.join(unknown)}, which model {config.model.name!r} does not take "
-        f"(its options: {', '.join(options)}); a model named on the command line keeps the "
-        "config's options for its previous model, so change models in a config file "
-        "(config.model = model_config(name, ...)).")
+      f"config.model has {', '.join(unknown)}, which model {config.model.name!r} does not take "
+      f"(its options: {', '.join(options)}); a model named on the command line keeps the "
+      "config's options for its previous model, so change models in a config file "
+      "(config.model = model_config(name, ...))."
+    )
   _choice(config, "dtype", tuple(DTYPES))
   _choice(config, "method", losses.METHODS)
   _number(config, "alpha", 0.0, math.inf, high_open=True)
   try:  # The MixupE options are checked by the object the loss receives.
-    regularizers.check_method_options(config.method,
-                                      regularizers.MixupEOptions.from_config(config))
+    regularizers.check_method_options(config.method, regularizers.MixupEOptions.from_config(config))
   except regularizers.OptionError as error:
     _fail(error.field, error.value, error.expected)
   _choice(config, "mixer", losses.MIXERS)
@@ -91,17 +96,22 @@ def validate(config) -> None:
   for field in ("num_processes", "process_id"):
     if config[field] is not None:
       _integer(config, field, 1 if field == "num_processes" else 0)
-  if (config.process_id is not None and config.num_processes is not None
-      and config.process_id >= config.num_processes):
+  if (
+    config.process_id is not None
+    and config.num_processes is not None
+    and config.process_id >= config.num_processes
+  ):
     _fail("process_id", config.process_id, f"expected < num_processes = {config.num_processes}")
   layers = tuple(config.manifold_layers)
   if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
     _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
   _integer(config, "early_stopping_patience", 0)
   if config.best_eval_splits and not config.early_stopping_patience:
-    _fail("best_eval_splits", tuple(config.best_eval_splits),
-          "it evaluates the best early-stopping checkpoint, so it needs "
-          "early_stopping_patience > 0")
+    _fail(
+      "best_eval_splits",
+      tuple(config.best_eval_splits),
+      "it evaluates the best early-stopping checkpoint, so it needs early_stopping_patience > 0",
+    )
   _integer(config, "batch_size", 1)
   _integer(config, "eval_batch_size", 1)
   _integer(config, "num_train_steps", 0)
@@ -115,12 +125,17 @@ def validate(config) -> None:
   _choice(config, "weight_decay_scope", tuple(optim.WEIGHT_DECAY_SCOPES))
   _number(config, "warmup_epochs", 0.0, math.inf, high_open=True)
   boundaries = tuple(config.decay_epochs)
-  if any(not isinstance(e, (int, float)) or e < 0 for e in boundaries) or \
-      list(boundaries) != sorted(boundaries):
+  if any(not isinstance(e, (int, float)) or e < 0 for e in boundaries) or list(
+    boundaries
+  ) != sorted(boundaries):
     _fail("decay_epochs", boundaries, "expected increasing epochs >= 0")
   _number(config, "decay_factor", 0.0, 1.0, low_open=True)
-  for field in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
-                "keep_checkpoints"):
+  for field in (
+    "log_every_steps",
+    "eval_every_epochs",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+  ):
     _integer(config, field, 1)
   options = dict(config.mixer_options)
   if "label_smoothing" in options:

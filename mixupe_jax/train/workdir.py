@@ -11,7 +11,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 LOCK_FILE = ".lock"
 
@@ -31,8 +31,10 @@ def exclusive(workdir: str) -> Iterator[None]:
     handle.seek(0)
     owner = handle.read().strip() or "another process"
     handle.close()
-    raise WorkdirInUse(f"{os.path.abspath(workdir)} is in use by another run ({owner}); wait "
-                       "for it to end or choose another --workdir.") from None
+    raise WorkdirInUse(
+      f"{os.path.abspath(workdir)} is in use by another run ({owner}); wait "
+      "for it to end or choose another --workdir."
+    ) from None
   handle.seek(0)
   handle.truncate()
   handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
