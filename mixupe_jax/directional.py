@@ -2,7 +2,7 @@
 
 Each example i moves along its own direction d_i by a scalar t_i, X(t) = X + t . D (row i is
 x_i + t_i d_i), and F(X) are the logits of the whole batch. With b_k = stopgrad(p_k - y_k), the
-first directional derivative of the loss has two per-example forms:
+first directional derivative of the loss has two per-example forms::
 
     official  r_i = d/dt_i [sum_k b_k . f_k(X(t))] at t = 0  =  [J_F(X)^T B]_i . d_i
               example i moved ALONE; its effect on every example's logits counts. This is what
@@ -13,13 +13,13 @@ first directional derivative of the loss has two per-example forms:
 Both sum to B^T J_F(X) D. Without batch-coupled layers (train-mode BatchNorm, a graph
 convolution over the batch's nodes) J_F is block-diagonal and the two coincide example by example;
 with them they differ (up to 100% per example, measured on a BatchNorm CNN), so any version that
-thresholds or takes |r_i| optimizes a different objective under each.
+thresholds or takes abs(r_i) optimizes a different objective under each.
 
 Costs, never a double backward:
   * joint: one `jax.jvp` along D gives every r_i; the parameter gradient is reverse-over-forward.
   * official (`official_weighted_term`): `jax.linearize` in t shares one forward pass between the
     per-example values (the transposed linear map applied to B: they decide which examples enter
-    and, for |r_i|, with what sign: constant weights w) and the weighted sum
+    and, for abs(r_i), with what sign: constant weights w) and the weighted sum
     sum_i w_i r_i = B^T J_F(X) (w . D) (the linear map applied to w). Its parameter gradient is
     reverse-over-forward, taken with a unit cotangent inside a `jax.custom_vjp` and scaled by the
     outer one: the backward pass then starts from B exactly, as the transposed map does, so XLA
@@ -47,7 +47,21 @@ Shift = Callable[[Params, ModelState, jax.Array, Any, jax.Array], tuple[jax.Arra
 
 
 def check_x_bar(x_bar: jax.Array, inputs: jax.Array) -> jax.Array:
-  """x_bar must have the per-example input shape (optionally with a leading axis of 1)."""
+  """x_bar must have the per-example input shape (optionally with a leading axis of 1).
+
+  Args:
+    x_bar: the training-set mean input.
+    inputs: the batch, [B, ...].
+
+  Returns:
+    x_bar with the per-example shape, in the inputs' dtype; a ValueError names both shapes
+    when they do not fit.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> directional.check_x_bar(jnp.zeros((1, 3)), jnp.ones((4, 3))).shape
+  (3,)
+  """
   x_bar = jnp.asarray(x_bar)
   example_shape = tuple(inputs.shape[1:])
   if tuple(x_bar.shape) not in (example_shape, (1,) + example_shape):
@@ -59,6 +73,18 @@ def check_x_bar(x_bar: jax.Array, inputs: jax.Array) -> jax.Array:
 
 
 def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None:
+  """Soft labels must have the logits' shape [B, C]; a ValueError names both shapes.
+
+  Args:
+    logits: [B, C].
+    soft_labels: [B, C].
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> directional.check_labels_match_logits(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+  Traceback (most recent call last):
+  ValueError: Labels of shape (2, 4) do not match logits of shape (2, 3) ...
+  """
   if logits.shape != soft_labels.shape:
     raise ValueError(
       f"Labels of shape {tuple(soft_labels.shape)} do not match logits of shape "
@@ -67,7 +93,19 @@ def check_labels_match_logits(logits: jax.Array, soft_labels: jax.Array) -> None
 
 
 def result_dtype(dtype) -> jnp.dtype:
-  """Losses and terms are float32 for low-precision logits, float64 when computing in float64."""
+  """Losses and terms are float32 for low-precision logits, float64 when computing in float64.
+
+  Args:
+    dtype: the logits' dtype.
+
+  Returns:
+    float32, or float64 for float64 logits.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> directional.result_dtype(jnp.bfloat16)
+  dtype('float32')
+  """
   return jnp.promote_types(dtype, jnp.float32)
 
 
@@ -90,6 +128,25 @@ def logit_directional_derivative(
   """(F(X), J_F(X) D, new model state) by one `jax.jvp` along the direction D (the joint form).
 
   The direction is stop-gradiented: only the Jacobian depends on the parameters.
+
+  Args:
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    params: the model's parameters.
+    model_state: its non-trainable state.
+    inputs: X, [B, ...].
+    direction: D, X's shape.
+
+  Returns:
+    (logits [B, C], their tangents J_F(X) D [B, C], the model state after the pass).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> def apply_fn(params, model_state, x):  # a linear model: F(X) = X W
+  ...   return x @ params, model_state
+  >>> w, x = jnp.arange(6.0).reshape(3, 2), jnp.eye(4, 3)
+  >>> logits, tangents, _ = directional.logit_directional_derivative(apply_fn, w, {}, x, -x)
+  >>> bool(jnp.array_equal(tangents, -x @ w))  # linear: J_F(X) D = D W
+  True
   """
   chex.assert_equal_shape([inputs, direction])
   direction = jax.lax.stop_gradient(direction)
@@ -102,7 +159,24 @@ def logit_directional_derivative(
 
 
 def input_shift(apply_fn: ApplyFn) -> Shift:
-  """X + t . D at the input, d_i = stopgrad(x_bar - x_i): example i moved towards x_bar by t_i."""
+  """X + t . D at the input, d_i = stopgrad(x_bar - x_i): example i moved towards x_bar by t_i.
+
+  Args:
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+
+  Returns:
+    A `Shift`: (params, model_state, inputs, x_bar, t [B]) -> (logits, new_model_state).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> def apply_fn(params, model_state, x):  # a linear model: F(X) = X W
+  ...   return x @ params, model_state
+  >>> w, x = jnp.arange(6.0).reshape(3, 2), jnp.eye(4, 3)
+  >>> shift = directional.input_shift(apply_fn)
+  >>> logits, _ = shift(w, {}, x, jnp.zeros(3), jnp.ones(4))  # t = 1 moves every x_i to x_bar
+  >>> float(jnp.abs(logits).max())
+  0.0
+  """
 
   def logits_of(params, model_state, inputs, x_bar, t):
     direction = jax.lax.stop_gradient(check_x_bar(x_bar, inputs)[None] - inputs)
@@ -113,7 +187,26 @@ def input_shift(apply_fn: ApplyFn) -> Shift:
 
 def hidden_shift(apply_fn: ApplyFn, layer: int) -> Shift:
   """h_i + t_i d_i injected at hidden layer `layer`, d_i = stopgrad(h_bar - h_i); h_bar (the
-  target) None is the batch mean of H, the estimate of E_r[h(r)] available at a hidden layer."""
+  target) None is the batch mean of H, the estimate of E_r[h(r)] available at a hidden layer.
+
+  Args:
+    apply_fn: an apply function taking `hidden_layer` and `hidden_transform` keywords.
+    layer: the hidden layer k.
+
+  Returns:
+    A `Shift`: (params, model_state, inputs, h_bar or None, t [B]) -> (logits, new state).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> from mixupe_jax.models import MLP, flax_apply_fn, init_model
+  >>> model = MLP(num_classes=2, hidden_sizes=(4,))
+  >>> x = jax.random.normal(jax.random.key(0), (3, 5))
+  >>> params, state = init_model(model, jax.random.key(1), x[:1])
+  >>> shift = directional.hidden_shift(flax_apply_fn(model), layer=1)
+  >>> moved, _ = shift(params, state, x, None, jnp.ones(3))  # every h_i moved to the batch mean
+  >>> bool(jnp.allclose(moved, moved[0], atol=1e-6))
+  True
+  """
 
   def logits_of(params, model_state, inputs, h_bar, t):
     def shift(h):
@@ -134,7 +227,32 @@ def hidden_directional_derivative(
   h_bar: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
   """(F(X), J_g(H) D, new state) at hidden layer `layer` (see `hidden_shift`), the joint form:
-  one `jax.jvp` in t at t = 0 with tangent 1 for every example."""
+  one `jax.jvp` in t at t = 0 with tangent 1 for every example.
+
+  Args:
+    apply_fn: an apply function taking `hidden_layer` and `hidden_transform` keywords.
+    params: the model's parameters.
+    model_state: its non-trainable state.
+    inputs: X, [B, ...].
+    layer: the hidden layer k.
+    h_bar: the target at layer k; None: the batch mean of H.
+
+  Returns:
+    (logits [B, C], their tangents along D at layer k [B, C], the model state after the pass).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> from mixupe_jax.models import MLP, flax_apply_fn, init_model
+  >>> model = MLP(num_classes=2, hidden_sizes=(4,))
+  >>> x = jax.random.normal(jax.random.key(0), (3, 5))
+  >>> params, state = init_model(model, jax.random.key(1), x[:1])
+  >>> apply_fn = flax_apply_fn(model)
+  >>> _, at_layer_0, _ = directional.hidden_directional_derivative(apply_fn, params, state, x, 0)
+  >>> _, at_input, _ = directional.logit_directional_derivative(
+  ...     apply_fn, params, state, x, x.mean(0) - x)  # layer 0 is the input
+  >>> bool(jnp.allclose(at_layer_0, at_input, atol=1e-5))
+  True
+  """
   logits_of = functools.partial(hidden_shift(apply_fn, layer), params, model_state, inputs, h_bar)
   zeros = _zero_shift(inputs.shape[0])
   logits, logit_tangents, new_state = jax.jvp(
@@ -150,6 +268,20 @@ def directional_term(
 
   Because cross-entropy has d l / d f = p - y, r_i is the first directional derivative of the
   loss, D_{d_i} l(x_i, y_i), with the parameter gradient taken through the Jacobian only.
+
+  Args:
+    logits: F(X), [B, C].
+    logit_tangents: J_F(X) D, [B, C] (`logit_directional_derivative`).
+    soft_labels: Y, [B, C].
+
+  Returns:
+    r, [B].
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> logits, labels = jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]])  # p - y = (-0.5, 0.5)
+  >>> directional.directional_term(logits, jnp.array([[2.0, 4.0]]), labels).tolist()
+  [1.0]
   """
   chex.assert_equal_shape([logits, logit_tangents, soft_labels])
   dtype = result_dtype(logits.dtype)
@@ -173,6 +305,32 @@ def official_weighted_term(
   The weighted sum is differentiable in `params` only (the inputs, the target and the labels
   enter as constants, as in the official code, which detaches them); its gradient is
   reverse-over-forward, never a double backward. F(X), r and the state are constants.
+
+  Args:
+    shift: `input_shift(apply_fn)` or `hidden_shift(apply_fn, layer)`.
+    params: the model's parameters.
+    model_state: its non-trainable state.
+    inputs: X, [B, ...].
+    target: x_bar for `input_shift`; h_bar or None for `hidden_shift`.
+    soft_labels: Y, [B, C].
+    weights_of: r -> w, [B] (the threshold's mask; for v2, sign(r)).
+
+  Returns:
+    (logits [B, C], the official r [B], sum_i w_i r_i, the model state after the pass).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import directional
+  >>> def apply_fn(params, model_state, x):  # a linear model: F(X) = X W
+  ...   return x @ params, model_state
+  >>> w, x = jnp.arange(6.0).reshape(3, 2), jnp.eye(4, 3)
+  >>> y, x_bar = jnp.eye(4, 2), x.mean(0)
+  >>> _, r, total, _ = directional.official_weighted_term(
+  ...     directional.input_shift(apply_fn), w, {}, x, x_bar, y, jnp.ones_like)
+  >>> logits, tangents, _ = directional.logit_directional_derivative(
+  ...     apply_fn, w, {}, x, x_bar - x)
+  >>> joint = directional.directional_term(logits, tangents, y)
+  >>> bool(jnp.allclose(r, joint)), bool(jnp.isclose(total, joint.sum()))  # no coupling: equal
+  (True, True)
   """
   logits, values, weighted_sum, new_state = _official_term(
     shift, weights_of, params, model_state, inputs, target, soft_labels

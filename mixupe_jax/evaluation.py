@@ -1,7 +1,7 @@
 """Evaluation metrics from logits: top-1 / top-k accuracy, NLL and expected calibration error.
 
 Each batch gives SUMS (over the examples with mask 1), so batches, devices and hosts combine by
-addition and padded examples (mask 0) count for nothing; `summarize` turns the totals into means:
+addition and padded examples (mask 0) count for nothing; `summarize` turns the totals into means::
 
     top-k accuracy = (1/N) sum_n [y_n among the k largest logits of n]
     NLL            = (1/N) sum_n -log p_n(y_n)

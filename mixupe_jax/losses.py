@@ -1,7 +1,7 @@
 """Losses with one interface: ERM, Mixup, MixupE (four official versions), Manifold Mixup(+E).
 
 Every loss function returns `(loss, LossAux(model_state, metrics))`, so it composes with
-`jax.value_and_grad(..., has_aux=True)` in a plain optax loop:
+`jax.value_and_grad(..., has_aux=True)` in a plain optax loop::
 
     loss_fn = functools.partial(mixupe_loss_fn, apply_fn=apply_fn, alpha=1.0, eta=0.1, variant="v1")
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -10,13 +10,13 @@ Every loss function returns `(loss, LossAux(model_state, metrics))`, so it compo
 `make_loss_fn` builds the uniform `loss_fn(params, model_state, inputs, labels, key)` that a
 training loop calls without knowing which method it runs.
 
-The MixupE loss (see `regularizers` for the versions):
+The MixupE loss (see `regularizers` for the versions)::
 
     L = L_mix + eta * m_1 * P,     m_1 = alpha / (2 alpha + 1),
 
-then, with `rescale`, L <- stopgrad(|L_mix| / |L|) * L (the official code's rescaling: the value
-is sign(L) |L_mix|, so |L_mix| unless the regularizer makes L negative, while the gradient, scaled
-by a positive constant, carries the regularizer). The clean pass runs after the
+then, with `rescale`, L <- stopgrad(abs(L_mix) / abs(L)) * L (the official code's rescaling: the
+value is sign(L) abs(L_mix), so abs(L_mix) unless the regularizer makes L negative, while the
+gradient, scaled by a positive constant, carries the regularizer). The clean pass runs after the
 mixed pass with the model state it returned, in the same (train) mode, so BatchNorm's running
 statistics see both batches as in the official code.
 """
@@ -47,12 +47,28 @@ MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
 
 
 class LossAux(NamedTuple):
+  """What every loss function returns beside the loss: the model state after its passes (the
+  BatchNorm statistics), and scalar metrics (the Mixup loss, the regularizer, ...)."""
+
   model_state: ModelState
   metrics: dict[str, jax.Array]
 
 
 def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
-  """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x)."""
+  """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x).
+
+  Args:
+    logits: f(x), [B, C].
+    soft_labels: y, [B, C].
+
+  Returns:
+    A scalar, in float32 (float64 for float64 logits).
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import losses
+  >>> round(float(losses.cross_entropy(jnp.zeros((1, 4)), jnp.array([[1.0, 0, 0, 0]]))), 4)
+  1.3863
+  """
   directional.check_labels_match_logits(logits, soft_labels)
   logits = logits.astype(directional.result_dtype(logits.dtype))
   return jnp.mean(optax.softmax_cross_entropy(logits, soft_labels.astype(logits.dtype)))
@@ -71,7 +87,28 @@ def erm_loss_fn(
   apply_fn: ApplyFn,
   num_classes: int | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """L_std = (1/B) sum_i l(x_i, y_i)."""
+  """L_std = (1/B) sum_i l(x_i, y_i).
+
+  Args:
+    params: the model's parameters.
+    model_state: its non-trainable state (`{}` if none).
+    inputs: x, [B, ...].
+    labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    num_classes: C, for integer labels.
+
+  Returns:
+    (loss, LossAux(model_state, {"cross_entropy", "accuracy"})).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> def apply_fn(params, model_state, x):  # a linear model: logits = x W
+  ...   return x @ params, model_state
+  >>> params, x, y = jnp.eye(3), jnp.eye(4, 3), jnp.array([0, 1, 2, 0])
+  >>> loss, aux = losses.erm_loss_fn(params, {}, x, y, apply_fn=apply_fn, num_classes=3)
+  >>> sorted(aux.metrics)
+  ['accuracy', 'cross_entropy']
+  """
   soft = mixing.to_soft_labels(labels, num_classes)
   logits, model_state = apply_fn(params, model_state, inputs)
   loss = cross_entropy(logits, soft)
@@ -81,7 +118,27 @@ def erm_loss_fn(
 def mixup_loss_fn(
   params: Params, model_state: ModelState, mixed: mixing.MixedBatch, *, apply_fn: ApplyFn
 ) -> tuple[jax.Array, LossAux]:
-  """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch."""
+  """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch.
+
+  Args:
+    params: the model's parameters.
+    model_state: its non-trainable state (`{}` if none).
+    mixed: the mixed batch (`mixing.mixup`, `mixing.cutmix`, ...).
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+
+  Returns:
+    (L_mix, LossAux(model_state, {"mixup_loss"})).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> def apply_fn(params, model_state, x):  # a linear model: logits = x W
+  ...   return x @ params, model_state
+  >>> params, x, y = jnp.eye(3), jnp.eye(4, 3), jnp.array([0, 1, 2, 0])
+  >>> mixed = mixing.mixup(jax.random.key(0), x, y, alpha=1.0, num_classes=3)
+  >>> loss, aux = losses.mixup_loss_fn(params, {}, mixed, apply_fn=apply_fn)
+  >>> bool(loss == losses.cross_entropy(apply_fn(params, {}, mixed.inputs)[0], mixed.labels))
+  True
+  """
   logits, model_state = apply_fn(params, model_state, mixed.inputs)
   loss = cross_entropy(logits, mixed.labels)
   return loss, LossAux(model_state, {"mixup_loss": loss})
@@ -237,7 +294,7 @@ def mixupe_loss_fn(
   clean_pass_remat: str | RematPolicy | None = None,
   options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to |L_mix| when `rescale`.
+  """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to abs(L_mix) when `rescale`.
 
   Args:
     params, model_state: the model's parameters and non-trainable state (`{}` if none).
@@ -253,13 +310,13 @@ def mixupe_loss_fn(
     variant: "v1" (= "exact"), "v2", "v3" (= "fast") or "v4"; see `regularizers`.
     threshold: tau; None uses the variant's default (-1 for v1, 1.0 for v3). v2 and v4 have none
       (the official code ignores it): a finite threshold for them is an error.
-    term_split: which per-example r_i v1 and v2 threshold or take |r_i| of under batch-coupled
+    term_split: which per-example r_i v1 and v2 threshold or take abs(r_i) of under batch-coupled
       layers (train-mode BatchNorm, graphs); see `directional`. "official" (default): example i
       moved alone, r_i = [J_F(X)^T B]_i . d_i, as the official double-backward code computes it.
       "joint": the whole batch moved, r_i = b_i . [J_F(X) D]_i, one jvp. Both cost the same
       FLOPs. They agree for models without such layers and for v1 with tau = +-inf, where the
       single jvp is used.
-    rescale: multiply the loss by the constant |L_mix| / |L| (official behaviour).
+    rescale: multiply the loss by the constant abs(L_mix) / abs(L) (official behaviour).
     scale_by_moment: multiply eta by m_1 (official behaviour).
     flip_sign: negate the penalty (to test the opposite direction of v1/v3).
     clean_pass_remat: None, or a `jax.checkpoint` policy (a name in `models.apply.REMAT_POLICIES`
@@ -269,7 +326,24 @@ def mixupe_loss_fn(
       given, the keywords eta ... clean_pass_remat are not read.
 
   Returns:
-    (loss, LossAux(model_state after both passes, metrics)).
+    (loss, LossAux(model_state after both passes, metrics)). The metrics: the Mixup loss, the
+    regularizer eta m_1 P, the penalty P, the loss before rescaling, the rescaling factor,
+    statistics of the term (mean, std, min, max), the fraction of examples the penalty takes in
+    (`active_fraction`) and the clean batch's accuracy.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> def apply_fn(params, model_state, x):  # a linear model: logits = x W
+  ...   return x @ params, model_state
+  >>> params, x, y = jnp.eye(3), jnp.eye(4, 3), jnp.array([0, 1, 2, 0])
+  >>> mixed = mixing.mixup(jax.random.key(0), x, y, alpha=1.0, num_classes=3)
+  >>> loss, aux = losses.mixupe_loss_fn(params, {}, mixed, x, y, x.mean(0), apply_fn=apply_fn,
+  ...                                   alpha=1.0, eta=0.1, variant="v1",
+  ...                                   threshold=float("inf"), num_classes=3)
+  >>> bool(jnp.isclose(loss, aux.metrics["mixup_loss"]))  # the value is rescaled to abs(L_mix)
+  True
+  >>> float(aux.metrics["regularizer"]) != 0  # while the gradient carries the penalty
+  True
   """
   mixupe = options or regularizers.MixupEOptions(
     eta=eta,
@@ -308,10 +382,34 @@ def manifold_mixup_loss_fn(
   apply_fn: ApplyFn,
   layer: int,
 ) -> tuple[jax.Array, LossAux]:
-  """Manifold Mixup (Verma et al. 2019) at hidden layer k:
+  """Manifold Mixup (Verma et al. 2019) at hidden layer k.
 
   h~_i = lambda_i h_i + (1 - lambda_i) h_j(i) at layer k, with `mixed`'s lambda, partner and
-  labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i).
+  labels; L_mix = (1/B) sum_i l(g(h~_i), y~_i). Layer 0 is the input: input Mixup.
+
+  Args:
+    params: the model's parameters.
+    model_state: its non-trainable state (`{}` if none).
+    mixed: a mixed batch; its lambda, partner and labels are used, its inputs are not.
+    clean_inputs: x, [B, ...].
+    apply_fn: an apply function taking `hidden_layer` and `hidden_transform` keywords (every
+      model of `mixupe_jax.models` through `flax_apply_fn`).
+    layer: k.
+
+  Returns:
+    (L_mix, LossAux(model_state, {"mixup_loss"})).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> from mixupe_jax.models import MLP, flax_apply_fn, init_model
+  >>> model = MLP(num_classes=3, hidden_sizes=(8, 8))
+  >>> x, y = jnp.ones((4, 5)), jnp.array([0, 1, 2, 0])
+  >>> params, state = init_model(model, jax.random.key(0), x[:1])
+  >>> mixed = mixing.mixup(jax.random.key(1), x, y, alpha=1.0, num_classes=3)
+  >>> loss, _ = losses.manifold_mixup_loss_fn(params, state, mixed, x,
+  ...                                          apply_fn=flax_apply_fn(model), layer=1)
+  >>> loss.shape
+  ()
   """
   mix_at_layer = functools.partial(mixing.mix_like, lam=mixed.lam, partner=mixed.partner)
   logits, model_state = apply_fn(
@@ -342,10 +440,35 @@ def manifold_mixupe_loss_fn(
   clean_pass_remat: str | RematPolicy | None = None,
   options: regularizers.MixupEOptions | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """Manifold Mixup at hidden layer k plus the MixupE term at the same layer (options as in
-  `mixupe_loss_fn`). For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch
-  mean of h (x_bar is not known at hidden layers); `term_split` chooses between h_i moved alone
-  ("official") and the whole batch's h moved ("joint").
+  """Manifold Mixup at hidden layer k plus the MixupE term at the same layer.
+
+  For v1/v2 the direction at layer k is d_i = h_bar - h_i with h_bar the batch mean of h (x_bar
+  is not known at hidden layers); `term_split` chooses between h_i moved alone ("official") and
+  the whole batch's h moved ("joint").
+
+  Args:
+    params, model_state, mixed, clean_inputs, apply_fn, layer: as for `manifold_mixup_loss_fn`.
+    clean_labels: the clean batch's labels, integer ids [B] (with `num_classes`) or soft.
+    alpha: the Beta concentration, for m_1.
+    eta, variant, threshold, term_split: as for `mixupe_loss_fn`.
+    rescale, scale_by_moment, flip_sign: as for `mixupe_loss_fn`.
+    num_classes, clean_pass_remat, options: as for `mixupe_loss_fn`.
+
+  Returns:
+    (loss, LossAux(model_state after both passes, metrics)), as `mixupe_loss_fn`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> from mixupe_jax.models import MLP, flax_apply_fn, init_model
+  >>> model = MLP(num_classes=3, hidden_sizes=(8, 8))
+  >>> x, y = jax.random.normal(jax.random.key(0), (4, 5)), jnp.array([0, 1, 2, 0])
+  >>> params, state = init_model(model, jax.random.key(0), x[:1])
+  >>> mixed = mixing.mixup(jax.random.key(1), x, y, alpha=1.0, num_classes=3)
+  >>> loss, aux = losses.manifold_mixupe_loss_fn(
+  ...     params, state, mixed, x, y, apply_fn=flax_apply_fn(model), layer=1, alpha=1.0,
+  ...     eta=0.1, variant="v1", threshold=float("inf"), num_classes=3)
+  >>> float(aux.metrics["active_fraction"])  # tau = +inf: every example's r_i enters
+  1.0
   """
   mixupe = options or regularizers.MixupEOptions(
     eta=eta,
@@ -387,6 +510,21 @@ def make_mixer(
   """mixer(key, inputs, labels) -> MixedBatch for "mixup", "cutmix" or "mixup_or_cutmix".
 
   For "mixup_or_cutmix", `alpha` is Mixup's and `cutmix_alpha` (default alpha) CutMix's.
+
+  Args:
+    name: one of MIXERS.
+    alpha: the Beta concentration (Mixup's, for "mixup_or_cutmix").
+    num_classes: C, for integer labels.
+    **options: further keywords of the `mixing` op (granularity, pairing, switch_prob, ...).
+
+  Returns:
+    The mixer, a function of (key, inputs, labels).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses
+  >>> mixer = losses.make_mixer("cutmix", alpha=1.0, num_classes=2)
+  >>> mixer(jax.random.key(0), jnp.ones((2, 4, 4, 1)), jnp.array([0, 1])).labels.shape
+  (2, 2)
   """
   if name not in MIXERS:
     raise ValueError(f"Unknown mixer {name!r}; valid mixers are {', '.join(MIXERS)}.")
@@ -433,6 +571,35 @@ def make_loss_fn(
   draws within each device's shard), so that MixupE-exact costs about (1 + 2 rho) Mixup's FLOPs
   instead of 3x. The estimate and its meaning under BatchNorm: `regularizers.subsample_examples`.
   The subset's key is fold_in(key, 2), so the mixing and the layer draw are those of rho = 1.
+
+  Args:
+    method: "erm", "mixup", "mixupe", "manifold_mixup" or "manifold_mixupe".
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    num_classes: C.
+    alpha: the Beta concentration of the mixing.
+    eta, variant, threshold, term_split, rescale, scale_by_moment, flip_sign, clean_pass_remat:
+      the MixupE options, as for `mixupe_loss_fn` (read only when `mixupe` is None).
+    x_bar: the training-set mean input; needed by MixupE v1/v2 at the input layer.
+    mixer: (key, inputs, labels) -> MixedBatch (`make_mixer`).
+    manifold_layers: the layers the manifold methods draw from.
+    term_fraction: rho, the fraction of the clean batch the MixupE term is computed on.
+    term_subsample: (key, inputs, labels) -> the term's examples and labels.
+    mixupe: a `regularizers.MixupEOptions`, replacing the keywords above.
+
+  Returns:
+    loss_fn(params, model_state, inputs, labels, key) -> (loss, LossAux).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses
+  >>> def apply_fn(params, model_state, x):
+  ...   return x @ params, model_state
+  >>> x, y = jnp.eye(4, 3), jnp.array([0, 1, 2, 0])
+  >>> loss_fn = losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=3, eta=0.1,
+  ...                               x_bar=x.mean(0))
+  >>> (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  ...     jnp.zeros((3, 3)), {}, x, y, jax.random.key(0))
+  >>> grads.shape
+  (3, 3)
   """
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
@@ -456,7 +623,9 @@ def make_loss_fn(
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
   # eta is read from the options (the keyword is required by the public signatures).
-  regularizer_options = dict(alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes)
+  regularizer_options: dict[str, Any] = dict(
+    alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes
+  )
 
   def loss_fn(params, model_state, inputs, labels, key):
     if method == "erm":
@@ -486,7 +655,7 @@ def make_loss_fn(
         functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)
         for layer in manifold_layers
       ]
-      operands = (params, model_state, mixed, inputs)
+      operands: tuple[Any, ...] = (params, model_state, mixed, inputs)
     else:
       branches = [
         functools.partial(

@@ -34,7 +34,7 @@ same on every device, and the pairing (and per-example lambdas) differ per shard
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -56,7 +56,25 @@ class MixedBatch(NamedTuple):
 
 
 def check_alpha(alpha: float, name: str = "alpha") -> float:
-  """Returns alpha as a float, raising a ValueError naming it unless 0 <= alpha < inf."""
+  """Checks a Beta concentration: 0 <= alpha < inf (0 means no mixing).
+
+  Args:
+    alpha: the value to check.
+    name: the name the error message gives it (a config field, say).
+
+  Returns:
+    alpha as a Python float.
+
+  Raises:
+    ValueError: naming `name` and the value, if alpha is negative, infinite or NaN.
+
+  >>> from mixupe_jax import mixing
+  >>> mixing.check_alpha(1)
+  1.0
+  >>> mixing.check_alpha(-0.5, "mixup_alpha")
+  Traceback (most recent call last):
+  ValueError: mixup_alpha must be a finite number >= 0 (0 means no mixing), got -0.5.
+  """
   alpha = float(alpha)
   if not np.isfinite(alpha) or alpha < 0:
     raise ValueError(f"{name} must be a finite number >= 0 (0 means no mixing), got {alpha}.")
@@ -74,6 +92,18 @@ def to_soft_labels(labels: jax.Array, num_classes: int | None = None) -> jax.Arr
   Integer labels that are concrete (not traced) are checked to lie in [0, num_classes); traced
   integer labels cannot be checked here, so loaders validate them (an out-of-range id would give
   an all-zero row).
+
+  Args:
+    labels: integer class ids [B], or soft / one-hot labels [B, C].
+    num_classes: C; required for integer labels, checked against soft ones.
+
+  Returns:
+    float32 [B, C] labels.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mixing.to_soft_labels(jnp.array([2, 0]), num_classes=3).tolist()
+  [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
   """
   labels = jnp.asarray(labels)
   if jnp.issubdtype(labels.dtype, jnp.integer):
@@ -97,7 +127,20 @@ def to_soft_labels(labels: jax.Array, num_classes: int | None = None) -> jax.Arr
 
 
 def smooth_labels(labels: jax.Array, smoothing: float) -> jax.Array:
-  """Label smoothing: y <- (1 - epsilon) y + epsilon / C, for soft labels [B, C]."""
+  """Label smoothing: y <- (1 - epsilon) y + epsilon / C, for soft labels [B, C].
+
+  Args:
+    labels: soft labels [B, C].
+    smoothing: epsilon, in [0, 1).
+
+  Returns:
+    The smoothed labels, [B, C]; rows still sum to one.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mixing.smooth_labels(jnp.array([[0.0, 1.0]]), 0.5).tolist()
+  [[0.25, 0.75]]
+  """
   if not 0.0 <= smoothing < 1.0:
     raise ValueError(f"label_smoothing must lie in [0, 1), got {smoothing}.")
   chex.assert_rank(labels, 2)
@@ -106,7 +149,24 @@ def smooth_labels(labels: jax.Array, smoothing: float) -> jax.Array:
 
 
 def pair_indices(key: jax.Array, batch_size: int, pairing: str = "permutation") -> jax.Array:
-  """The partner index j(i) of every example, int32 [B]."""
+  """The partner index j(i) of every example, int32 [B].
+
+  Args:
+    key: a `jax.random` key (used by "permutation" and "matching").
+    batch_size: B.
+    pairing: "permutation", "matching" (even B), "flip" or "roll" (see the module docstring).
+
+  Returns:
+    int32 [B]: j(i) for every i.
+
+  >>> import jax
+  >>> from mixupe_jax import mixing
+  >>> mixing.pair_indices(jax.random.key(0), 4, "flip").tolist()
+  [3, 2, 1, 0]
+  >>> partner = mixing.pair_indices(jax.random.key(0), 6, "matching")
+  >>> bool((partner[partner] == jax.numpy.arange(6)).all())  # an involution: j(j(i)) = i
+  True
+  """
   _check_choice(pairing, PAIRINGS, "pairing")
   if pairing == "permutation":
     return jax.random.permutation(key, batch_size).astype(jnp.int32)
@@ -133,6 +193,24 @@ def sample_lambda(
 
   For granularity "pair", lambda_i = lambda_{min(i, j(i))} so both members of a pair share it;
   `partner` must then be given.
+
+  Args:
+    key: a `jax.random` key.
+    alpha: the Beta concentration, >= 0.
+    batch_size: B.
+    granularity: "batch" (one lambda, broadcast), "pair" or "example".
+    partner: j(i), int [B]; needed for "pair".
+
+  Returns:
+    float32 [B], every entry in [0, 1].
+
+  >>> import jax
+  >>> from mixupe_jax import mixing
+  >>> lam = mixing.sample_lambda(jax.random.key(0), 1.0, 4)
+  >>> lam.shape, bool((lam == lam[0]).all())  # "batch": one lambda for all
+  ((4,), True)
+  >>> mixing.sample_lambda(jax.random.key(0), 0.0, 2).tolist()
+  [1.0, 1.0]
   """
   alpha = check_alpha(alpha)
   _check_choice(granularity, GRANULARITIES, "granularity")
@@ -152,7 +230,19 @@ def sample_lambda(
 
 def as_floating(values: jax.Array) -> jax.Array:
   """Floating arrays as they are; integer or boolean ones (e.g. uint8 images) as float32, so that
-  a convex combination is not rounded back to the integers (lambda would become 0 or 1)."""
+  a convex combination is not rounded back to the integers (lambda would become 0 or 1).
+
+  Args:
+    values: any array.
+
+  Returns:
+    values, as float32 unless already floating.
+
+  >>> import numpy as np
+  >>> from mixupe_jax import mixing
+  >>> mixing.as_floating(np.zeros(2, np.uint8)).dtype
+  dtype('float32')
+  """
   values = jnp.asarray(values)
   if jnp.issubdtype(values.dtype, jnp.inexact):
     return values
@@ -164,7 +254,23 @@ def _broadcast_per_example(weights: jax.Array, like: jax.Array) -> jax.Array:
 
 
 def mix_like(values: jax.Array, lam: jax.Array, partner: jax.Array) -> jax.Array:
-  """lam_i v_i + (1 - lam_i) v_j(i) for any per-example array v [B, ...] (integers in float32)."""
+  """lam_i v_i + (1 - lam_i) v_j(i) for any per-example array v [B, ...] (integers in float32).
+
+  Replays a `MixedBatch`'s mixing on another array of the batch (hidden features, say).
+
+  Args:
+    values: v, [B, ...].
+    lam: lambda_i, [B].
+    partner: j(i), int [B].
+
+  Returns:
+    The mixed values, v's shape, floating.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mixing.mix_like(jnp.array([0.0, 4.0]), jnp.array([0.75, 0.75]), jnp.array([1, 0])).tolist()
+  [1.0, 3.0]
+  """
   values = as_floating(values)
   chex.assert_equal_shape_prefix([values, lam, partner], 1)
   weight = _broadcast_per_example(lam, values)
@@ -210,6 +316,30 @@ def mixup(
   """Mixup (Zhang et al. 2018): x~ = lambda x_i + (1 - lambda) x_j, y~ likewise.
 
   lambda ~ Beta(alpha, alpha) per batch, pair or example; j = pairing(i).
+
+  Args:
+    key: a `jax.random` key; the only source of randomness.
+    inputs: x, [B, ...] of rank 2 to 5, any dtype (integers are mixed in float32).
+    labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
+    alpha: the Beta concentration; 0 gives lambda = 1 (no mixing).
+    num_classes: C, for integer labels.
+    granularity: "batch", "pair" or "example" (how many lambdas are drawn).
+    pairing: "permutation", "matching", "flip" or "roll" (who j(i) is).
+    label_smoothing: epsilon, applied before mixing.
+    shard_index: set by `parallel.mix_per_shard`: the pairing differs per shard, lambda does not.
+
+  Returns:
+    A `MixedBatch` (x~, y~ as float32 soft labels, lambda [B], j [B]).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> x, y = jnp.arange(8.0).reshape(4, 2), jnp.array([0, 1, 2, 0])
+  >>> mixed = mixing.mixup(jax.random.key(0), x, y, alpha=1.0, num_classes=3)
+  >>> mixed.inputs.shape, mixed.labels.shape
+  ((4, 2), (4, 3))
+  >>> lam, j = mixed.lam[:, None], mixed.partner
+  >>> bool(jnp.allclose(mixed.inputs, lam * x + (1 - lam) * x[j]))
+  True
   """
   soft = _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
   batch_size = inputs.shape[0]
@@ -237,6 +367,23 @@ def cutmix_mask(
 
   The box has side (1 - lambda_i)^(1/k) of every one of the k spatial axes (sqrt for images, as
   in Yun et al. 2019), a uniformly random centre, and is clipped at the borders.
+
+  Args:
+    key: a `jax.random` key (the box centres).
+    lam: lambda_i, [B].
+    shape: the inputs' shape, [B, ...].
+    spatial_axes: the k axes the box cuts.
+
+  Returns:
+    float32 masks of `shape`, constant along the axes not cut.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mask = mixing.cutmix_mask(jax.random.key(0), jnp.array([1.0, 0.5]), (2, 4, 4, 1), (1, 2))
+  >>> float(mask[0].sum())  # lambda = 1: no box, every pixel kept
+  16.0
+  >>> sorted(set(mask.ravel().tolist()))  # 1 = own pixel, 0 = the partner's
+  [0.0, 1.0]
   """
   batch_size = shape[0]
   in_box = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), bool)
@@ -275,6 +422,31 @@ def cutmix(
 
   With `correct_lambda`, the label weight is the kept area lambda_i = mean(M_i) (the box is
   clipped at the borders, so it can differ from the sampled lambda); otherwise the sampled one.
+
+  Args:
+    key: a `jax.random` key.
+    inputs: x, [B, ...] of rank 2 to 5; images are [B, H, W, C].
+    labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
+    alpha: the Beta concentration of lambda.
+    num_classes: C, for integer labels.
+    granularity: "batch" (one box for the batch), "pair" or "example".
+    pairing: who j(i) is, as for `mixup`.
+    label_smoothing: epsilon, applied before mixing.
+    correct_lambda: weigh the labels by the kept area instead of the sampled lambda.
+    spatial_axes: the axes the box cuts; default all between batch and channel (axis 1 for
+      [B, D] and [B, T, D]).
+    shard_index: set by `parallel.mix_per_shard`.
+
+  Returns:
+    A `MixedBatch`; its `lam` is the kept area when `correct_lambda`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> images = jnp.zeros((4, 8, 8, 3))
+  >>> mixed = mixing.cutmix(jax.random.key(0), images, jnp.array([0, 1, 2, 3]), alpha=1.0,
+  ...                       num_classes=4)
+  >>> mixed.inputs.shape, bool(jnp.allclose(mixed.labels.sum(-1), 1.0))
+  ((4, 8, 8, 3), True)
   """
   soft = _prepare(inputs, labels, num_classes, label_smoothing, granularity, pairing)
   inputs = as_floating(inputs)  # As Mixup's output, so that the two can be switched.
@@ -319,10 +491,35 @@ def mixup_or_cutmix(
   spatial_axes: tuple[int, ...] | None = None,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
-  """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does)."""
+  """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does).
+
+  Args:
+    key: a `jax.random` key (the switch, then the chosen op's draws).
+    inputs: x, [B, ...].
+    labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
+    mixup_alpha: Mixup's Beta concentration.
+    cutmix_alpha: CutMix's Beta concentration.
+    switch_prob: the probability of CutMix, in [0, 1].
+    num_classes, granularity, pairing, label_smoothing: as for `mixup`.
+    correct_lambda, spatial_axes: as for `cutmix`.
+    shard_index: set by `parallel.mix_per_shard`.
+
+  Returns:
+    The `MixedBatch` of the op chosen for this batch.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> x, y = jnp.ones((2, 4, 4, 1)), jnp.array([0, 1])
+  >>> always_cutmix = mixing.mixup_or_cutmix(jax.random.key(0), x, y, mixup_alpha=1.0,
+  ...                                        cutmix_alpha=1.0, switch_prob=1.0, num_classes=2)
+  >>> cutmix = mixing.cutmix(jax.random.split(jax.random.key(0))[1], x, y, alpha=1.0,
+  ...                        num_classes=2)
+  >>> bool(jnp.array_equal(always_cutmix.lam, cutmix.lam))
+  True
+  """
   if not 0.0 <= switch_prob <= 1.0:
     raise ValueError(f"switch_prob must lie in [0, 1], got {switch_prob}.")
-  common = dict(
+  common: dict[str, Any] = dict(
     num_classes=num_classes,
     granularity=granularity,
     pairing=pairing,
@@ -345,7 +542,21 @@ def mixup_or_cutmix(
 
 
 def no_mixing(inputs: jax.Array, labels: jax.Array, num_classes: int | None = None) -> MixedBatch:
-  """The identity mixing (lambda = 1, j(i) = i): ERM through the same interface."""
+  """The identity mixing (lambda = 1, j(i) = i): ERM through the same interface.
+
+  Args:
+    inputs: x, [B, ...].
+    labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
+    num_classes: C, for integer labels.
+
+  Returns:
+    A `MixedBatch` with x~ = x (floating), y~ = the soft labels, lambda = 1 and j(i) = i.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mixing.no_mixing(jnp.zeros((2, 3)), jnp.array([1, 0]), num_classes=2).partner.tolist()
+  [0, 1]
+  """
   soft = to_soft_labels(labels, num_classes)
   batch_size = inputs.shape[0]
   return MixedBatch(

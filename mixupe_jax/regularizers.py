@@ -1,6 +1,6 @@
 """The MixupE regularizer: the four versions of the official code, selectable by name.
 
-The loss is L = L_mix + eta * m_1 * P, with m_1 = alpha / (2 alpha + 1) and the penalty P one of
+The loss is L = L_mix + eta * m_1 * P, with m_1 = alpha / (2 alpha + 1) and the penalty P one of::
 
   "v1" (alias "exact"), the first directional derivative, thresholded (default tau = -1):
         r_i = [J_F(X)^T stopgrad(P - Y)]_i . stopgrad(x_bar - x_i)   (official per-example value)
@@ -22,7 +22,7 @@ double backward.
 Which r_i is thresholded: with train-mode BatchNorm (or a graph) the logits of the batch couple
 the examples and r_i has an official and a joint form (see `directional`); they have the same sum,
 so they give the same P for v1 with tau = +inf and differ only where a per-example choice is made
-(`split_matters`: a finite tau, or |r_i|). The losses use the official form there by default.
+(`split_matters`: a finite tau, or abs(r_i)). The losses use the official form there by default.
 
 Why v3 approximates v1, and the sign: for a bias-free ReLU network f(x) = J_f(x) x, so with
 x_bar = 0, r_i = -(p_i - y_i)^T f(x_i) = u_i. v1 ADDS +eta m_1 r while v3 SUBTRACTS eta m_1 u, so
@@ -70,7 +70,18 @@ ALIASES = {"exact": "v1", "fast": "v3"}
 
 
 def get_variant(name: str) -> Variant:
-  """The variant for a name in VARIANTS or ALIASES; a ValueError lists the valid names."""
+  """The variant for a name in VARIANTS or ALIASES; a ValueError lists the valid names.
+
+  Args:
+    name: "v1", "v2", "v3", "v4", or an alias ("exact" = v1, "fast" = v3).
+
+  Returns:
+    The `Variant`.
+
+  >>> from mixupe_jax import regularizers
+  >>> regularizers.get_variant("fast").name, regularizers.get_variant("fast").default_threshold
+  ('v3', 1.0)
+  """
   canonical = ALIASES.get(name, name)
   if canonical not in VARIANTS:
     valid = ", ".join(
@@ -83,8 +94,21 @@ def get_variant(name: str) -> Variant:
 def logit_term(
   logits: jax.Array, soft_labels: jax.Array, detach_probabilities: bool = True
 ) -> jax.Array:
-  """u_i = f(x_i)^T (y_i - p_i), [B]; p_i stop-gradiented unless told otherwise (float32, or
-  float64 when the logits are)."""
+  """u_i = f(x_i)^T (y_i - p_i), [B]: the statistic of v3 and v4.
+
+  Args:
+    logits: f(x), [B, C].
+    soft_labels: y, [B, C].
+    detach_probabilities: stop the gradient through p_i = softmax(f(x_i)) (v4; v3 does not).
+
+  Returns:
+    u, [B], in float32 (float64 when the logits are).
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import regularizers
+  >>> regularizers.logit_term(jnp.zeros((1, 2)), jnp.array([[1.0, 0.0]])).tolist()  # p uniform
+  [0.0]
+  """
   chex.assert_equal_shape([logits, soft_labels])
   logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   probabilities = jax.nn.softmax(logits)
@@ -98,6 +122,18 @@ def effective_threshold(variant: Variant, threshold: float | None) -> float | No
 
   v2 and v4 have no threshold: the official code ignores one there, so a finite threshold passed
   to them is an error rather than a silently different objective (None or +inf are accepted).
+
+  Args:
+    variant: the `Variant`.
+    threshold: tau, or None for the variant's default.
+
+  Returns:
+    tau, or None where the variant has no threshold.
+
+  >>> from mixupe_jax import regularizers
+  >>> v1 = regularizers.get_variant("v1")
+  >>> regularizers.effective_threshold(v1, None), regularizers.effective_threshold(v1, 0.5)
+  (-1.0, 0.5)
   """
   if threshold is not None:
     threshold = float(threshold)
@@ -117,20 +153,48 @@ def effective_threshold(variant: Variant, threshold: float | None) -> float | No
 def split_matters(variant: Variant, tau: float | None) -> bool:
   """Whether the official and the joint per-example r_i (see `directional`) can give different
   penalties. They always have the same sum, so only a per-example choice sees the difference: a
-  finite threshold, or |r_i| (v2)."""
+  finite threshold, or abs(r_i) (v2).
+
+  Args:
+    variant: the `Variant`.
+    tau: the threshold in effect (`effective_threshold`).
+
+  Returns:
+    True where the split changes the penalty.
+
+  >>> from mixupe_jax import regularizers
+  >>> v1 = regularizers.get_variant("v1")
+  >>> regularizers.split_matters(v1, -1.0), regularizers.split_matters(v1, float("inf"))
+  (True, False)
+  """
   return variant.absolute or (tau is not None and math.isfinite(tau))
 
 
 def selection_weights(
   statistic: jax.Array, variant: Variant, tau: float | None
 ) -> tuple[jax.Array, jax.Array]:
-  """(w, selected) with sum_i w_i s_i the penalty's sum over the statistic s = r or u [B]:
+  """(w, selected) with sum_i w_i s_i the penalty's sum over the statistic s = r or u [B]::
 
       thresholded (v1, v3):  w_i = [s_i < tau]
       v2:                    w_i = sign(r_i), so that sum_i w_i r_i = sum_i |r_i|
       v4:                    w_i = 1
 
   Both are constants for the gradient: the selection is data-dependent, as officially.
+
+  Args:
+    statistic: s, [B].
+    variant: the `Variant`.
+    tau: the threshold in effect, or None.
+
+  Returns:
+    (w [B], selected [B] bool): the weights and which examples the penalty takes in.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax import regularizers
+  >>> v1 = regularizers.get_variant("v1")
+  >>> weights, selected = regularizers.selection_weights(jnp.array([-2.0, 0.5]), v1, -1.0)
+  >>> weights.tolist(), selected.tolist()
+  ([1.0, 0.0], [True, False])
   """
   chex.assert_rank(statistic, 1)
   statistic = jax.lax.stop_gradient(statistic)
@@ -143,12 +207,35 @@ def selection_weights(
 
 
 def penalty_sign(variant: Variant, flip_sign: bool = False) -> float:
-  """+1 for L_mix + eta m_1 (...) (v1, v2), -1 for L_mix - eta m_1 (...) (v3, v4); or flipped."""
+  """+1 for L_mix + eta m_1 (...) (v1, v2), -1 for L_mix - eta m_1 (...) (v3, v4); or flipped.
+
+  Args:
+    variant: the `Variant`.
+    flip_sign: negate the published sign.
+
+  Returns:
+    +1.0 or -1.0.
+
+  >>> from mixupe_jax import regularizers
+  >>> regularizers.penalty_sign(regularizers.get_variant("v1"), flip_sign=True)
+  -1.0
+  """
   return -variant.sign if flip_sign else variant.sign
 
 
 def check_term_fraction(fraction: float) -> float:
-  """rho must be in (0, 1]."""
+  """rho must be in (0, 1].
+
+  Args:
+    fraction: rho.
+
+  Returns:
+    rho as a float; a ValueError names a value outside (0, 1].
+
+  >>> from mixupe_jax import regularizers
+  >>> regularizers.check_term_fraction(0.25)
+  0.25
+  """
   fraction = float(fraction)
   if not 0 < fraction <= 1:
     raise ValueError(
@@ -176,12 +263,16 @@ class MixupEOptions:
   first bad one); the names are the config's fields. See `losses.mixupe_loss_fn` for each one's
   meaning: the penalty's weight `eta` (times m_1 with `scale_by_moment`), the official version
   `variant` and its threshold tau (`threshold`, None: the version's default), which per-example
-  r_i is thresholded (`term_split`), the official rescaling to |L_mix| (`rescale`), the sign
+  r_i is thresholded (`term_split`), the official rescaling to abs(L_mix) (`rescale`), the sign
   (`flip_sign`), the fraction rho of the clean batch the term is computed on (`term_fraction`)
   and a rematerialization policy for the clean pass (`clean_pass_remat`).
 
+  >>> from mixupe_jax.regularizers import MixupEOptions
   >>> MixupEOptions(eta=0.1, variant="fast").threshold_in_effect
   1.0
+  >>> MixupEOptions(eta=-1.0)
+  Traceback (most recent call last):
+  mixupe_jax.regularizers.OptionError: eta must be a finite number >= 0, got -1.0 ...
   """
 
   eta: float = 1.0
@@ -265,7 +356,22 @@ class MixupEOptions:
 
 
 def check_method_options(method: str, options: MixupEOptions) -> None:
-  """A term on a subset of the clean batch needs the clean batch: method "mixupe" only."""
+  """A term on a subset of the clean batch needs the clean batch: method "mixupe" only.
+
+  Args:
+    method: the loss's method (`losses.METHODS`).
+    options: the MixupE options.
+
+  Raises:
+    OptionError: for term_fraction < 1 with another method.
+
+  >>> from mixupe_jax import regularizers
+  >>> options = regularizers.MixupEOptions(term_fraction=0.5)
+  >>> regularizers.check_method_options("mixupe", options)  # fine
+  >>> regularizers.check_method_options("manifold_mixupe", options)
+  Traceback (most recent call last):
+  mixupe_jax.regularizers.OptionError: term_fraction=0.5 applies to method 'mixupe' only ...
+  """
   if options.term_fraction < 1 and method != "mixupe":
     raise OptionError(
       "term_fraction",
@@ -277,7 +383,19 @@ def check_method_options(method: str, options: MixupEOptions) -> None:
 
 
 def subsample_size(batch_size: int, fraction: float) -> int:
-  """k = max(1, round(rho B)): how many clean examples the term is computed on."""
+  """k = max(1, round(rho B)): how many clean examples the term is computed on.
+
+  Args:
+    batch_size: B.
+    fraction: rho, in (0, 1].
+
+  Returns:
+    k.
+
+  >>> from mixupe_jax import regularizers
+  >>> regularizers.subsample_size(128, 0.25), regularizers.subsample_size(3, 0.1)
+  (32, 1)
+  """
   return max(1, int(round(check_term_fraction(fraction) * batch_size)))
 
 
@@ -294,13 +412,30 @@ def subsample_examples(
   The MixupE term computed on them, (1/k) sum_{i in S} w_i s_i, estimates the full
   (1/B) sum_i w_i s_i: every example enters S with probability k/B, so for a model whose example
   i's logits depend on x_i alone (no train-mode BatchNorm) the estimate is unbiased, the
-  thresholded and |r_i| versions included (their per-example choice is made on the example's own
+  thresholded and abs(r_i) versions included (their per-example choice is made on the example's own
   value). Under train-mode BatchNorm the k examples are normalized with their own statistics, so
   the estimate is the term of the model as it computes on a batch of k, not an unbiased estimate
   of the full batch's term, and the running statistics see the k clean examples only.
 
   `shard_index` (from `parallel.subsample_per_shard`) is folded into the key so that each device
   draws its own rows; the key alone decides everything else.
+
+  Args:
+    key: a `jax.random` key.
+    inputs: the clean inputs, [B, ...].
+    labels: their labels, [B] or [B, C].
+    fraction: rho, in (0, 1].
+    shard_index: set by `parallel.subsample_per_shard`.
+
+  Returns:
+    (inputs [k, ...], labels [k] or [k, C]) of the chosen examples.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import regularizers
+  >>> x, y = jnp.arange(8.0)[:, None], jnp.arange(8)
+  >>> chosen_x, chosen_y = regularizers.subsample_examples(jax.random.key(0), x, y, fraction=0.5)
+  >>> chosen_x.shape, bool((chosen_x[:, 0] == chosen_y).all()), len(set(chosen_y.tolist()))
+  ((4, 1), True, 4)
   """
   chex.assert_equal_shape_prefix([inputs, labels], 1)
   if shard_index is not None:

@@ -1,15 +1,19 @@
 """XLA:CPU options, set before JAX creates its CPU backend (XLA reads its flags only then).
 
-1. Convolutions by Eigen rather than YNNPACK:
+1. Convolutions by Eigen rather than YNNPACK::
+
        --xla_cpu_experimental_ynn_fusion_type=-individual_convolution
+
    jaxlib 0.10 hands every convolution on the CPU to YNNPACK. On this project's x86-64 machine its
    kernel for a convolution's weight gradient (batch and both spatial axes contracted) runs about
    3.6x slower than a forward convolution of the same FLOPs: in the PreActResNet-18 Mixup step the
    four weight gradients of the first stage took 58 ms each, the forward convolutions 16 ms
    (profiled with `jax.profiler`). Without `individual_convolution` among the YNN fusion types,
    Eigen computes the convolutions and YNNPACK keeps the dots.
-2. Opt-in (`configure(memory_scheduler=True)`), the memory-minimizing scheduler:
+2. Opt-in (`configure(memory_scheduler=True)`), the memory-minimizing scheduler::
+
        --xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED
+
    XLA:CPU's default order keeps far more temporary memory alive (PreActResNet-18, batch 32:
    Mixup 199 -> 82 MiB, MixupE-exact with the joint split 612 -> 283 MiB, official split
    587 -> 499 MiB, at about the same step times in `step_cost.py --memory-scheduler`), and only
@@ -17,7 +21,7 @@
    It is not the default: one shorter run had the official split's step 1.35x slower with it,
    which the 9-round benchmark did not reproduce, so it stays a choice until measured more.
 
-`benchmarks/step_cost.py --xla-default` measures the step without them (README: the table). They
+`benchmarks/step_cost.py --xla-default` measures the step without them (docs/benchmarks.md). They
 change which library computes each convolution and the order of the program, not what it
 computes: `tests/test_xla_cpu.py` checks a MixupE step's loss and gradient against XLA's defaults.
 

@@ -1,4 +1,5 @@
-"""The README's Python snippets run as written: the optax loop, evaluation, the NNX model."""
+"""The README's and the usage page's Python snippets run as written: the optax loop, evaluation,
+the NNX model."""
 
 import os
 import re
@@ -9,11 +10,15 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def snippets(section: str) -> list[str]:
-  text = open(os.path.join(ROOT, "README.md")).read()
-  body = text[text.index(f"## {section}"):]
-  body = body[:body.index("\n## ", 3)]
-  return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+def snippets(path: str) -> list[str]:
+  text = open(os.path.join(ROOT, path)).read()
+  return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_the_readme_shows_the_usage_pages_loop():
+  """The README's one snippet is the loop the test below runs, character for character."""
+  (readme_loop,) = snippets("README.md")
+  assert readme_loop == snippets("docs/usage.md")[0]
 
 
 def test_the_optax_loop_evaluation_and_nnx_snippets_run():
@@ -21,7 +26,7 @@ def test_the_optax_loop_evaluation_and_nnx_snippets_run():
   digits = load_sklearn("digits")
   namespace = {"x_train": digits.inputs("train"), "y_train": digits.labels("train"),
                "x_test": digits.inputs("test"), "y_test": digits.labels("test")}
-  loop, evaluation, nnx_model = snippets("The loss in your optax loop")
+  loop, evaluation, nnx_model = snippets("docs/usage.md")
   exec(loop, namespace)
   params, model_state, opt_state = namespace["params"], namespace["model_state"], \
       namespace["opt_state"]

@@ -116,10 +116,11 @@ def load_arrays(path: str, *, test_fraction: float = 0.2, seed: int = 0) -> Arra
     y_train, y_test, names, num_classes = _label_ids(arrays["y_train"], arrays["y_test"], path)
   else:
     x = _inputs(arrays["x"], f"{path} x")
-    y, _, names, num_classes = _label_ids(arrays["y"], None, path)
+    y, _, names, num_classes = _label_ids(arrays["y"], None, path)  # No test labels yet.
     train, test = stratified_split(y, test_fraction, seed)
     x_train, x_test, y_train, y_test = x[train], x[test], y[train], y[test]
   name = f"arrays:{os.path.basename(os.path.normpath(path))}"
+  assert y_test is not None  # Given with x_test, or split off x above.
   return ArrayDataset(
     name, {"train": (x_train, y_train), "test": (x_test, y_test)}, num_classes, names, source=path
   )

@@ -1,4 +1,4 @@
-"""Spoken digits: wav files (FSDD naming `{digit}_{speaker}_{index}.wav`) to log-mel spectrograms.
+"""Spoken digits: wav files (FSDD naming `{digit}_{speaker}_{index}.wav`) to log-mel spectrograms::
 
     mel(f) = 2595 log10(1 + f / 700)                     (HTK mel scale)
     S[t, m] = log(sum_k |STFT[t, k]|^2 W[m, k] + 1e-6)    (Hann window, triangular mel filters W)
@@ -94,7 +94,7 @@ def load_fsdd(
   """The Free Spoken Digit Dataset from its recordings folder or zip -> float32 [N, T, 40, 1]."""
   require_file(path, "FSDD recordings folder or zip")
   members, read = list_members(path, "{digit}_{speaker}_{index}.wav files")
-  splits = {"train": ([], []), "test": ([], [])}
+  splits: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
   for member in sorted(members):
     match = FSDD_NAME.search(member)
     if not match:
@@ -151,7 +151,11 @@ def load_speech_commands(
   if not class_names:
     raise DataError(f"{path} holds no <word>/<file>.wav recordings.")
   label_of = {word: index for index, word in enumerate(class_names)}
-  splits = {"train": ([], []), "validation": ([], []), "test": ([], [])}
+  splits: dict[str, tuple[list, list]] = {
+    "train": ([], []),
+    "validation": ([], []),
+    "test": ([], []),
+  }
   for member in wavs:
     signal = read_wav(read(member), f"{path}:{member}", sample_rate)
     split = next((s for s, names in lists.items() if member in names), "train")
@@ -207,7 +211,9 @@ def load_tfds_audio(
   sample_rate, windows = TFDS_AUDIO_DATASETS[name]
   has_test = name == "speech_commands"
   names = ("train", "validation", "test") if has_test else ("train",)
-  splits = {"train": ([], []), "test": ([], [])} | ({"validation": ([], [])} if has_test else {})
+  splits: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+  if has_test:
+    splits["validation"] = ([], [])
   label_feature = tfds.builder(name, data_dir=data_dir).info.features["label"]
   for split in names:
     source = tfds.data_source(name, split=split, data_dir=data_dir)

@@ -13,7 +13,14 @@ import numpy as np
 
 from mixupe_jax.data.base import ArrayDataset, DataError, require_file
 
-_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_TYPES: dict[int, type | str] = {
+  0x08: np.uint8,
+  0x09: np.int8,
+  0x0B: ">i2",
+  0x0C: ">i4",
+  0x0D: ">f4",
+  0x0E: ">f8",
+}
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -23,8 +23,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
   """An 8-bit image file as uint8 RGB [H, W, 3]: grey, palette and CMYK are converted, the EXIF
   orientation (phone cameras) is applied; 16-bit or float pixels are an error, not clipped."""
   try:
-    image = Image.open(io.BytesIO(data))
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
     if image.mode in WIDE_MODES:
       raise DataError(
         f"{where} has {image.mode} pixels (more than 8 bits); convert the images to 8-bit first."
@@ -63,11 +62,12 @@ def load_image_folder(
   for split in splits:
     if tuple(sorted(by_split[split])) != class_names:
       raise DataError(f"{path}: the classes of {split} differ from those of {splits[0]}.")
-    images, labels = [], []
-    for label, class_name in enumerate(class_names):
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for class_id, class_name in enumerate(class_names):
       for member in by_split[split][class_name]:
         images.append(_decode(read(member), f"{path}:{member}"))
-        labels.append(label)
+        labels.append(class_id)
     shapes = {image.shape for image in images}
     if len(shapes) != 1:
       raise DataError(f"{path} {split}: images of different shapes {sorted(shapes)[:3]}.")

@@ -17,7 +17,7 @@ input cores from the per-core rate above (about 160-300 examples/s per core). Fu
 and `resize_center_crop` then decode only the resolution their window needs and resize it
 straight from the decoder. Augmentation runs in
 NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
-deterministic.
+deterministic::
 
     batches = train_batches(tfds_source("cifar10", "train"), batch_size=128, seed=0,
                             augment=cifar_augment, normalize=normalizer("cifar10"))
@@ -120,7 +120,7 @@ def cifar_augment(
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+  return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 ImageInput = np.ndarray | bytes  # Decoded pixels [H, W, C], or the encoded file (JPEG, PNG).
@@ -132,7 +132,7 @@ def _open_encoded(encoded: bytes) -> Image.Image:
 
 
 def _decode_region(
-  image: Image.Image, box: tuple[int, int, int, int], height: int, width: int
+  image: Image.Image, box: tuple[float, float, float, float], height: int, width: int
 ) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
@@ -143,13 +143,16 @@ def _decode_region(
   left, top, right, bottom = box
   full_width, full_height = image.size
   if image.format == "JPEG":
-    needed = (-(-full_width * width // (right - left)), -(-full_height * height // (bottom - top)))
+    needed = (
+      int(-(-full_width * width // (right - left))),
+      int(-(-full_height * height // (bottom - top))),
+    )
     image.draft(image.mode, needed)
     factor_x, factor_y = image.size[0] / full_width, image.size[1] / full_height
     box = (left * factor_x, top * factor_y, right * factor_x, bottom * factor_y)
   if image.mode not in ("RGB", "L"):
     image = image.convert("RGB")
-  out = image.resize((width, height), Image.BILINEAR, box=box)
+  out = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
   return np.asarray(out.convert("RGB") if out.mode != "RGB" else out)
 
 
@@ -192,7 +195,10 @@ def random_resized_crop(
     top, left, crop_height, crop_width = inception_window(height, width, rng, scale, ratio)
     crop = _decode_region(encoded, (left, top, left + crop_width, top + crop_height), size, size)
   else:
-    top, left, crop_height, crop_width = inception_window(*image.shape[:2], rng, scale, ratio)
+    image_height, image_width = image.shape[:2]
+    top, left, crop_height, crop_width = inception_window(
+      image_height, image_width, rng, scale, ratio
+    )
     crop = _resize(image[top : top + crop_height, left : left + crop_width], size, size)
   return crop[:, ::-1] if rng.random() < 0.5 else crop
 
@@ -204,7 +210,10 @@ def resize_center_crop(
   An encoded image is decoded at the resolution the resize needs, and the crop's window in the
   original's coordinates is resized directly (`_decode_region`)."""
   encoded = _open_encoded(image) if isinstance(image, bytes) else None
-  width, height = encoded.size if encoded is not None else image.shape[1::-1]
+  if encoded is not None:
+    width, height = encoded.size
+  else:
+    height, width = np.asarray(image).shape[:2]
   short = int(round(size / crop_fraction))
   new_height, new_width = (
     (short, max(short, round(width * short / height)))
@@ -216,7 +225,7 @@ def resize_center_crop(
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
     return _decode_region(encoded, box, size, size)
-  resized = _resize(image, new_height, new_width)
+  resized = _resize(np.asarray(image), new_height, new_width)
   return resized[top : top + size, left : left + size]
 
 
@@ -225,13 +234,19 @@ def _pixels(image: Any) -> ImageInput:
   return image if isinstance(image, bytes) else np.asarray(image)
 
 
-def _process_shard(dataset, process_index: int | None, process_count: int | None):
-  if process_count is None:
+def _process_of(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  """(this process's index, the process count): as given, or JAX's when the count is None."""
+  if process_count is None or process_index is None:
     import jax
 
     process_index, process_count = jax.process_index(), jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
+  return process_index, process_count
+
+
+def _process_shard(dataset, process_index: int | None, process_count: int | None):
+  process_index, process_count = _process_of(process_index, process_count)
   return dataset[process_index::process_count]
 
 
@@ -246,7 +261,7 @@ def train_batches(
   *,
   batch_size: int,
   seed: int,
-  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+  augment: Callable[[ImageInput, np.random.Generator], np.ndarray] | None = None,
   normalize: Callable[[np.ndarray], np.ndarray] | None = None,
   start_step: int = 0,
   process_index: int | None = None,
@@ -263,12 +278,7 @@ def train_batches(
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-  if process_count is None:
-    import jax
-
-    process_index, process_count = jax.process_index(), jax.process_count()
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} is not in [0, {process_count}).")
+  process_index, process_count = _process_of(process_index, process_count)
   dataset = grain.MapDataset.source(source)
   global_batch = batch_size * process_count
   if len(dataset) < global_batch:
@@ -303,11 +313,11 @@ def eval_batches(
   source,
   *,
   batch_size: int,
-  preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+  preprocess: Callable[[ImageInput], np.ndarray] | None = None,
   normalize: Callable[[np.ndarray], np.ndarray] | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
-  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+  augment: Callable[[ImageInput, np.random.Generator], np.ndarray] | None = None,
   seed: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """One pass over this process's shard in order; the last batch may be smaller.
@@ -349,11 +359,13 @@ def padded_eval_batches(
     process_index=process_index,
     process_count=process_count,
   )
-  template = None
+  template: tuple[np.ndarray, np.ndarray] | None = None
   for _ in range(num_batches):
-    inputs, labels = next(batches, (None, None))
-    if inputs is None:  # This process's shard is one example short: a fully masked batch.
-      inputs, labels = np.zeros_like(template[0]), np.zeros_like(template[1])
+    batch = next(batches, None)
+    if batch is None:  # This process's shard is one example short: a fully masked batch.
+      assert template is not None, "the first batch of every process holds examples"
+      batch = np.zeros_like(template[0]), np.zeros_like(template[1])
+    inputs, labels = batch
     count = len(labels)
     mask = np.zeros(local_batch_size, np.float32)
     mask[:count] = 1.0

@@ -1,21 +1,25 @@
-"""Datasets named by a string, as configs name them:
+"""Datasets named by a string, as configs name them.
 
-idx:<dir>                     MNIST / Fashion-MNIST idx(.gz) files
-imagefolder:<dir or zip>      <split>/<class>/<image> (e.g. the CIFAR-10 JPEG zip)
-cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
-tinyimagenet:<dir or zip>     Tiny-ImageNet-200 as distributed (val/val_annotations.txt labels)
-fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
-speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
-planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
-uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
-csv:<file>[:label=<column>][:test=<file>][:delimiter=<c>]
-                              any CSV table (see tabular.load_csv): the label column by
-                              header name or index (default the last)
-npz:<file.npz>, npy:<folder>  prepared arrays x, y (or x_train, y_train, x_test, y_test)
-sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
+The names (`load(spec)`)::
+
+  idx:<dir>                     MNIST / Fashion-MNIST idx(.gz) files
+  imagefolder:<dir or zip>      <split>/<class>/<image> (e.g. the CIFAR-10 JPEG zip)
+  cifar_pickle:<dir>            the official CIFAR-10/100 python pickles
+  tinyimagenet:<dir or zip>     Tiny-ImageNet-200 as distributed (val/val_annotations.txt labels)
+  fsdd:<dir or zip>             Free Spoken Digit Dataset wav files -> log-mel spectrograms
+  speech_commands:<dir or zip>  Google Speech Commands as distributed -> log-mel spectrograms
+  planetoid:<name>:<dir>        Planetoid citation graphs (cora, citeseer, pubmed)
+  uci:<name>:<dir>              the six UCI sets of the Mixup paper (see tabular.UCI_DATASETS)
+  csv:<file>[:label=<column>][:test=<file>][:delimiter=<c>]
+                                any CSV table (see tabular.load_csv): the label column by
+                                header name or index (default the last)
+  npz:<file.npz>, npy:<folder>  prepared arrays x, y (or x_train, y_train, x_test, y_test)
+  sklearn:<name>                scikit-learn's bundled digits / iris / wine / breast_cancer
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -106,7 +110,7 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
       if scheme == "planetoid"
       else tabular.load_uci(name, directory)
     )
-  loaders = {
+  loaders: dict[str, Callable[[str], ArrayDataset]] = {
     "idx": idx.load_idx_dataset,
     "imagefolder": images.load_image_folder,
     "cifar_pickle": images.load_cifar_pickles,
@@ -118,7 +122,9 @@ def load(spec: str) -> ArrayDataset | GraphDataset:
     return load_sklearn(rest)
   if scheme == "csv":
     path, options = _csv_options(spec)
-    return tabular.load_csv(path, **options)
+    return tabular.load_csv(
+      path, label=options.get("label"), test=options.get("test"), delimiter=options.get("delimiter")
+    )
   if scheme in ("npz", "npy"):
     return arrays.load_arrays(rest)
   return loaders[scheme](rest)

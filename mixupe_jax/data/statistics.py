@@ -25,13 +25,14 @@ import numpy as np
 
 def streaming_mean(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, int]:
   """(mean over the leading axis of all batches, number of examples), in one pass."""
-  total, count = None, 0
+  total: np.ndarray | None = None
+  count = 0
   for batch in batches:
     batch = np.asarray(batch)
     partial = batch.sum(axis=0, dtype=np.float64)
     total = partial if total is None else total + partial
     count += len(batch)
-  if not count:
+  if total is None or not count:
     raise ValueError("Cannot take the mean of an empty dataset.")
   return total / count, count
 

@@ -10,6 +10,7 @@ Preprocessing, fit on the training split only:
     zeros); a column that mixes the two, or a number that is not finite ("inf", "1e400"), is an
     error naming the file, the line and the column (`check_columns`), never a silent guess;
   * numeric columns are standardized, z = (x - mean_train) / std_train (std 0 -> 1).
+
 Labels are mapped to 0..K-1 in sorted order of the label values present in the whole file; with a
 given test table, a test label the training table lacks is an error.
 Where a dataset has no split of its own, a fixed seeded, stratified 80/20 split is made.
@@ -138,7 +139,8 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) row indices: a seeded `test_fraction` of every class goes to test."""
   rng = np.random.default_rng(seed)
-  train, test = [], []
+  train: list[int] = []
+  test: list[int] = []
   for label in np.unique(labels):
     members = rng.permutation(np.flatnonzero(labels == label))
     count = int(round(test_fraction * len(members)))
@@ -165,7 +167,7 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
   """z = (x - mean_train) / std_train per column, for the train rows and each other array of rows
-  (std 0 -> 1): (z_train, *z_others)."""
+  (std 0 -> 1): (z_train, z_other_1, ...)."""
   mean, std = train.mean(axis=0), train.std(axis=0)
   std = np.where(std == 0, 1.0, std)
   return tuple((rows - mean) / std for rows in (train, *others))

@@ -1,7 +1,7 @@
 """Experiment suites: ERM, Mixup and MixupE over datasets and seeds, with an eta search on a
 validation split, written to results.json and a Markdown table.
 
-    python -m mixupe_jax.experiments --suite cpu          # hours on a 2-core CPU (see the README)
+    python -m mixupe_jax.experiments --suite cpu          # hours on 2 CPU cores (docs/results.md)
     python -m mixupe_jax.experiments --suite bn_ablation  # after cpu: its clean-pass ablation
     python -m mixupe_jax.experiments --suite tiny         # seconds: 2 datasets x 2 methods x 1 seed
     python -m mixupe_jax.experiments --suite converged    # many hours: models trained to fit

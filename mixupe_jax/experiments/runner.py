@@ -63,6 +63,8 @@ def load_config_file(configs_dir: str, config_file: str) -> ml_collections.Confi
   if not os.path.exists(path):
     raise FileNotFoundError(f"Config file {path} does not exist (pass the configs folder).")
   spec = importlib.util.spec_from_file_location(f"config_{file_name[:-3]}", path)
+  if spec is None or spec.loader is None:
+    raise ImportError(f"Config file {path} cannot be loaded as a Python module.")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(argument) if argument else module.get_config()

@@ -1,6 +1,6 @@
 """The apply-function protocol the losses use, and its adapters for Flax linen and NNX modules.
 
-An apply function maps (params, model_state, inputs) to (logits, new_model_state):
+An apply function maps (params, model_state, inputs) to (logits, new_model_state)::
 
     apply_fn(params, model_state, inputs, **hidden) -> (logits [B, C], new_model_state)
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import flax.linen as nn
 import jax
@@ -35,7 +35,26 @@ DROPOUT_RNG = "dropout_rng"
 
 def dropout_rngs(model_state: ModelState, train: bool) -> tuple[dict, ModelState]:
   """(rngs for `module.apply`, the state with its key advanced) in train mode with a key; else
-  ({}, the state unchanged)."""
+  ({}, the state unchanged).
+
+  Args:
+    model_state: the model state, holding the dropout key under DROPOUT_RNG if the model has
+      dropout.
+    train: whether the call is in train mode.
+
+  Returns:
+    (rngs, model_state): `{"dropout": key}` and the state with its key advanced, or `{}` and the
+    state as it was.
+
+  >>> import jax
+  >>> from mixupe_jax.models import apply
+  >>> state = {apply.DROPOUT_RNG: jax.random.key_data(jax.random.key(0))}
+  >>> rngs, advanced = apply.dropout_rngs(state, train=True)
+  >>> list(rngs), bool((advanced[apply.DROPOUT_RNG] != state[apply.DROPOUT_RNG]).any())
+  (['dropout'], True)
+  >>> apply.dropout_rngs(state, train=False)[0]
+  {}
+  """
   if not train or DROPOUT_RNG not in model_state:
     return {}, model_state
   key, dropout = jax.random.split(jax.random.wrap_key_data(model_state[DROPOUT_RNG]))
@@ -43,13 +62,27 @@ def dropout_rngs(model_state: ModelState, train: bool) -> tuple[dict, ModelState
 
 
 class ApplyFn(Protocol):
+  """(params, model_state, inputs, hidden-layer keywords) -> (logits, new_model_state)."""
+
   def __call__(
     self, params: Params, model_state: ModelState, inputs: jax.Array, **hidden: Any
   ) -> tuple[jax.Array, ModelState]: ...
 
 
 def couples_examples(apply_fn: ApplyFn, model_state: ModelState) -> bool:
-  """Whether `apply_fn` may let example i's logits depend on example j's input (see above)."""
+  """Whether `apply_fn` may let example i's logits depend on example j's input (see above).
+
+  Args:
+    apply_fn: an apply function, with or without a `couples_examples` attribute.
+    model_state: the state it is called with (the attribute may be a function of it).
+
+  Returns:
+    The declaration, or True where there is none (always correct).
+
+  >>> from mixupe_jax.models import apply
+  >>> apply.couples_examples(lambda params, state, x: (x, state), {})
+  True
+  """
   declared = getattr(apply_fn, "couples_examples", True)
   return bool(declared(model_state) if callable(declared) else declared)
 
@@ -64,6 +97,23 @@ def flax_apply_fn(
   `couples_examples` (None: inferred) says whether examples interact: by default, exactly when a
   train-mode module has state (BatchNorm's batch statistics); pass True for a module that mixes
   examples without state (e.g. attention across the batch).
+
+  Args:
+    module: the linen module.
+    train: train mode (BatchNorm's batch statistics, dropout) or eval mode.
+    couples_examples: the declaration; None infers it.
+
+  Returns:
+    The `ApplyFn`.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax.models import MLP, apply, init_model
+  >>> from mixupe_jax.models import flax_apply_fn
+  >>> model = MLP(num_classes=3, hidden_sizes=(8,))
+  >>> params, state = init_model(model, jax.random.key(0), jnp.ones((1, 4)))
+  >>> logits, state = flax_apply_fn(model)(params, state, jnp.ones((2, 4)))
+  >>> logits.shape, apply.couples_examples(flax_apply_fn(model), state)  # MLP: no BatchNorm
+  ((2, 3), False)
   """
 
   def apply_fn(params, model_state, inputs, **hidden):
@@ -78,10 +128,29 @@ def flax_apply_fn(
     return module.apply(variables, inputs, train=train, rngs=rngs, **hidden), model_state
 
   if couples_examples is None:
-    apply_fn.couples_examples = lambda model_state: train and bool(set(model_state) - {DROPOUT_RNG})
-  else:
-    apply_fn.couples_examples = couples_examples
-  return apply_fn
+    return declare_coupling(
+      apply_fn, lambda model_state: train and bool(set(model_state) - {DROPOUT_RNG})
+    )
+  return declare_coupling(apply_fn, couples_examples)
+
+
+def declare_coupling(apply_fn: Callable, couples: bool | Callable[[ModelState], bool]) -> ApplyFn:
+  """`apply_fn` with its `couples_examples` declaration (see above) attached; returns it.
+
+  Args:
+    apply_fn: any function of (params, model_state, inputs).
+    couples: a bool, or a function of the model state.
+
+  Returns:
+    `apply_fn` itself, declared.
+
+  >>> from mixupe_jax.models import apply
+  >>> apply_fn = apply.declare_coupling(lambda params, state, x: (x, state), False)
+  >>> apply.couples_examples(apply_fn, {})
+  False
+  """
+  apply_fn.couples_examples = couples  # type: ignore[attr-defined]  # Functions take attributes.
+  return apply_fn  # type: ignore[return-value]  # It now has the ApplyFn shape and attribute.
 
 
 def nnx_apply_fn(
@@ -98,10 +167,25 @@ def nnx_apply_fn(
   as for linen. Hidden-layer keywords (`hidden_layer`, `hidden_transform`) are passed through to
   modules that take them. `couples_examples` as in `flax_apply_fn` (None: train mode with
   BatchNorm statistics).
+
+  Args:
+    model: the `nnx.Module`.
+    train: train mode or eval mode.
+    couples_examples: the declaration; None infers it.
+
+  Returns:
+    (apply_fn, params, model_state).
+
+  >>> import jax.numpy as jnp
+  >>> from flax import nnx
+  >>> from mixupe_jax.models import apply
+  >>> apply_fn, params, state = apply.nnx_apply_fn(nnx.Linear(4, 3, rngs=nnx.Rngs(0)))
+  >>> apply_fn(params, state, jnp.ones((2, 4)))[0].shape
+  (2, 3)
   """
   from flax import nnx  # Only for NNX users.
 
-  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  graphdef, params, model_state = cast(tuple[Any, Any, Any], nnx.split(model, nnx.Param, ...))
 
   def apply_fn(params, model_state, inputs, **hidden):
     module = nnx.merge(graphdef, params, model_state, copy=True)
@@ -110,15 +194,15 @@ def nnx_apply_fn(
     else:
       module.eval()
     logits = module(inputs, **hidden)
-    _, _, new_state = nnx.split(module, nnx.Param, ...)
+    _, _, new_state = cast(tuple[Any, Any, Any], nnx.split(module, nnx.Param, ...))
     return logits, (new_state if train else model_state)
 
   def has_batch_statistics(state):
     variables = jax.tree.leaves(state, is_leaf=lambda v: isinstance(v, nnx.Variable))
     return train and any(isinstance(v, nnx.BatchStat) for v in variables)
 
-  apply_fn.couples_examples = has_batch_statistics if couples_examples is None else couples_examples
-  return apply_fn, params, model_state
+  coupling = has_batch_statistics if couples_examples is None else couples_examples
+  return declare_coupling(apply_fn, coupling), params, model_state
 
 
 # jax.checkpoint_policies that need no arguments, by name (config files name one of these).
@@ -132,7 +216,19 @@ RematPolicy = Callable[..., bool]
 
 
 def remat_policy(policy: str | RematPolicy) -> RematPolicy:
-  """A policy of `jax.checkpoint_policies` by name (REMAT_POLICIES), or a policy itself."""
+  """A policy of `jax.checkpoint_policies` by name (REMAT_POLICIES), or a policy itself.
+
+  Args:
+    policy: a name in REMAT_POLICIES, or a policy.
+
+  Returns:
+    The policy; a ValueError lists the valid names for an unknown one.
+
+  >>> import jax
+  >>> from mixupe_jax.models import apply
+  >>> apply.remat_policy("dots_saveable") is jax.checkpoint_policies.dots_saveable
+  True
+  """
   if callable(policy):
     return policy
   if policy not in REMAT_POLICIES:
@@ -148,22 +244,57 @@ def rematerialized(apply_fn: ApplyFn, policy: str | RematPolicy) -> ApplyFn:
   does not save instead of keeping it from the forward pass. Derivatives taken through it
   (`jax.jvp`, `jax.linearize`, the gradient of both) equal those of `apply_fn`; only memory and
   FLOPs change. With "dots_saveable" the outputs of the convolutions and matrix products are kept
-  and the normalizations and activations between them recomputed."""
+  and the normalizations and activations between them recomputed.
+
+  Args:
+    apply_fn: the apply function.
+    policy: a name in REMAT_POLICIES, or a `jax.checkpoint_policies` policy.
+
+  Returns:
+    The rematerialized `ApplyFn`, with `apply_fn`'s coupling declaration.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax.models import MLP, apply, init_model
+  >>> from mixupe_jax.models import flax_apply_fn
+  >>> model = MLP(num_classes=3, hidden_sizes=(8,))
+  >>> params, state = init_model(model, jax.random.key(0), jnp.ones((1, 4)))
+  >>> plain = flax_apply_fn(model)
+  >>> remat = apply.rematerialized(plain, "dots_saveable")
+  >>> bool(jnp.array_equal(plain(params, state, jnp.ones((2, 4)))[0],
+  ...                      remat(params, state, jnp.ones((2, 4)))[0]))
+  True
+  """
   saved = remat_policy(policy)
 
   def apply(params, model_state, inputs, **hidden):
     call = functools.partial(apply_fn, **hidden)
     return jax.checkpoint(call, policy=saved)(params, model_state, inputs)
 
-  apply.couples_examples = getattr(apply_fn, "couples_examples", True)
-  return apply
+  return declare_coupling(apply, getattr(apply_fn, "couples_examples", True))
 
 
 def init_model(
   module: nn.Module, key: jax.Array, sample_inputs: jax.Array, dropout_key: jax.Array | None = None
 ) -> tuple[Params, ModelState]:
   """Initializes a linen module; returns (params, model_state). A module with dropout needs
-  `dropout_key`, which the state then carries (see DROPOUT_RNG)."""
+  `dropout_key`, which the state then carries (see DROPOUT_RNG).
+
+  Args:
+    module: the linen module.
+    key: the `jax.random` key of the initialization.
+    sample_inputs: an input batch of the right shape (one example is enough).
+    dropout_key: the key dropout's masks are drawn from, for modules with dropout.
+
+  Returns:
+    (params, model_state); `model_state` is `{}` without BatchNorm or dropout.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax.models import MLP, apply, init_model
+  >>> params, state = init_model(MLP(num_classes=3, hidden_sizes=(8,)), jax.random.key(0),
+  ...                            jnp.ones((1, 4)))
+  >>> jax.tree.map(jnp.shape, params)["Dense_0"], state
+  ({'bias': (8,), 'kernel': (4, 8)}, {})
+  """
   variables = dict(module.init(key, sample_inputs, train=False))
   params = variables.pop("params")
   if dropout_key is not None:
@@ -177,13 +308,42 @@ HiddenTransform = Callable[[jax.Array], jax.Array]
 def maybe_transform(
   h: jax.Array, layer: int, hidden_layer: int | None, hidden_transform: HiddenTransform | None
 ) -> jax.Array:
-  """Applies the hidden transform to h when this is the requested layer."""
+  """Applies the hidden transform to h when this is the requested layer (inside a model).
+
+  Args:
+    h: the representation after block `layer`.
+    layer: the index of this point in the model.
+    hidden_layer: the layer the caller asked for, or None.
+    hidden_transform: h -> h', or None.
+
+  Returns:
+    hidden_transform(h) at the requested layer, else h.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax.models import apply
+  >>> apply.maybe_transform(jnp.ones(2), 1, 1, lambda h: 2 * h).tolist()
+  [2.0, 2.0]
+  >>> apply.maybe_transform(jnp.ones(2), 0, 1, lambda h: 2 * h).tolist()
+  [1.0, 1.0]
+  """
   if hidden_layer == layer and hidden_transform is not None:
     return hidden_transform(h)
   return h
 
 
 def check_hidden_layer(hidden_layer: int | None, num_layers: int, model_name: str) -> None:
+  """A model's hidden layers are 0 (the input) .. num_layers; a ValueError names the bad one.
+
+  Args:
+    hidden_layer: the requested layer, or None.
+    num_layers: the model's last hidden layer.
+    model_name: the model's name, for the message.
+
+  >>> from mixupe_jax.models import apply
+  >>> apply.check_hidden_layer(3, 2, "MLP")
+  Traceback (most recent call last):
+  ValueError: MLP exposes hidden layers 0..2, got hidden_layer=3.
+  """
   if hidden_layer is not None and not 0 <= hidden_layer <= num_layers:
     raise ValueError(
       f"{model_name} exposes hidden layers 0..{num_layers}, got hidden_layer={hidden_layer}."
@@ -192,5 +352,17 @@ def check_hidden_layer(hidden_layer: int | None, num_layers: int, model_name: st
 
 def output_dtype(compute_dtype: Any) -> Any:
   """Logits leave the model in float32 (float64 when computing in float64), whatever the
-  compute dtype, so losses are never taken in bfloat16."""
+  compute dtype, so losses are never taken in bfloat16.
+
+  Args:
+    compute_dtype: the model's compute dtype.
+
+  Returns:
+    float32, or float64.
+
+  >>> import jax.numpy as jnp
+  >>> from mixupe_jax.models import apply
+  >>> apply.output_dtype(jnp.bfloat16)
+  dtype('float32')
+  """
   return jax.numpy.promote_types(compute_dtype, jax.numpy.float32)

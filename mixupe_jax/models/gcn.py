@@ -20,6 +20,7 @@ from mixupe_jax.models.apply import (
   ApplyFn,
   HiddenTransform,
   check_hidden_layer,
+  declare_coupling,
   dropout_rngs,
   maybe_transform,
   output_dtype,
@@ -111,5 +112,4 @@ def node_apply_fn(
     )
     return logits[node_ids], model_state
 
-  apply_fn.couples_examples = True  # A node's logits depend on its neighbours' features.
-  return apply_fn
+  return declare_coupling(apply_fn, True)  # A node's logits depend on its neighbours' features.

@@ -17,7 +17,8 @@ from mixupe_jax.models.preact_resnet import PreActResNet18, PreActResNet34, PreA
 from mixupe_jax.models.resnet import ResNet50
 from mixupe_jax.models.wide_resnet import WideResNet, WideResNet28x10
 
-MODELS = {
+# A module class, or a partial of one that presets some of its fields.
+MODELS: dict[str, Any] = {
   "mlp": MLP,
   "small_cnn": SmallCNN,
   "preact_resnet18": PreActResNet18,
@@ -40,7 +41,8 @@ def model_options(name: str) -> dict[str, Any]:
   e.g. PreActResNet-18's stage sizes)."""
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; valid models are {', '.join(MODELS)}.")
-  target, preset = MODELS[name], {}
+  target: Any = MODELS[name]
+  preset: dict[str, Any] = {}
   if isinstance(target, functools.partial):
     target, preset = target.func, dict(target.keywords)
   options = {

@@ -76,26 +76,26 @@ class Checkpointer:
         self.manager.close()
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
         continue
-      for bad_step, error in failed:
+      for bad_step, bad_error in failed:
         aside = self._set_aside(bad_step)
         logging.warning(
           "The checkpoint of step %d in %s cannot be restored (%s: %s); moved it "
           "to %s and resumed from step %d.",
           bad_step,
           self.directory,
-          type(error).__name__,
-          error,
+          type(bad_error).__name__,
+          bad_error,
           aside,
           step,
         )
       return restored
     if failed:
-      step, error = failed[0]
+      newest, newest_error = failed[0]
       raise CheckpointError(
         f"No checkpoint in {self.directory} can be restored (steps "
-        f"{', '.join(str(s) for s, _ in failed)}); the newest, step {step}, fails with "
-        f"{type(error).__name__}: {error}. If the model or optimizer changed, use a new "
-        "workdir."
+        f"{', '.join(str(s) for s, _ in failed)}); the newest, step {newest}, fails with "
+        f"{type(newest_error).__name__}: {newest_error}. If the model or optimizer changed, use "
+        "a new workdir."
       )
     return None
 

@@ -105,6 +105,8 @@ def _augmentation(config, image_size: int | None):
   if config.augment == "crop_flip":
     return functools.partial(pipeline.cifar_augment, padding=config.crop_padding, flip=config.flip)
   if config.augment == "inception":
+    if image_size is None:
+      raise ValueError("augment='inception' crops to config.image_size; set it (e.g. 224).")
     return functools.partial(pipeline.random_resized_crop, size=image_size)
   return None
 
@@ -140,7 +142,7 @@ def build_inputs(
 ) -> Inputs:
   """The `Inputs` for `config.dataset`; a clear error for an unknown dataset."""
   spec = config.dataset
-  shard = dict(process_index=process_index, process_count=process_count)
+  shard: dict[str, Any] = dict(process_index=process_index, process_count=process_count)
   padded = functools.partial(
     pipeline.padded_eval_batches, local_batch_size=local_eval_batch_size, **shard
   )
@@ -175,19 +177,19 @@ def build_inputs(
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
     eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
     resize = functools.partial(pipeline.resize_center_crop, size=image_size) if image_size else None
-    normalize = pipeline.normalizer(name)
+    tfds_normalize = pipeline.normalizer(name)
     num_classes = train_source.dataset_info.features["label"].num_classes
 
     augment = _augmentation(config, image_size)
     x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
 
-    def x_bar_batches():
+    def tfds_x_bar_batches():
       # An augmentation yields the training size itself; plain images are resized as for eval.
       for images, _ in pipeline.eval_batches(
         train_source,
         batch_size=256,
         preprocess=None if x_bar_augment else resize,
-        normalize=normalize,
+        normalize=tfds_normalize,
         augment=x_bar_augment,
         seed=config.seed,
         **shard,
@@ -202,17 +204,25 @@ def build_inputs(
       num_classes=num_classes,
       num_train=len(train_source),
       example_shape=shape,
-      train_batches=train_stream(train_source, augment, normalize),
+      train_batches=train_stream(train_source, augment, tfds_normalize),
       eval_batches={
         eval_split: functools.partial(
-          padded, eval_source, num_examples=len(eval_source), preprocess=resize, normalize=normalize
+          padded,
+          eval_source,
+          num_examples=len(eval_source),
+          preprocess=resize,
+          normalize=tfds_normalize,
         )
       },
-      x_bar_batches=x_bar_batches,
+      x_bar_batches=tfds_x_bar_batches,
       dataset_path=data_dir or None,
       x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}",
       train_eval_batches=functools.partial(
-        padded, train_source, num_examples=len(train_source), preprocess=resize, normalize=normalize
+        padded,
+        train_source,
+        num_examples=len(train_source),
+        preprocess=resize,
+        normalize=tfds_normalize,
       ),
     )
 
@@ -235,7 +245,7 @@ def build_inputs(
   if config.standardize:
     splits = splits_lib.standardized(splits, spec)
   train_x, train_y = splits["train"]
-  normalize = None
+  normalize: Callable[[np.ndarray], np.ndarray] | None = None
   if train_x.dtype == np.uint8:
     normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train_x))
   augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)

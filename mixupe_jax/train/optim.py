@@ -1,8 +1,11 @@
 """The paper's optimizer and learning-rate schedules, from optax.
 
-SGD with Nesterov momentum and L2 weight decay (added to the gradient, as PyTorch's SGD does):
+SGD with Nesterov momentum and L2 weight decay (added to the gradient, as PyTorch's SGD does)::
+
     g <- g + wd * theta,   v <- mu v + g,   theta <- theta - lr_t (g + mu v)
-Schedules, over global steps t with E steps per epoch:
+
+Schedules, over global steps t with E steps per epoch::
+
     "step":     linear warm-up from 0 over `warmup_epochs`, then lr * decay_factor^(number of
                 `decay_epochs` boundaries passed)  (Goyal et al. 2017 for ImageNet; the Mixup
                 CIFAR recipe with warmup_epochs = 0)

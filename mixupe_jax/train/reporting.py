@@ -28,7 +28,7 @@ class MetricLog:
       self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
-    if not self.enabled:
+    if not self.enabled or self._tensorboard is None:
       return
     values = {name: float(value) for name, value in metrics.items()}
     with open(self.path, "a") as file:
