@@ -5,7 +5,8 @@ collectives (the mean over the batch, BatchNorm's batch statistics, a permutatio
 examples across devices), so the result equals the single-device one up to float reassociation.
 `mix_per_shard` instead mixes within each device's shard (no cross-device traffic for the pairing).
 
-The mixing scope (`config.mixing_scope`, `mixer_for_scope`):
+The mixing scope (`config.mixing_scope`, `mixer_for_scope`)::
+
   "global"  pairs across the global batch: the run is the same on any number of devices, but the
             compiled step gathers the whole batch (inputs and labels) onto every device, which
             grows with the pod (616 MB per device and step for ImageNet at batch 1024).
@@ -13,14 +14,20 @@ The mixing scope (`config.mixing_scope`, `mixer_for_scope`):
             "batch"), the CutMix box and the Mixup/CutMix switch are the same on every device, the
             permutation differs per device. The run then depends on the number of devices, as the
             pairs do.
+  "group"   pairs within consecutive groups of `mixing_group_size` (G) examples of the global
+            batch (`mix_per_group`): group g draws its pairing from the key and g alone, so the
+            run is the same on every device count whose per-device batch is a multiple of G, and
+            as long as each device holds whole groups nothing is gathered. lambda (granularity
+            "batch"), the CutMix box and the switch are the batch's, as for "device".
   "auto"    (the default) "device" on more than one device, else "global" (the same thing there).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -64,7 +71,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated_sharding(mesh))
 
 
-MIXING_SCOPES = ("auto", "device", "global")
+MIXING_SCOPES = ("auto", "device", "global", "group")
 
 
 def resolve_mixing_scope(scope: str, mesh: Mesh) -> str:
@@ -76,12 +83,34 @@ def resolve_mixing_scope(scope: str, mesh: Mesh) -> str:
   return scope
 
 
-def mixer_for_scope(mixer: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS):
+def check_group_size(batch_size: int, mesh: Mesh, group_size: int) -> None:
+  """Each device must hold whole mixing groups: (batch_size / devices) % group_size == 0."""
+  if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+    raise ValueError(f"mixing_group_size must be an integer >= 1, got {group_size!r}.")
+  check_divisible(batch_size, mesh)
+  per_device = batch_size // mesh.size
+  if per_device % group_size:
+    raise ValueError(
+      f"The per-device batch {per_device} (batch size {batch_size} over {mesh.size} devices) is "
+      f"not a multiple of mixing_group_size {group_size}; each device must hold whole mixing "
+      "groups."
+    )
+
+
+def mixer_for_scope(
+  mixer: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS, group_size: int | None = None
+):
   """`mixer` itself for the global scope; for the device scope, `mix_per_shard` with partner
   indices into the global batch (so that mixing hidden features, which the model computes for
-  the global batch, pairs the same examples)."""
-  if resolve_mixing_scope(scope, mesh) == "global":
+  the global batch, pairs the same examples); for the group scope, `mix_per_group` with groups of
+  `group_size`."""
+  resolved = resolve_mixing_scope(scope, mesh)
+  if resolved == "global":
     return mixer
+  if resolved == "group":
+    if group_size is None:
+      raise ValueError("mixing_scope 'group' needs mixing_group_size.")
+    return mix_per_group(mixer, mesh, group_size, axis_name)
   return mix_per_shard(mixer, mesh, axis_name, global_partner=True)
 
 
@@ -108,8 +137,76 @@ def mix_per_shard(
     per_shard,
     mesh=mesh,
     in_specs=(PartitionSpec(), sharded, sharded),
-    out_specs=mixing.MixedBatch(sharded, sharded, sharded, sharded),
+    # A MixedBatch of partition specs: the same tree as the mixer's output.
+    out_specs=mixing.MixedBatch(*(cast(Any, sharded),) * 4),
   )
+
+
+def _grouped(array: jax.Array, group_size: int) -> jax.Array:
+  return array.reshape((array.shape[0] // group_size, group_size) + array.shape[1:])
+
+
+def _ungrouped(array: jax.Array) -> jax.Array:
+  return array.reshape((array.shape[0] * array.shape[1],) + array.shape[2:])
+
+
+def _per_group(function: Any, mesh: Mesh, group_size: int, axis_name: str, out_specs: Any):
+  """shard_map of function(key, inputs, labels, group_index) vmapped over each device's groups;
+  group g of the global batch is told its global index g (the device's first group plus the
+  local one), so its draws do not depend on how many devices there are."""
+  sharded = PartitionSpec(axis_name)
+
+  def per_shard(key, inputs, labels):
+    per_device = inputs.shape[0]
+    if per_device % group_size:
+      raise ValueError(
+        f"The per-device batch {per_device} is not a multiple of mixing_group_size "
+        f"{group_size}; each device must hold whole mixing groups."
+      )
+    groups = per_device // group_size
+    first = jax.lax.axis_index(axis_name) * groups
+    indices = first + jnp.arange(groups)
+    outputs = jax.vmap(lambda index, x, y: function(key, x, y, index))(
+      indices, _grouped(inputs, group_size), _grouped(labels, group_size)
+    )
+    return jax.tree.map(_ungrouped, outputs)
+
+  return jax.shard_map(
+    per_shard, mesh=mesh, in_specs=(PartitionSpec(), sharded, sharded), out_specs=out_specs
+  )
+
+
+def mix_per_group(mixer: Any, mesh: Mesh, group_size: int, axis_name: str = DATA_AXIS):
+  """Pairs within consecutive groups of `group_size` examples of the global batch.
+
+  Group g (examples g G .. g G + G - 1 of the global batch) runs
+  `mixer(key, inputs_g, labels_g, shard_index=g)`: the key is the same for every group, so the
+  batch-level choices (lambda for granularity "batch", the CutMix box, the switch) are the
+  batch's, and the pairing (and per-pair or per-example lambdas) is drawn from the key and g
+  alone. The partner indices point into the global batch. On any mesh whose devices each hold
+  whole groups the result is the same, and the pairing gathers nothing across devices.
+  """
+  sharded = cast(Any, PartitionSpec(axis_name))
+
+  def one_group(key, inputs, labels, group_index):
+    mixed = mixer(key, inputs, labels, shard_index=group_index)
+    return mixed._replace(partner=mixed.partner + group_index * inputs.shape[0])
+
+  return _per_group(one_group, mesh, group_size, axis_name, mixing.MixedBatch(*(sharded,) * 4))
+
+
+def subsample_per_group(subsample: Any, mesh: Mesh, group_size: int, axis_name: str = DATA_AXIS):
+  """Runs `subsample(key, inputs, labels, shard_index=g)` (e.g.
+  `regularizers.subsample_examples`) on each group g of `group_size` examples: every group keeps
+  round(rho G) of its rows, drawn from the key and g alone, so the subset is the same on any mesh
+  whose devices hold whole groups, and every example still enters with probability round(rho G)
+  / G."""
+  sharded = PartitionSpec(axis_name)
+
+  def one_group(key, inputs, labels, group_index):
+    return subsample(key, inputs, labels, shard_index=group_index)
+
+  return _per_group(one_group, mesh, group_size, axis_name, (sharded, sharded))
 
 
 def subsample_per_shard(subsample: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
@@ -127,9 +224,20 @@ def subsample_per_shard(subsample: Any, mesh: Mesh, axis_name: str = DATA_AXIS):
   )
 
 
-def subsample_for_scope(subsample: Any, mesh: Mesh, scope: str, axis_name: str = DATA_AXIS):
+def subsample_for_scope(
+  subsample: Any,
+  mesh: Mesh,
+  scope: str,
+  axis_name: str = DATA_AXIS,
+  group_size: int | None = None,
+):
   """Like `mixer_for_scope`: the global subset for the global scope (the same rows on any number
-  of devices), per device for the device scope."""
-  if resolve_mixing_scope(scope, mesh) == "global":
+  of devices), per device for the device scope, per group for the group scope."""
+  resolved = resolve_mixing_scope(scope, mesh)
+  if resolved == "global":
     return subsample
+  if resolved == "group":
+    if group_size is None:
+      raise ValueError("mixing_scope 'group' needs mixing_group_size.")
+    return subsample_per_group(subsample, mesh, group_size, axis_name)
   return subsample_per_shard(subsample, mesh, axis_name)

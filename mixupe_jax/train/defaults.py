@@ -67,9 +67,12 @@ def default_config() -> ml_collections.ConfigDict:
   config.flip_sign = False
   config.mixer = "mixup"  # mixup, cutmix, mixup_or_cutmix.
   config.mixer_options = ml_collections.ConfigDict()  # E.g. granularity, pairing, switch_prob.
-  # Pair examples within each device's shard ("device": no gather of the batch) or across the
-  # global batch ("global": the same run on any number of devices); "auto": device when >1.
+  # Pair examples within each device's shard ("device": no gather of the batch), across the
+  # global batch ("global": the same run on any number of devices), or within consecutive groups
+  # of mixing_group_size examples ("group": both, on device counts whose per-device batch is a
+  # multiple of it); "auto": device when >1.
   config.mixing_scope = "auto"
+  config.mixing_group_size = 16  # Read by mixing_scope = "group" only.
   config.manifold_layers = (0, 1, 2)
 
   # Optimization (see mixupe_jax.train.optim).
@@ -95,7 +98,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.progress_bar = True
-  # Multi-host (see the README's "Multi-host"): jax.distributed.initialize() first. Unset fields
+  # Multi-host (docs/training.md, "Multi-host"): jax.distributed.initialize() first. Unset fields
   # are detected (TPU pods, SLURM); on plain hosts give all three.
   config.distributed = False
   config.coordinator_address = config_dict.placeholder(str)  # "host:port" of process 0.

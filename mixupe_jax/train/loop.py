@@ -204,7 +204,9 @@ def set_up(config) -> Experiment:
     process_index=process_index,
     process_count=process_count,
   )
-  eval_sources = {**data.eval_batches, inputs_lib.TRAIN_EVAL: data.train_eval_batches}
+  eval_sources = dict(data.eval_batches)
+  if data.train_eval_batches is not None:
+    eval_sources[inputs_lib.TRAIN_EVAL] = data.train_eval_batches
   evaluated_splits = _chosen_splits(config, data, eval_sources)
 
   if data.full_batch:
@@ -217,6 +219,8 @@ def set_up(config) -> Experiment:
     mesh = parallel.data_mesh()
     _check_batch_sizes(config, mesh)
     batch_size = config.batch_size
+  if parallel.resolve_mixing_scope(config.mixing_scope, mesh) == "group":
+    parallel.check_group_size(batch_size, mesh, config.mixing_group_size)
   steps_per_epoch = data.num_train // batch_size
   if steps_per_epoch < 1:
     raise ValueError(
@@ -257,11 +261,13 @@ def set_up(config) -> Experiment:
     ),
     mesh,
     config.mixing_scope,
+    group_size=config.mixing_group_size,
   )
   term_subsample = parallel.subsample_for_scope(
     functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
     mesh,
     config.mixing_scope,
+    group_size=config.mixing_group_size,
   )
   loss_fn = losses.make_loss_fn(
     config.method,
@@ -524,7 +530,7 @@ def _run_steps(
             log.write(done, split, split_metrics)
             postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
           stop_early = stopper is not None and stopper.update(done, results)
-          if stopper is not None and stopper.best_step == done:
+          if stopper is not None and best_checkpointer is not None and stopper.best_step == done:
             # Before the latest checkpoint: a resume never finds a latest without its best.
             best_checkpointer.save(done, state)
           save = save or stop_early
@@ -535,7 +541,7 @@ def _run_steps(
           checkpointer.wait()
           logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
           raise Preempted(done)
-        if stop_early:
+        if stop_early and stopper is not None:
           logging.info(
             "Early stopping at step %d: %d evaluations without a better %s accuracy "
             "than step %d's.",
@@ -576,6 +582,7 @@ def _summary(
     return {**summary, **results}
   best_results = dict(stopper.best)
   if config.best_eval_splits:
+    assert best_checkpointer is not None and stopper.best_step is not None  # With the stopper.
     best_state = best_checkpointer.restore_step(stopper.best_step, state)
     best_results.update(experiment.evaluate(best_state, tuple(config.best_eval_splits)))
   return {

@@ -92,6 +92,7 @@ def validate(config) -> None:
     _fail(error.field, error.value, error.expected)
   _choice(config, "mixer", losses.MIXERS)
   _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
+  _integer(config, "mixing_group_size", 1)
   _integer(config, "heartbeat_timeout_seconds", 1)
   for field in ("num_processes", "process_id"):
     if config[field] is not None:
