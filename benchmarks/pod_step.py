@@ -131,17 +131,15 @@ def estimate(row: dict, accelerator: dict) -> dict:
 
 def compile_on_this_process(methods: list[str], hlo_dir: str | None = None) -> list[dict]:
   """Compiles the config's step for every method on this process's devices; one row each."""
-  import functools
-
   import jax
   import jax.numpy as jnp
 
-  from mixupe_jax import losses, parallel, regularizers
+  from mixupe_jax import parallel
   from mixupe_jax.experiments.runner import DEFAULT_CONFIGS_DIR, load_config_file
   from mixupe_jax.models import flax_apply_fn, init_model
   from mixupe_jax.models.registry import build_model
   from mixupe_jax.train import TrainState, make_train_step
-  from mixupe_jax.train import optim
+  from mixupe_jax.train.loop import make_loss_and_optimizer
 
   mesh = parallel.data_mesh()
   rows = []
@@ -154,33 +152,16 @@ def compile_on_this_process(methods: list[str], hlo_dir: str | None = None) -> l
     model = build_model(config.model.name, num_classes=num_classes, dtype=config.dtype, **options)
     sample = jnp.zeros((1, size, size, 3), jnp.float32)
     params, model_state = jax.eval_shape(lambda: init_model(model, jax.random.key(0), sample))
-    mixer = parallel.mixer_for_scope(
-      losses.make_mixer(
-        config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
-      ),
-      mesh,
-      config.mixing_scope,
-    )
-    subsample = parallel.subsample_for_scope(
-      functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
-      mesh,
-      config.mixing_scope,
-    )
-    loss_fn = losses.make_loss_fn(
-      config.method,
-      apply_fn=flax_apply_fn(model),
-      num_classes=num_classes,
-      alpha=config.alpha,
-      x_bar=jnp.zeros((size, size, 3), jnp.float32),
-      mixer=mixer,
-      term_subsample=subsample,
-      mixupe=regularizers.MixupEOptions.from_config(config),
-    )
     steps_per_epoch = 1_281_167 // config.batch_size
-    schedule = optim.learning_rate_schedule(
-      config, steps_per_epoch, config.num_epochs * steps_per_epoch
+    loss_fn, schedule, optimizer = make_loss_and_optimizer(
+      config,
+      mesh,
+      flax_apply_fn(model),
+      num_classes,
+      jnp.zeros((size, size, 3), jnp.float32),
+      steps_per_epoch,
+      config.num_epochs * steps_per_epoch,
     )
-    optimizer = optim.make_optimizer(config, schedule)
     step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(1))
     abstract_state = TrainState(
       jax.ShapeDtypeStruct((), jnp.int32), params, model_state, jax.eval_shape(optimizer.init, params)

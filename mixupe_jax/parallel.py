@@ -158,11 +158,7 @@ def _per_group(function: Any, mesh: Mesh, group_size: int, axis_name: str, out_s
 
   def per_shard(key, inputs, labels):
     per_device = inputs.shape[0]
-    if per_device % group_size:
-      raise ValueError(
-        f"The per-device batch {per_device} is not a multiple of mixing_group_size "
-        f"{group_size}; each device must hold whole mixing groups."
-      )
+    check_group_size(per_device * mesh.size, mesh, group_size)
     groups = per_device // group_size
     first = jax.lax.axis_index(axis_name) * groups
     indices = first + jnp.arange(groups)

@@ -30,10 +30,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import logging
+from jax.sharding import Mesh
 
 from mixupe_jax import evaluation, losses, parallel, regularizers
 from mixupe_jax.models import init_model
+from mixupe_jax.models.apply import ApplyFn
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import checkpoint, optim, reporting, validation
 from mixupe_jax.train import inputs as inputs_lib
@@ -194,6 +197,46 @@ def _chosen_splits(config, data: inputs_lib.Inputs, eval_sources: dict) -> tuple
   return tuple(config.eval_splits) or tuple(data.eval_batches)
 
 
+def make_loss_and_optimizer(
+  config,
+  mesh: Mesh,
+  apply_fn: ApplyFn,
+  num_classes: int,
+  x_bar: jax.Array | None,
+  steps_per_epoch: int,
+  total_steps: int,
+) -> tuple[losses.LossFn, optax.Schedule, optax.GradientTransformation]:
+  """(loss_fn, schedule, optimizer) a config trains with on `mesh`: its method's loss with the
+  mixer and term subset of its mixing scope, and its optimizer over its learning-rate schedule."""
+  mixer = parallel.mixer_for_scope(
+    losses.make_mixer(
+      config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
+    ),
+    mesh,
+    config.mixing_scope,
+    group_size=config.mixing_group_size,
+  )
+  term_subsample = parallel.subsample_for_scope(
+    functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
+    mesh,
+    config.mixing_scope,
+    group_size=config.mixing_group_size,
+  )
+  loss_fn = losses.make_loss_fn(
+    config.method,
+    apply_fn=apply_fn,
+    num_classes=num_classes,
+    alpha=config.alpha,
+    x_bar=x_bar,
+    mixer=mixer,
+    manifold_layers=tuple(config.manifold_layers),
+    term_subsample=term_subsample,
+    mixupe=regularizers.MixupEOptions.from_config(config),
+  )
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
+  return loss_fn, schedule, optim.make_optimizer(config, schedule)
+
+
 def set_up(config) -> Experiment:
   """Builds the `Experiment` of a validated `config` (this process's share of the data)."""
   process_index, process_count = jax.process_index(), jax.process_count()
@@ -255,33 +298,9 @@ def set_up(config) -> Experiment:
   x_bar = None
   if _needs_x_bar(config):
     x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
-  mixer = parallel.mixer_for_scope(
-    losses.make_mixer(
-      config.mixer, alpha=config.alpha, num_classes=data.num_classes, **config.mixer_options
-    ),
-    mesh,
-    config.mixing_scope,
-    group_size=config.mixing_group_size,
+  loss_fn, schedule, optimizer = make_loss_and_optimizer(
+    config, mesh, train_apply, data.num_classes, x_bar, steps_per_epoch, total_steps
   )
-  term_subsample = parallel.subsample_for_scope(
-    functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
-    mesh,
-    config.mixing_scope,
-    group_size=config.mixing_group_size,
-  )
-  loss_fn = losses.make_loss_fn(
-    config.method,
-    apply_fn=train_apply,
-    num_classes=data.num_classes,
-    alpha=config.alpha,
-    x_bar=x_bar,
-    mixer=mixer,
-    manifold_layers=tuple(config.manifold_layers),
-    term_subsample=term_subsample,
-    mixupe=regularizers.MixupEOptions.from_config(config),
-  )
-  schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
-  optimizer = optim.make_optimizer(config, schedule)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
   return Experiment(
     config=config,
