@@ -1,4 +1,5 @@
 """CIFAR-100 (TFDS), PreActResNet-18, the Mixup paper's recipe (as cifar10_preactresnet18.py).
+Mixing groups of 16 examples (the default scope): the same run on 1, 2, 4 or 8 devices.
 
     python train.py --config=configs/cifar100_preactresnet18.py
 """

@@ -1,8 +1,8 @@
-"""Cora (Planetoid files), Kipf & Welling's GCN recipe: two graph convolutions (16 hidden units,
-the second gives the logits), dropout 0.5, row-normalized features, weight decay 5e-4 on the first
-layer, Adam 0.01, 200 full-batch epochs. Its ERM gives 81.5% test accuracy here (mean of seeds
-0-2: 80.9, 81.3, 82.2), Kipf & Welling's published figure. Manifold MixupE mixes at the hidden
-layer, after the first propagation.
+"""Cora (Planetoid files), Kipf & Welling's GCN recipe: two graph convolutions (16 hidden units, the
+second gives the logits), dropout 0.5, row-normalized features, weight decay 5e-4 on the first
+layer, Adam 0.01, 200 full-batch epochs. Its ERM gives 81.5% test accuracy here (mean of seeds 0-2:
+80.9, 81.3, 82.2), Kipf & Welling's published figure. Manifold MixupE mixes at the hidden layer,
+after the first propagation. Full-batch: one device, pairing across all training nodes.
 
 Why not input Mixup: a mixed training node keeps node i's neighbours while its label leans to
 node j, and on Cora (a 16-unit GCN without dropout) that took test accuracy from 0.81 (ERM) to

@@ -1,9 +1,11 @@
 """ImageNet (TFDS imagenet2012), ResNet-50 at 224x224, MixupE fast (v3, the official recipe).
 
 Goyal et al.'s large-batch schedule: batch 1024, learning rate 0.1 x 1024 / 256 = 0.4 with SGD
-Nesterov, 5 warm-up epochs, / 10 at epochs 30, 60 and 80 of 90; weight decay 1e-4; bfloat16
-compute with float32 parameters. Prepare the data once with `tfds build imagenet2012` (manual
-download of the ILSVRC2012 tars), then on a GPU host or a TPU VM / pod:
+Nesterov, 5 warm-up epochs, / 10 at epochs 30, 60 and 80 of 90; weight decay 1e-4; bfloat16 compute
+with float32 parameters. Mixing groups of 16 examples (the default scope): the same run on 1, 2, 4,
+8, 16, 32 or 64 devices (on a larger pod, keep 16 examples per device: batch_size = 16 x devices,
+with the learning rate scaled as below). Prepare the data once with `tfds build imagenet2012`
+(manual download of the ILSVRC2012 tars), then on a GPU host or a TPU VM / pod:
 
     python train.py --config=configs/imagenet_resnet50.py --workdir=gs://.../imagenet
     python train.py --config=configs/imagenet_resnet50.py --config.distributed=True  # every host

@@ -1,5 +1,6 @@
 """SVHN (TFDS svhn_cropped, 73,257 train), PreActResNet-18, the Mixup paper's recipe without the
-flip (digits are not mirror-symmetric).
+flip (digits are not mirror-symmetric). Mixing groups of 16 examples (the default scope): the same
+run on 1, 2, 4 or 8 devices.
 
     python train.py --config=configs/svhn_preactresnet18.py
 """

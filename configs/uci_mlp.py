@@ -1,5 +1,7 @@
 """The six UCI sets of the Mixup paper (Zhang et al. 2018): an MLP with two hidden layers of 128
-ReLU units, Adam, batch 16, 10 epochs; MixupE (v1). The argument names the set:
+ReLU units, Adam, batch 16, 10 epochs; MixupE (v1). Mixing groups of 16 examples (the default
+scope): the same run on 1 device (on more, set --config.mixing_group_size=8 for 2 devices, or
+--config.mixing_scope=device). The argument names the set:
 
     python train.py --config=configs/uci_mlp.py:abalone      # or arcene, arrhythmia, htru2,
                                                              # iris, phishing

@@ -14,12 +14,14 @@ The mixing scope (`config.mixing_scope`, `mixer_for_scope`)::
             "batch"), the CutMix box and the Mixup/CutMix switch are the same on every device, the
             permutation differs per device. The run then depends on the number of devices, as the
             pairs do.
-  "group"   pairs within consecutive groups of `mixing_group_size` (G) examples of the global
-            batch (`mix_per_group`): group g draws its pairing from the key and g alone, so the
-            run is the same on every device count whose per-device batch is a multiple of G, and
-            as long as each device holds whole groups nothing is gathered. lambda (granularity
-            "batch"), the CutMix box and the switch are the batch's, as for "device".
-  "auto"    (the default) "device" on more than one device, else "global" (the same thing there).
+  "group"   (the default) pairs within consecutive groups of `mixing_group_size` (G) examples
+            of the global batch (`mix_per_group`): group g draws its pairing from the key and g
+            alone, so the run is the same on every device count whose per-device batch is a
+            multiple of G, and as long as each device holds whole groups nothing is gathered.
+            lambda (granularity "batch"), the CutMix box and the switch are the batch's, as for
+            "device". With pairing "permutation" an example is its own partner with probability
+            1/G (1/B for "global").
+  "auto"    "device" on more than one device, else "global" (the same thing there).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ def check_group_size(batch_size: int, mesh: Mesh, group_size: int) -> None:
     raise ValueError(
       f"The per-device batch {per_device} (batch size {batch_size} over {mesh.size} devices) is "
       f"not a multiple of mixing_group_size {group_size}; each device must hold whole mixing "
-      "groups."
+      f"groups: use a batch size that is a multiple of {group_size * mesh.size}, fewer devices, "
+      "a smaller mixing_group_size, or mixing_scope='device' (pairs per device)."
     )
 
 

@@ -342,6 +342,7 @@ def test_a_non_finite_first_loss_blames_the_data_and_never_prints_step_none(tmp_
   config = default_config()
   config.dataset, config.method, config.num_train_steps = spec, "erm", 3
   config.batch_size, config.eval_batch_size, config.progress_bar = 32, 8, False
+  config.mixing_group_size = 4  # 8 simulated devices hold 4 rows each.
   with pytest.raises(FloatingPointError) as raised:
     train_and_evaluate(config, str(tmp_path / "run"))
   message = str(raised.value)

@@ -5,8 +5,11 @@ the batch is the identity, x_i = e_i, so a mixed row lambda e_i + (1 - lambda) e
 lambda and the partner j(i) directly.
 """
 
+import ast
 import functools
+import os
 import re
+import types
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +18,7 @@ import optax
 import pytest
 
 from mixupe_jax import losses, parallel, regularizers
+from mixupe_jax.experiments import runner
 from mixupe_jax.models import SmallCNN, flax_apply_fn, init_model
 from mixupe_jax.train import optim, validation
 from mixupe_jax.train import step as step_lib
@@ -209,3 +213,35 @@ def test_a_per_device_batch_that_is_not_a_multiple_of_the_group_size_is_a_clear_
   config.mixing_scope, config.mixing_group_size = "groups", 4
   with pytest.raises(validation.ConfigError, match=r"config.mixing_scope = 'groups'"):
     validation.validate(config)
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+@pytest.mark.parametrize("config_file", sorted(
+    name for name in os.listdir(CONFIGS_DIR) if name.endswith(".py")))
+def test_each_shipped_config_says_on_which_device_counts_its_run_is_the_same(config_file):
+  """The default scope is "group", and each config's docstring names exactly the power-of-two
+  device counts whose per-device batch holds whole groups (the others are an error)."""
+  with open(os.path.join(CONFIGS_DIR, config_file)) as file:
+    docstring = " ".join(ast.get_docstring(ast.parse(file.read())).split())
+  config = runner.load_config_file(CONFIGS_DIR, config_file + (
+      ":iris" if config_file == "uci_mlp.py" else ""))
+  assert config.mixing_scope == "group"
+  if config.dataset.startswith("planetoid:"):  # Full batch: one device, every scope global.
+    assert "Full-batch: one device" in docstring
+    return
+  group = re.search(r"Mixing groups of (\d+) examples", docstring)
+  assert group and int(group.group(1)) == config.mixing_group_size
+  claim = re.search(r"the same run on ([\d, or]+) devices?", docstring)
+  assert claim, f"{config_file} does not say on which device counts its run is the same"
+  claimed = [int(count) for count in re.findall(r"\d+", claim.group(1))]
+  covered = []
+  for devices in (2 ** power for power in range(11)):
+    try:
+      parallel.check_group_size(config.batch_size, types.SimpleNamespace(size=devices),
+                                config.mixing_group_size)
+      covered.append(devices)
+    except ValueError:
+      pass
+  assert claimed == covered

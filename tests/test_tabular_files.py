@@ -136,6 +136,7 @@ def test_a_csv_trains_end_to_end(tmp_path):
   config = default_config()
   config.dataset = f"csv:{write(tmp_path / 'table.csv', lines)}"
   config.batch_size, config.eval_batch_size, config.num_epochs = 16, 40, 8
+  config.mixing_group_size = 2  # 8 simulated devices hold 2 rows each.
   config.learning_rate, config.progress_bar = 0.05, False
   summary = train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["test"]["accuracy"] > 0.7  # The classes differ by 2 standard deviations.

@@ -90,6 +90,7 @@ def dataset_config(
   """The config file of a suite's dataset with the suite's changes for it (no method yet)."""
   entry = suite.datasets[dataset]
   config = load_config_file(configs_dir, entry.config_file)
+  apply_overrides(config, suite.overrides, data_dir)
   apply_overrides(config, entry.overrides, data_dir)
   return config
 

@@ -67,11 +67,14 @@ def default_config() -> ml_collections.ConfigDict:
   config.flip_sign = False
   config.mixer = "mixup"  # mixup, cutmix, mixup_or_cutmix.
   config.mixer_options = ml_collections.ConfigDict()  # E.g. granularity, pairing, switch_prob.
-  # Pair examples within each device's shard ("device": no gather of the batch), across the
-  # global batch ("global": the same run on any number of devices), or within consecutive groups
-  # of mixing_group_size examples ("group": both, on device counts whose per-device batch is a
-  # multiple of it); "auto": device when >1.
-  config.mixing_scope = "auto"
+  # Pair examples within consecutive groups of mixing_group_size examples of the global batch
+  # ("group", the default: the same run on every device count whose per-device batch is a
+  # multiple of it, and no gather of the batch), within each device's shard ("device": no
+  # gather, but the run depends on the device count), or across the global batch ("global": the
+  # same run on any device count, the official pairing, but the batch is gathered onto every
+  # device); "auto": device on >1 device, else global. Full-batch data (graphs) trains on one
+  # device and pairs across the whole batch in every scope.
+  config.mixing_scope = "group"
   config.mixing_group_size = 16  # Read by mixing_scope = "group" only.
   config.manifold_layers = (0, 1, 2)
 

@@ -205,21 +205,24 @@ def make_loss_and_optimizer(
   x_bar: jax.Array | None,
   steps_per_epoch: int,
   total_steps: int,
+  mixing_scope: str | None = None,
 ) -> tuple[losses.LossFn, optax.Schedule, optax.GradientTransformation]:
   """(loss_fn, schedule, optimizer) a config trains with on `mesh`: its method's loss with the
-  mixer and term subset of its mixing scope, and its optimizer over its learning-rate schedule."""
+  mixer and term subset of its mixing scope (`mixing_scope`, default the config's), and its
+  optimizer over its learning-rate schedule."""
+  scope = config.mixing_scope if mixing_scope is None else mixing_scope
   mixer = parallel.mixer_for_scope(
     losses.make_mixer(
       config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
     ),
     mesh,
-    config.mixing_scope,
+    scope,
     group_size=config.mixing_group_size,
   )
   term_subsample = parallel.subsample_for_scope(
     functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
     mesh,
-    config.mixing_scope,
+    scope,
     group_size=config.mixing_group_size,
   )
   loss_fn = losses.make_loss_fn(
@@ -253,16 +256,19 @@ def set_up(config) -> Experiment:
   evaluated_splits = _chosen_splits(config, data, eval_sources)
 
   if data.full_batch:
-    # Every step is the whole training set: a single device (there is no batch worth splitting).
+    # Every step is the whole training set: a single device (there is no batch worth splitting),
+    # so pairing across the whole batch gathers nothing and does not depend on a device count.
     if process_count > 1:
       raise ValueError(f"{data.name}: full-batch data trains on one process.")
     mesh = parallel.data_mesh(jax.local_devices()[:1])
     batch_size = data.num_train
+    mixing_scope = "global"
   else:
     mesh = parallel.data_mesh()
     _check_batch_sizes(config, mesh)
     batch_size = config.batch_size
-  if parallel.resolve_mixing_scope(config.mixing_scope, mesh) == "group":
+    mixing_scope = config.mixing_scope
+  if parallel.resolve_mixing_scope(mixing_scope, mesh) == "group":
     parallel.check_group_size(batch_size, mesh, config.mixing_group_size)
   steps_per_epoch = data.num_train // batch_size
   if steps_per_epoch < 1:
@@ -299,7 +305,14 @@ def set_up(config) -> Experiment:
   if _needs_x_bar(config):
     x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
   loss_fn, schedule, optimizer = make_loss_and_optimizer(
-    config, mesh, train_apply, data.num_classes, x_bar, steps_per_epoch, total_steps
+    config,
+    mesh,
+    train_apply,
+    data.num_classes,
+    x_bar,
+    steps_per_epoch,
+    total_steps,
+    mixing_scope=mixing_scope,
   )
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
   return Experiment(
