@@ -63,9 +63,7 @@ class Suite:
   # Set on every dataset's config before its own changes. The suites run on one device and were
   # measured pairing over the whole batch, as the official code does; pinned so that the
   # library's default scope ("group") does not change their stored runs.
-  overrides: dict[str, Any] = dataclasses.field(
-    default_factory=lambda: {"mixing_scope": "global"}
-  )
+  overrides: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mixing_scope": "global"})
 
 
 # The methods: ERM, Mixup, and MixupE in its two main forms, exact (v1, the directional derivative
