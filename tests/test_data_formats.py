@@ -164,13 +164,16 @@ def test_x_bar_streams_and_caches_atomically(tmp_path, monkeypatch):
   assert statistics.cache_path_for(str(tmp_path / "set.zip"), "set").startswith(
       str(tmp_path / "chosen" / "x_bar-"))
   monkeypatch.delenv("MIXUPE_JAX_CACHE")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  # Never next to the data, even where its folder is writable (a shared data folder may be).
   path = statistics.cache_path_for(str(tmp_path / "set.zip"), "set|preprocess-v1")
-  assert path.startswith(str(tmp_path / "set.zip.x_bar-"))
+  assert path.startswith(str(tmp_path / "home" / ".cache" / "mixupe_jax" / "x_bar-"))
   calls = []
   first = statistics.cached_x_bar(path, lambda: calls.append(1) or inputs.mean(0))
   second = statistics.cached_x_bar(path, lambda: calls.append(1) or inputs.mean(0))
   assert calls == [1] and np.array_equal(first, second)
-  assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+  assert [p for p in os.listdir(os.path.dirname(path)) if p.endswith(".tmp")] == []
+  assert [p for p in os.listdir(tmp_path) if "x_bar" in p] == []
   assert statistics.cache_path_for(str(tmp_path / "set.zip"), "other") != path
   assert data.dataset_path("uci:iris:/data/uci") == "/data/uci"
   assert data.dataset_path("fsdd:/data/fsdd.zip") == "/data/fsdd.zip"

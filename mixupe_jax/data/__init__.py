@@ -3,7 +3,7 @@
 `load(spec)` reads a dataset named by a string (see `registry`), checked against the same
 invariants whatever its format (`invariants`); `splits` derives a run's training subset,
 validation split and standardization from it; `pipeline` batches it; `statistics.x_bar` computes
-the training-set mean input MixupE needs, in one streaming pass, cached next to the dataset.
+the training-set mean input MixupE needs, in one streaming pass, cached outside the data folder.
 """
 
 from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset

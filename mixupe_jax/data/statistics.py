@@ -58,6 +58,8 @@ def array_batches(
     yield batch if preprocess is None else preprocess(batch)
 
 
+# Earlier versions cached x_bar next to the dataset as `<dataset>.x_bar-<hash>.npy`; such files
+# left in a data folder are not part of its content.
 CACHE_MARK = ".x_bar-"
 
 
@@ -81,21 +83,14 @@ def content_signature(path: str) -> str:
 
 
 def cache_path_for(dataset_path: str | None, fingerprint: str) -> str:
-  """Under $MIXUPE_JAX_CACHE when it is set (a folder you choose, e.g. when the data folder is
-  shared); else `<dataset>.x_bar-<hash>.npy` next to the dataset when its folder is writable; else
-  under ~/.cache/mixupe_jax. The hash covers `fingerprint` and the data's content signature."""
+  """`x_bar-<hash>.npy` under $MIXUPE_JAX_CACHE when it is set, else under ~/.cache/mixupe_jax:
+  never next to the dataset, whose folder may be shared or read-only. The hash covers
+  `fingerprint` and the data's content signature."""
   if dataset_path:
     fingerprint = f"{fingerprint}|content={content_signature(dataset_path)}"
   digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-  chosen = os.environ.get("MIXUPE_JAX_CACHE")
-  if chosen:
-    return os.path.join(chosen, f"x_bar-{digest}.npy")
-  if dataset_path:
-    base = os.path.abspath(dataset_path).rstrip(os.sep)
-    folder = os.path.dirname(base)
-    if os.access(folder, os.W_OK):
-      return f"{base}.x_bar-{digest}.npy"
-  return os.path.join(os.path.expanduser("~/.cache/mixupe_jax"), f"x_bar-{digest}.npy")
+  folder = os.environ.get("MIXUPE_JAX_CACHE") or os.path.expanduser("~/.cache/mixupe_jax")
+  return os.path.join(folder, f"x_bar-{digest}.npy")
 
 
 def cached_x_bar(path: str, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -348,7 +348,7 @@ def _graph_inputs(
 
 def compute_x_bar(inputs: Inputs) -> np.ndarray:
   """x_bar over the training inputs of every process (augmented once each, or plain, as the
-  config chose), cached next to the dataset (see `statistics.streamed_x_bar`)."""
+  config chose), cached outside the data (see `statistics.cache_path_for`)."""
   cache_path = None
   if inputs.dataset_path is not None:
     cache_path = statistics.cache_path_for(inputs.dataset_path, inputs.x_bar_fingerprint)
