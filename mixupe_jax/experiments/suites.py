@@ -265,7 +265,11 @@ CONVERGED = Suite(
       methods=_CIFAR_METHODS,
       search_overrides={"num_epochs": 8},
     ),
-    # 10,000 training images, a CNN whose flattened readout can fit them.
+    # 10,000 training images, a CNN whose flattened readout can fit them. Measured on ERM seed 0
+    # (9,000 images after the validation split): validation accuracy peaked at epoch 17 (86.9%)
+    # while the training loss kept falling to the stop at epoch 27; the reported model fits
+    # 90.4% of the training split, test 86.1%: the case of a model that stops improving on
+    # validation before it fits every image.
     "fashion_mnist": DatasetEntry(
       "fashion_mnist_cnn.py",
       {
@@ -332,6 +336,7 @@ CONVERGED = Suite(
   comparisons=(
     ("mixup", "erm"),
     ("mixup_clean_pass", "mixup"),
+    ("mixupe_fast", "erm"),
     ("mixupe_exact", "mixup"),
     ("mixupe_exact", "mixup_clean_pass"),
     ("mixupe_exact_all", "mixup_clean_pass"),
