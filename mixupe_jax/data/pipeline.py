@@ -26,6 +26,7 @@ deterministic::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import math
@@ -79,7 +80,7 @@ def tfds_source(name: str, split: str, data_dir: str | None = None, *, encoded: 
   return tfds.data_source(name, split=split, data_dir=data_dir, decoders=decoders)
 
 
-def normalizer(name: str) -> Callable[[np.ndarray], np.ndarray]:
+def normalizer(name: str) -> ChannelNormalization:
   """uint8 images -> float32 (x / 255 - mean) / std with the dataset's channel statistics."""
   if name not in CHANNEL_STATISTICS:
     raise ValueError(f"No channel statistics for {name!r}; known: {', '.join(CHANNEL_STATISTICS)}.")
@@ -92,20 +93,43 @@ def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return scaled.mean(axis=0), scaled.std(axis=0)
 
 
-def channel_normalizer(mean, std) -> Callable[[np.ndarray], np.ndarray]:
-  """uint8 images -> float32 (x / 255 - mean) / std per channel, in one float32 buffer."""
-  mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-  if np.any(std <= 0):
-    raise ValueError(f"Channel std must be positive, got {std}.")
+@dataclasses.dataclass(frozen=True, eq=False)
+class ChannelNormalization:
+  """x -> (x / 255 - mean) / std per channel, in float32, on either side of the host-to-device copy.
 
-  def normalize(images: np.ndarray) -> np.ndarray:
+  Calling it normalizes a NumPy batch on the host (one float32 buffer, the rest in place);
+  `on_device` is the same three float32 operations in `jax.numpy`, for a jitted step that receives
+  the uint8 batch: a quarter of the bytes to copy and no float work on the input cores. Being
+  affine and applied before any mixing, the two give the model the same inputs to float32
+  rounding: XLA turns the divisions into multiplications by reciprocals and fuses them (within
+  1e-6 of the host's, tested), so a run differs from the host-normalized one in the last bits.
+  """
+
+  mean: np.ndarray
+  std: np.ndarray
+
+  def __post_init__(self):
+    object.__setattr__(self, "mean", np.asarray(self.mean, np.float32))
+    object.__setattr__(self, "std", np.asarray(self.std, np.float32))
+    if np.any(self.std <= 0):
+      raise ValueError(f"Channel std must be positive, got {self.std}.")
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
     out = np.asarray(images).astype(np.float32)  # The only copy; the rest is in place.
     out /= 255.0
-    out -= mean
-    out /= std
+    out -= self.mean
+    out /= self.std
     return out
 
-  return normalize
+  def on_device(self, images):
+    import jax.numpy as jnp
+
+    return (images.astype(jnp.float32) / 255.0 - self.mean) / self.std
+
+
+def channel_normalizer(mean, std) -> ChannelNormalization:
+  """uint8 images -> float32 (x / 255 - mean) / std per channel (`ChannelNormalization`)."""
+  return ChannelNormalization(mean, std)
 
 
 def cifar_augment(

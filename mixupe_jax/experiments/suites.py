@@ -61,9 +61,12 @@ class Suite:
   # Where each finished run's result file is kept across sessions (committed; see `runner`).
   store: str | None = None
   # Set on every dataset's config before its own changes. The suites run on one device and were
-  # measured pairing over the whole batch, as the official code does; pinned so that the
-  # library's default scope ("group") does not change their stored runs.
-  overrides: dict[str, Any] = dataclasses.field(default_factory=lambda: {"mixing_scope": "global"})
+  # measured pairing over the whole batch, as the official code does, on host-normalized images;
+  # pinned so that the library's later defaults (scope "group", normalization on the device,
+  # which differs in the last bit) do not change their stored runs.
+  overrides: dict[str, Any] = dataclasses.field(
+    default_factory=lambda: {"mixing_scope": "global", "normalize_on_device": False}
+  )
 
 
 # The methods: ERM, Mixup, and MixupE in its two main forms, exact (v1, the directional derivative

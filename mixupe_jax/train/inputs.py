@@ -67,6 +67,9 @@ class Inputs:
   model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
   make_apply_fns: Callable[[Any, Sequence[str]], ApplyFns] | None = None
   init_sample: np.ndarray | None = None
+  # What the train and eval steps apply to each batch on arrival, on the device (None: nothing):
+  # the normalization of uint8 images shipped as uint8 (config.normalize_on_device).
+  device_preprocess: Callable[[Any], Any] | None = None
 
   def apply_fns(self, model, splits: Sequence[str]) -> ApplyFns:
     if self.make_apply_fns is not None:
@@ -97,6 +100,15 @@ def _x_bar_augmentation(config, augment):
     f"|augmented={config.augment},padding={config.crop_padding},"
     f"flip={config.flip},seed={config.seed}"
   )
+
+
+def _normalization_side(config, normalization: pipeline.ChannelNormalization | None):
+  """(what the host streams normalize with, what the steps apply on arrival): the uint8 images'
+  normalization on the device when config.normalize_on_device, else on the host. x_bar's pass
+  always normalizes on the host (once per run)."""
+  if normalization is None or not config.normalize_on_device:
+    return normalization, None
+  return None, normalization.on_device
 
 
 def _augmentation(config, image_size: int | None):
@@ -178,6 +190,7 @@ def build_inputs(
     eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
     resize = functools.partial(pipeline.resize_center_crop, size=image_size) if image_size else None
     tfds_normalize = pipeline.normalizer(name)
+    stream_normalize, device_preprocess = _normalization_side(config, tfds_normalize)
     num_classes = train_source.dataset_info.features["label"].num_classes
 
     augment = _augmentation(config, image_size)
@@ -204,14 +217,14 @@ def build_inputs(
       num_classes=num_classes,
       num_train=len(train_source),
       example_shape=shape,
-      train_batches=train_stream(train_source, augment, tfds_normalize),
+      train_batches=train_stream(train_source, augment, stream_normalize),
       eval_batches={
         eval_split: functools.partial(
           padded,
           eval_source,
           num_examples=len(eval_source),
           preprocess=resize,
-          normalize=tfds_normalize,
+          normalize=stream_normalize,
         )
       },
       x_bar_batches=tfds_x_bar_batches,
@@ -222,8 +235,9 @@ def build_inputs(
         train_source,
         num_examples=len(train_source),
         preprocess=resize,
-        normalize=tfds_normalize,
+        normalize=stream_normalize,
       ),
+      device_preprocess=device_preprocess,
     )
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
@@ -245,9 +259,10 @@ def build_inputs(
   if config.standardize:
     splits = splits_lib.standardized(splits, spec)
   train_x, train_y = splits["train"]
-  normalize: Callable[[np.ndarray], np.ndarray] | None = None
+  normalize: pipeline.ChannelNormalization | None = None
   if train_x.dtype == np.uint8:
     normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train_x))
+  stream_normalize, device_preprocess = _normalization_side(config, normalize)
   augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)
   if augment is not None and train_x.ndim != 4:
     raise ValueError(
@@ -275,10 +290,10 @@ def build_inputs(
     num_classes=dataset.num_classes,
     num_train=len(train_x),
     example_shape=train_x.shape[1:],
-    train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, normalize),
+    train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, stream_normalize),
     eval_batches={
       split: functools.partial(
-        padded, pipeline.ArraySource(x, y), num_examples=len(x), normalize=normalize
+        padded, pipeline.ArraySource(x, y), num_examples=len(x), normalize=stream_normalize
       )
       for split, (x, y) in splits.items()
       if split != "train"
@@ -290,8 +305,12 @@ def build_inputs(
       f"{_subset_fingerprint(config)}{augmented_fingerprint}"
     ),
     train_eval_batches=functools.partial(
-      padded, pipeline.ArraySource(train_x, train_y), num_examples=len(train_x), normalize=normalize
+      padded,
+      pipeline.ArraySource(train_x, train_y),
+      num_examples=len(train_x),
+      normalize=stream_normalize,
     ),
+    device_preprocess=device_preprocess,
   )
 
 

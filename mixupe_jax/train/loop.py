@@ -292,7 +292,7 @@ def set_up(config) -> Experiment:
   steps_by_apply: dict[int, Callable] = {}
   for apply in eval_applies.values():
     if id(apply) not in steps_by_apply:
-      steps_by_apply[id(apply)] = make_eval_step(apply, mesh)
+      steps_by_apply[id(apply)] = make_eval_step(apply, mesh, data.device_preprocess)
   eval_steps = {split: steps_by_apply[id(apply)] for split, apply in eval_applies.items()}
   sample = jnp.asarray(data.sample())
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
@@ -486,7 +486,12 @@ def _run_steps(
   total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
   start_step = int(state.step)
   train_step = make_train_step(
-    experiment.loss_fn, experiment.optimizer, experiment.schedule, mesh, experiment.step_key
+    experiment.loss_fn,
+    experiment.optimizer,
+    experiment.schedule,
+    mesh,
+    experiment.step_key,
+    data.device_preprocess,
   )
   evaluate = experiment.evaluate
 

@@ -21,6 +21,8 @@ from mixupe_jax import evaluation, parallel
 from mixupe_jax.losses import LossFn
 from mixupe_jax.models.apply import ApplyFn
 
+Preprocess = Callable[[jax.Array], jax.Array]
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -36,11 +38,15 @@ def make_train_step(
   schedule: optax.Schedule,
   mesh: Mesh,
   base_key: jax.Array,
+  preprocess: Preprocess | None = None,
 ) -> Callable:
   """step(state, inputs, labels) -> (state, metrics); inputs/labels are global, batch-sharded.
-  The loss's key at step t is fold_in(base_key, t)."""
+  The loss's key at step t is fold_in(base_key, t). `preprocess` maps the inputs as they arrive
+  (e.g. uint8 images to normalized float32) before the loss sees them."""
 
   def train_step(state: TrainState, inputs: jax.Array, labels: jax.Array):
+    if preprocess is not None:
+      inputs = preprocess(inputs)
     key = jax.random.fold_in(base_key, state.step)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params, state.model_state, inputs, labels, key
@@ -65,10 +71,13 @@ def make_train_step(
   )
 
 
-def make_eval_step(apply_fn: ApplyFn, mesh: Mesh) -> Callable:
-  """step(state, inputs, labels, mask) -> summed metrics of the batch (see `evaluation`)."""
+def make_eval_step(apply_fn: ApplyFn, mesh: Mesh, preprocess: Preprocess | None = None) -> Callable:
+  """step(state, inputs, labels, mask) -> summed metrics of the batch (see `evaluation`);
+  `preprocess` as in `make_train_step`."""
 
   def eval_step(state: TrainState, inputs, labels, mask):
+    if preprocess is not None:
+      inputs = preprocess(inputs)
     logits, _ = apply_fn(state.params, state.model_state, inputs)
     return evaluation.batch_sums(logits, labels, mask)
 

@@ -1,0 +1,110 @@
+"""uint8 images shipped to the device and normalized inside the jitted steps
+(`config.normalize_on_device`, the default): the same affine map as the host's, to float32
+rounding; the host streams then hold uint8; the compiled step takes uint8; and a short run trains
+the model the host-normalized run trains."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mixupe_jax.data import pipeline
+from mixupe_jax.models.registry import model_config
+from mixupe_jax.train import inputs as inputs_lib
+from mixupe_jax.train import loop, step as step_lib
+from mixupe_jax.train.defaults import default_config
+
+ALL_VALUES = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3)).reshape(1, 16, 16, 3)
+
+
+@pytest.mark.parametrize("name", sorted(pipeline.CHANNEL_STATISTICS))
+def test_device_normalization_is_the_host_formula_to_float32_rounding(name):
+  """Every uint8 value of every channel, jitted: within 1e-6 of the host's float32 result and of
+  (x / 255 - mean) / std in float64. Fails if on_device drops a term or uses another constant."""
+  normalization = pipeline.normalizer(name)
+  mean, std = (np.asarray(v, np.float64) for v in pipeline.CHANNEL_STATISTICS[name])
+  on_device = np.asarray(jax.jit(normalization.on_device)(ALL_VALUES))
+  assert on_device.dtype == np.float32
+  np.testing.assert_allclose(on_device, normalization(ALL_VALUES), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(on_device, (ALL_VALUES / 255.0 - mean) / std, rtol=0, atol=2e-6)
+
+
+def image_config(tmp_path, on_device: bool):
+  """A 16x16 uint8 image set (two classes told apart by brightness) with crop-flip augmentation."""
+  path = tmp_path / "images.npz"
+  if not path.exists():
+    rng = np.random.default_rng(0)
+    labels = np.arange(96) % 2
+    images = np.clip(
+      rng.normal(90 + 80 * labels[:, None, None, None], 40, (96, 16, 16, 3)), 0, 255
+    ).astype(np.uint8)
+    np.savez(path, x_train=images[:64], y_train=labels[:64], x_test=images[64:], y_test=labels[64:])
+  config = default_config()
+  config.dataset = f"npz:{path}"
+  config.model = model_config("small_cnn", channels=(4, 8))
+  config.method, config.augment, config.crop_padding = "mixupe", "crop_flip", 2
+  config.batch_size, config.eval_batch_size = 16, 32
+  config.num_train_steps, config.checkpoint_every_steps, config.log_every_steps = 8, 8, 4
+  config.progress_bar = False
+  config.mixing_group_size = 2  # Whole groups on each of the 8 test devices.
+  config.normalize_on_device = on_device
+  return config
+
+
+def build(config):
+  return inputs_lib.build_inputs(
+    config, local_batch_size=16, local_eval_batch_size=32, process_index=0, process_count=1
+  )
+
+
+def test_streams_hold_uint8_and_the_steps_normalize_them(tmp_path):
+  """With the option, training and eval batches are the host stream's uint8 pixels, and
+  `device_preprocess` maps them to the host-normalized batches of the option turned off (same
+  order, same augmentation); x_bar's pass is normalized on the host either way. Fails if the host
+  still normalizes (float batches), if nothing normalizes on the device, or if x_bar's pass is
+  left unnormalized."""
+  on, off = build(image_config(tmp_path, True)), build(image_config(tmp_path, False))
+  assert off.device_preprocess is None
+  for stream_on, stream_off in [
+    (on.train_batches(3), off.train_batches(3)),
+    (on.eval_batches["test"](), off.eval_batches["test"]()),
+    (on.train_eval_batches(), off.train_eval_batches()),
+  ]:
+    shipped, reference = next(stream_on), next(stream_off)
+    assert shipped[0].dtype == np.uint8 and reference[0].dtype == np.float32
+    np.testing.assert_array_equal(shipped[1], reference[1])
+    normalized = jax.jit(on.device_preprocess)(shipped[0])
+    np.testing.assert_allclose(normalized, reference[0], rtol=0, atol=1e-6)
+  np.testing.assert_array_equal(
+    np.concatenate(list(on.x_bar_batches())), np.concatenate(list(off.x_bar_batches()))
+  )
+
+
+def test_the_compiled_train_step_receives_uint8(tmp_path):
+  """The step `train_and_evaluate` compiles takes the batch as u8 (a quarter of float32's bytes
+  to the device) and its loss sees float32."""
+  experiment = loop.set_up(image_config(tmp_path, True))
+  train_step = step_lib.make_train_step(
+    experiment.loss_fn,
+    experiment.optimizer,
+    experiment.schedule,
+    experiment.mesh,
+    experiment.step_key,
+    experiment.data.device_preprocess,
+  )
+  images, labels = next(experiment.data.train_batches(0))
+  lowered = train_step.lower(experiment.state, jnp.asarray(images), jnp.asarray(labels))
+  assert lowered.args_info[0][1].dtype == jnp.uint8  # (args, kwargs): the batch of (state, batch, labels).
+  _, metrics = train_step(experiment.state, *step_lib.global_batch((images, labels), experiment.mesh))
+  assert np.isfinite(float(metrics["loss"]))
+
+
+def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(tmp_path):
+  """Eight MixupE steps of a small CNN: the device-normalized run's summary equals the
+  host-normalized one's to float tolerance (they differ in the inputs' last bits only). Fails if
+  the steps skip the normalization (pixels of 0-255 train another model) or apply it twice."""
+  on = loop.train_and_evaluate(image_config(tmp_path, True), str(tmp_path / "on"))
+  off = loop.train_and_evaluate(image_config(tmp_path, False), str(tmp_path / "off"))
+  for metric in ("accuracy", "nll"):
+    np.testing.assert_allclose(on["test"][metric], off["test"][metric], rtol=1e-4, atol=1e-5)
+  assert abs(on["test"]["nll"] - np.log(2)) > 1e-3  # It trained: not the chance-level NLL.
