@@ -11,10 +11,13 @@ import pytest
 from mixupe_jax.data import pipeline
 from mixupe_jax.models.registry import model_config
 from mixupe_jax.train import inputs as inputs_lib
-from mixupe_jax.train import loop, step as step_lib
+from mixupe_jax.train import loop
+from mixupe_jax.train import step as step_lib
 from mixupe_jax.train.defaults import default_config
 
-ALL_VALUES = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3)).reshape(1, 16, 16, 3)
+ALL_VALUES = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3)).reshape(
+  1, 16, 16, 3
+)
 
 
 @pytest.mark.parametrize("name", sorted(pipeline.CHANNEL_STATISTICS))
@@ -94,8 +97,10 @@ def test_the_compiled_train_step_receives_uint8(tmp_path):
   )
   images, labels = next(experiment.data.train_batches(0))
   lowered = train_step.lower(experiment.state, jnp.asarray(images), jnp.asarray(labels))
-  assert lowered.args_info[0][1].dtype == jnp.uint8  # (args, kwargs): the batch of (state, batch, labels).
-  _, metrics = train_step(experiment.state, *step_lib.global_batch((images, labels), experiment.mesh))
+  # args_info is (args, kwargs); the args are (state, images, labels).
+  assert lowered.args_info[0][1].dtype == jnp.uint8
+  batch = step_lib.global_batch((images, labels), experiment.mesh)
+  _, metrics = train_step(experiment.state, *batch)
   assert np.isfinite(float(metrics["loss"]))
 
 
