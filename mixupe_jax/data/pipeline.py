@@ -14,9 +14,10 @@ resuming at step s is reading batch s (exact, tested), which tf.data's iterator 
 give across a changed host count. On an accelerator host feeding ImageNet, budget
 input cores from the per-core rate above (about 160-300 examples/s per core). Full-size JPEGs
 (ImageNet) stay encoded until the crop (`tfds_source(..., encoded=True)`): `random_resized_crop`
-and `resize_center_crop` then decode only the resolution their window needs and resize it
-straight from the decoder. Augmentation runs in
-NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
+and `resize_center_crop` then decode only the resolution their window needs (libjpeg-turbo through
+simplejpeg, PIL's pixels to the bit) and resize it straight from the decoder. Batches leave as
+uint8 when the steps normalize on the device (`ChannelNormalization.on_device`). Augmentation
+runs in NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
 deterministic::
 
     batches = train_batches(tfds_source("cifar10", "train"), batch_size=128, seed=0,
@@ -35,6 +36,7 @@ from typing import Any
 
 import grain
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 TFDS_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "imagenet2012")
@@ -155,14 +157,39 @@ def _open_encoded(encoded: bytes) -> Image.Image:
   return Image.open(io.BytesIO(encoded))
 
 
+def _draft_scale(full_size: tuple[int, int], needed: tuple[int, int]) -> int:
+  """The DCT scale PIL's `Image.draft` picks: the largest s in (8, 4, 2, 1) with s <= the
+  smaller of full / needed per side."""
+  ratio = min(full_size[0] // max(needed[0], 1), full_size[1] // max(needed[1], 1))
+  return next((s for s in (8, 4, 2) if ratio >= s), 1)
+
+
+def _turbo_decode(encoded: bytes, full_size: tuple[int, int], scale: int) -> np.ndarray | None:
+  """The JPEG decoded to RGB at 1 / scale of its size by simplejpeg (libjpeg-turbo, GIL released),
+  the pixels `Image.draft` + decode give (tested); None where it does not apply (a size it would
+  scale differently, a stream it rejects), and PIL decodes instead."""
+  width, height = -(-full_size[0] // scale), -(-full_size[1] // scale)
+  try:
+    pixels = simplejpeg.decode_jpeg(encoded, colorspace="RGB", min_height=height, min_width=width)
+  except ValueError:
+    return None
+  return pixels if pixels.shape[:2] == (height, width) else None
+
+
 def _decode_region(
-  image: Image.Image, box: tuple[float, float, float, float], height: int, width: int
+  image: Image.Image,
+  box: tuple[float, float, float, float],
+  height: int,
+  width: int,
+  encoded: bytes | None = None,
 ) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
-  For a JPEG, `draft` first picks the largest DCT scaling (1/2, 1/4, 1/8) at which the box still
-  has at least height x width pixels, so the decoder produces only the resolution the output
-  needs; the crop happens inside `resize(box=...)`, with no full-size copy.
+  For a JPEG, the decoder first scales the DCT by the largest of 1/2, 1/4, 1/8 at which the box
+  still has at least height x width pixels (PIL's `draft` rule), so it produces only the
+  resolution the output needs; libjpeg-turbo through simplejpeg decodes (`_turbo_decode`, when
+  the bytes are given), PIL otherwise. The crop happens inside `resize(box=...)`, with no
+  full-size copy.
   """
   left, top, right, bottom = box
   full_width, full_height = image.size
@@ -171,7 +198,14 @@ def _decode_region(
       int(-(-full_width * width // (right - left))),
       int(-(-full_height * height // (bottom - top))),
     )
-    image.draft(image.mode, needed)
+    scale = _draft_scale(image.size, needed)
+    # CMYK and YCCK need PIL's colour conversion; turbo's differs in the last bit.
+    turbo = encoded is not None and image.mode in ("RGB", "L")
+    pixels = _turbo_decode(encoded, image.size, scale) if turbo else None
+    if pixels is not None:
+      image = Image.fromarray(pixels)
+    else:
+      image.draft(image.mode, needed)
     factor_x, factor_y = image.size[0] / full_width, image.size[1] / full_height
     box = (left * factor_x, top * factor_y, right * factor_x, bottom * factor_y)
   if image.mode not in ("RGB", "L"):
@@ -217,7 +251,9 @@ def random_resized_crop(
     encoded = _open_encoded(image)
     width, height = encoded.size
     top, left, crop_height, crop_width = inception_window(height, width, rng, scale, ratio)
-    crop = _decode_region(encoded, (left, top, left + crop_width, top + crop_height), size, size)
+    crop = _decode_region(
+      encoded, (left, top, left + crop_width, top + crop_height), size, size, image
+    )
   else:
     image_height, image_width = image.shape[:2]
     top, left, crop_height, crop_width = inception_window(
@@ -248,7 +284,7 @@ def resize_center_crop(
   if encoded is not None:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
-    return _decode_region(encoded, box, size, size)
+    return _decode_region(encoded, box, size, size, image)
   resized = _resize(np.asarray(image), new_height, new_width)
   return resized[top : top + size, left : left + size]
 
