@@ -200,8 +200,9 @@ def _decode_region(
     )
     scale = _draft_scale(image.size, needed)
     # CMYK and YCCK need PIL's colour conversion; turbo's differs in the last bit.
-    turbo = encoded is not None and image.mode in ("RGB", "L")
-    pixels = _turbo_decode(encoded, image.size, scale) if turbo else None
+    pixels = None
+    if encoded is not None and image.mode in ("RGB", "L"):
+      pixels = _turbo_decode(encoded, image.size, scale)
     if pixels is not None:
       image = Image.fromarray(pixels)
     else:
@@ -284,7 +285,7 @@ def resize_center_crop(
   if encoded is not None:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
-    return _decode_region(encoded, box, size, size, image)
+    return _decode_region(encoded, box, size, size, image if isinstance(image, bytes) else None)
   resized = _resize(np.asarray(image), new_height, new_width)
   return resized[top : top + size, left : left + size]
 
