@@ -275,6 +275,26 @@ def test_cifar_augment_is_a_shifted_possibly_flipped_copy():
   assert len(nonzero) >= (32 - 8) ** 2  # At most 4 rows/columns of zero padding each way.
 
 
+@pytest.mark.parametrize("padding", [0, 1, 4, 7])
+def test_cifar_augment_is_the_crop_of_the_zero_padded_image(padding):
+  """Against the definition: np.pad with zeros, the window at the generator's (top, left), then
+  the flip at its draw; every offset of a 10x12 image (non-square: rows and columns not swapped)
+  and both flips appear over the seeds. Fails on an off-by-one shift or swapped axes."""
+  image = np.random.default_rng(1).integers(1, 256, (10, 12, 3), dtype=np.uint8)
+  offsets = set()
+  for seed in range(4000):
+    rng = np.random.default_rng(seed)
+    top, left = rng.integers(0, 2 * padding + 1, size=2)
+    flip = rng.random() < 0.5
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    expected = padded[top : top + 10, left : left + 12]
+    expected = expected[:, ::-1] if flip else expected
+    np.testing.assert_array_equal(pipeline.cifar_augment(image, np.random.default_rng(seed),
+                                                         padding=padding), expected)
+    offsets.add((int(top), int(left), bool(flip)))
+  assert len(offsets) == (2 * padding + 1) ** 2 * 2
+
+
 def test_dataset_smaller_than_the_global_batch_is_a_clear_error():
   with pytest.raises(ValueError, match=r"The dataset has 40 examples, fewer than the global batch "
                                        r"size 64 \(16 per process x 4\)"):
