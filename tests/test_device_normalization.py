@@ -1,7 +1,8 @@
-"""uint8 images shipped to the device and normalized inside the jitted steps
-(`config.normalize_on_device`, the default): the same affine map as the host's, to float32
-rounding; the host streams then hold uint8; the compiled step takes uint8; and a short run trains
-the model the host-normalized run trains."""
+"""The input side of the step: uint8 images shipped to the device and normalized inside the
+jitted steps (`config.normalize_on_device`, the default): the same affine map as the host's, to
+float32 rounding; the host streams then hold uint8; the compiled step takes uint8; a short run
+trains the model the host-normalized run trains. And batches read in worker processes
+(`config.input_workers`) train the same run."""
 
 import jax
 import jax.numpy as jnp
@@ -113,3 +114,17 @@ def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(tmp_pat
   for metric in ("accuracy", "nll"):
     np.testing.assert_allclose(on["test"][metric], off["test"][metric], rtol=1e-4, atol=1e-5)
   assert abs(on["test"]["nll"] - np.log(2)) > 1e-3  # It trained: not the chance-level NLL.
+
+
+def test_a_run_reading_in_worker_processes_equals_the_threaded_run(tmp_path):
+  """`config.input_workers = 2` trains on the threads' batches: the same summary to the bit
+  (fails if the loop ignores the field's stream order); no worker process outlives the run."""
+  import multiprocessing
+
+  threaded = loop.train_and_evaluate(image_config(tmp_path, True), str(tmp_path / "threads"))
+  config = image_config(tmp_path, True)
+  config.input_workers = 2
+  workers = loop.train_and_evaluate(config, str(tmp_path / "workers"))
+  for metric in ("accuracy", "nll", "ece"):
+    assert workers["test"][metric] == threaded["test"][metric]
+  assert not [p for p in multiprocessing.active_children() if p.is_alive()]

@@ -255,6 +255,30 @@ def test_global_batches_do_not_depend_on_the_process_count(augment):
       np.testing.assert_array_equal(labels, single[step][1])
 
 
+def test_worker_processes_read_the_same_batches_in_the_same_order():
+  """1 and 2 grain worker processes (`num_workers`) give the threads' batches, augmentation
+  included, across an epoch boundary, from the start and resumed at step 3. Fails if the workers
+  reorder batches or draw augmentation from another key."""
+  images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+  source = pipeline.ArraySource(images, np.arange(40) % 10)
+  augment = functools.partial(pipeline.cifar_augment, padding=2)
+
+  def run(num_workers, start_step=0):
+    stream = pipeline.train_batches(source, batch_size=8, seed=5, augment=augment,
+                                    process_index=0, process_count=1, start_step=start_step,
+                                    num_workers=num_workers)
+    batches = first(stream, 7)
+    stream.close()
+    return batches
+
+  threads = run(0)
+  for num_workers in (1, 2):
+    for start_step in (0, 3):
+      for got, expected in zip(run(num_workers, start_step), threads[start_step:]):
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_resuming_at_a_step_continues_the_same_stream():
   full = first(pipeline.train_batches(_indexed_source(), batch_size=4, seed=7, process_index=0,
                                       process_count=1), 12)

@@ -168,6 +168,7 @@ def build_inputs(
       normalize=normalize,
       start_step=start_step,
       num_threads=config.input_threads,
+      num_workers=config.input_workers,
       **shard,
     )
 

@@ -590,6 +590,8 @@ def _run_steps(
           break
   finally:
     progress.close()
+    if hasattr(batches, "close"):  # Worker processes (config.input_workers) end with the run.
+      batches.close()
     checkpointer.wait()
     checkpointer.close()
     log.close()

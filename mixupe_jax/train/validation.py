@@ -71,6 +71,7 @@ def validate(config) -> None:
   _choice(config, "augment", inputs.AUGMENTATIONS)
   _integer(config, "crop_padding", 0)
   _integer(config, "input_threads", 1)
+  _integer(config, "input_workers", 0)
   _choice(config, "x_bar_inputs", inputs.X_BAR_INPUTS)
   if not isinstance(config.model.get("name"), str) or config.model.name not in MODELS:
     _fail("model.name", config.model.get("name"), f"valid models are {', '.join(MODELS)}")
