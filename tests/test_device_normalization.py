@@ -128,3 +128,18 @@ def test_a_run_reading_in_worker_processes_equals_the_threaded_run(tmp_path):
   for metric in ("accuracy", "nll", "ece"):
     assert workers["test"][metric] == threaded["test"][metric]
   assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_resize_antialias_reaches_the_crops_and_names_its_x_bar(tmp_path):
+  """`config.resize_antialias = False` gives the Inception crops of the non-antialiased resize
+  (other training images, the same labels and order) and another x_bar cache name; the default
+  keeps the earlier name."""
+  antialiased = image_config(tmp_path, False)
+  antialiased.augment = "inception"
+  aliased = image_config(tmp_path, False)
+  aliased.augment, aliased.resize_antialias = "inception", False
+  with_antialias, without = build(antialiased), build(aliased)
+  first, second = next(with_antialias.train_batches(0)), next(without.train_batches(0))
+  np.testing.assert_array_equal(first[1], second[1])
+  assert not np.array_equal(first[0], second[0])
+  assert with_antialias.x_bar_fingerprint + "|resize_antialias=False" == without.x_bar_fingerprint

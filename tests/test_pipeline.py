@@ -324,3 +324,67 @@ def test_dataset_smaller_than_the_global_batch_is_a_clear_error():
                                        r"size 64 \(16 per process x 4\)"):
     pipeline.train_batches(_indexed_source(40), batch_size=16, seed=0, process_index=0,
                            process_count=4)
+
+
+def _bilinear_reference(pixels, box, height, width):
+  """Bilinear sampling at half-pixel centres, edges clamped, in float64: output pixel (y, x)
+  samples the input at (top + (y + 1/2) s_y - 1/2, left + (x + 1/2) s_x - 1/2)."""
+  left, top, right, bottom = box
+  ys = top + (np.arange(height) + 0.5) * (bottom - top) / height - 0.5
+  xs = left + (np.arange(width) + 0.5) * (right - left) / width - 0.5
+  image = pixels.astype(np.float64)
+
+  def taps(coordinates, size):
+    low = np.floor(coordinates).astype(int)
+    weight = coordinates - low
+    return np.clip(low, 0, size - 1), np.clip(low + 1, 0, size - 1), weight
+
+  y0, y1, wy = taps(ys, pixels.shape[0])
+  x0, x1, wx = taps(xs, pixels.shape[1])
+  wy, wx = wy[:, None, None], wx[None, :, None]
+  top_row = image[y0][:, x0] * (1 - wx) + image[y0][:, x1] * wx
+  bottom_row = image[y1][:, x0] * (1 - wx) + image[y1][:, x1] * wx
+  return top_row * (1 - wy) + bottom_row * wy
+
+
+@pytest.mark.parametrize("box,size", [((0, 0, 160, 120), 40), ((10.5, 7.25, 90.5, 67.25), 64),
+                                      ((30, 20, 50, 35), 64), ((3, 5, 147, 101), 224)],
+                         ids=["down-4x", "fractional", "up-3x", "down-to-224"])
+def test_resizing_without_antialiasing_is_bilinear_sampling(box, size):
+  """`antialias=False` samples the 4 input pixels around each output pixel's centre, at any box
+  (fractional ones included): within one grey level of the float64 reference (OpenCV rounds in
+  fixed point). Fails on a half-pixel shift (off by up to a level's fraction of the image's
+  gradient: tens of levels here) or swapped axes."""
+  pixels = _smooth_image(120, 160)
+  out = pipeline._bilinear_box(pixels, box, size, size)
+  assert out.shape == (size, size, 3) and out.dtype == np.uint8
+  np.testing.assert_allclose(out, _bilinear_reference(pixels, box, size, size), atol=1.0)
+
+
+def test_crops_without_antialiasing_alias_and_keep_the_draws():
+  """Stripes one pixel wide, downscaled 4x: the antialiased resize averages them to grey, the
+  bilinear one without antialiasing keeps sampling black or white (what tf.image.resize's default
+  does). The random window and flip are the same either way, and the encoded and the decoded
+  image give the same crop (no DCT scaling at this size)."""
+  stripes = np.zeros((256, 256, 3), np.uint8)
+  stripes[:, ::2] = 255
+  antialiased = pipeline.resize_center_crop(stripes, 50)  # Scale 256 / 57: 4.49...
+  aliased = pipeline.resize_center_crop(stripes, 50, antialias=False)
+  assert antialiased.std() < 10 < aliased.std()
+  image = _smooth_image(120, 160)
+  encoded = _jpeg(image)
+  decoded = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+  for seed in range(4):
+    from_bytes = pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=64,
+                                              antialias=False)
+    from_pixels = pipeline.random_resized_crop(decoded, np.random.default_rng(seed), size=64,
+                                               antialias=False)
+    np.testing.assert_array_equal(from_bytes, from_pixels)
+    rng = np.random.default_rng(seed)
+    top, left, crop_height, crop_width = pipeline.inception_window(120, 160, rng)
+    expected = _bilinear_reference(decoded, (left, top, left + crop_width, top + crop_height),
+                                   64, 64)
+    expected = expected[:, ::-1] if rng.random() < 0.5 else expected
+    np.testing.assert_allclose(from_pixels, expected, atol=1.0)
+  center = pipeline.resize_center_crop(encoded, 64, antialias=False)
+  np.testing.assert_array_equal(center, pipeline.resize_center_crop(decoded, 64, antialias=False))

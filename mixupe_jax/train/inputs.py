@@ -119,7 +119,9 @@ def _augmentation(config, image_size: int | None):
   if config.augment == "inception":
     if image_size is None:
       raise ValueError("augment='inception' crops to config.image_size; set it (e.g. 224).")
-    return functools.partial(pipeline.random_resized_crop, size=image_size)
+    return functools.partial(
+      pipeline.random_resized_crop, size=image_size, antialias=config.resize_antialias
+    )
   return None
 
 
@@ -189,7 +191,13 @@ def build_inputs(
     train_source = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
     eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
-    resize = functools.partial(pipeline.resize_center_crop, size=image_size) if image_size else None
+    resize = (
+      functools.partial(
+        pipeline.resize_center_crop, size=image_size, antialias=config.resize_antialias
+      )
+      if image_size
+      else None
+    )
     tfds_normalize = pipeline.normalizer(name)
     stream_normalize, device_preprocess = _normalization_side(config, tfds_normalize)
     num_classes = train_source.dataset_info.features["label"].num_classes
@@ -230,7 +238,9 @@ def build_inputs(
       },
       x_bar_batches=tfds_x_bar_batches,
       dataset_path=data_dir or None,
-      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}",
+      # Without antialiasing the images differ; earlier cache names stay valid for the default.
+      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}"
+      + ("" if config.resize_antialias else "|resize_antialias=False"),
       train_eval_batches=functools.partial(
         padded,
         train_source,
@@ -304,6 +314,7 @@ def build_inputs(
     x_bar_fingerprint=(
       f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
       f"{_subset_fingerprint(config)}{augmented_fingerprint}"
+      + ("" if config.resize_antialias else "|resize_antialias=False")
     ),
     train_eval_batches=functools.partial(
       padded,
