@@ -8,15 +8,16 @@ Pipelines (grain, `mixupe_jax.data.pipeline`, as `train.py` runs them):
 Batches leave as uint8, since the steps normalize on the device (`config.normalize_on_device`,
 the default); the `+ host normalize` rows normalize on the host as before, to show its cost. The
 grain rows run with `--threads` reader threads, and with 1 and 2 worker processes of one thread
-each (`config.input_workers`). The same four pipelines in tf.data (TensorFlow ops, the same thread
-count, the same arrays and JPEG bytes) run normalized, as tf.data pipelines usually are, and
+each (`config.input_workers`), and the ImageNet ones with `config.resize_antialias = False` too
+(bilinear without antialiasing, as tf.image.resize's default). The same four pipelines in tf.data
+(TensorFlow ops, the same thread count, the same arrays and JPEG bytes) run normalized, as tf.data pipelines usually are, and
 shipping uint8; the ImageNet train crop also with the antialiased resize that PIL's BILINEAR
 downscaling (and so grain's) performs. Every pipeline runs once per round, the rounds
 interleaved, so slow phases of the machine hit every row; the table gives medians over rounds,
 per core (examples/s over the cores the pipeline keeps busy: its threads, or its workers), and
 the per-round ratios of grain to tf.data with their spread. Besides: JPEG decoders and resizers
-per example on one thread (PIL, simplejpeg, OpenCV), the host-to-device bytes of a batch, and the
-PreActResNet-18 train step's examples/s on this backend.
+per example on one thread (PIL, OpenCV, and simplejpeg when installed), the host-to-device bytes
+of a batch, and the PreActResNet-18 train step's examples/s on this backend.
 The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists (default
 ../shared/data/cifar10/cifar10_jpeg.zip), otherwise random ones (same cost).
 
@@ -26,6 +27,7 @@ The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -184,39 +186,43 @@ def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
 
 
 def decoder_milliseconds(encoded: list[bytes], repeats: int) -> dict[str, float]:
-  """ms per example on one thread: full decodes by PIL, simplejpeg and OpenCV; the Inception crop
-  to 224 as PIL alone did it (draft + resize), as the pipeline does it (libjpeg-turbo decode, PIL
-  resize: the same pixels), and with OpenCV's non-antialiased bilinear resize (other pixels:
-  tf.data's default kind, not adopted)."""
+  """ms per example on one thread, the candidates interleaved over `repeats` passes: full decodes
+  by PIL, OpenCV and (when installed) simplejpeg; the Inception crop to 224 as the pipeline does
+  it (PIL's draft decode + antialiased resize), with `resize_antialias=False` (OpenCV's bilinear
+  without antialiasing), and with simplejpeg decoding (libjpeg-turbo at draft's DCT scale) before
+  PIL's resize."""
   import cv2
-  import simplejpeg
 
   cv2.setNumThreads(1)
-
-  def window(image: bytes, rng):
-    height, width = simplejpeg.decode_jpeg_header(image)[:2]
-    return pipeline.inception_window(height, width, rng)
-
-  def pil_alone(image, rng):
-    top, left, crop_height, crop_width = window(image, rng)
-    box = (left, top, left + crop_width, top + crop_height)
-    return pipeline._decode_region(pipeline._open_encoded(image), box, 224, 224)
-
-  def opencv_resize(image, rng):
-    top, left, crop_height, crop_width = window(image, rng)
-    pixels = simplejpeg.decode_jpeg(image)
-    crop = pixels[top : top + crop_height, left : left + crop_width]
-    return cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR)
-
   candidates = {
     "decode, PIL": lambda image, rng: np.asarray(Image.open(io.BytesIO(image)).convert("RGB")),
-    "decode, simplejpeg": lambda image, rng: simplejpeg.decode_jpeg(image),
     "decode, OpenCV": lambda image, rng: cv2.imdecode(np.frombuffer(image, np.uint8), 1),
-    "crop, PIL draft + resize (before)": pil_alone,
-    "crop, simplejpeg + PIL resize (adopted)": lambda image, rng: pipeline.random_resized_crop(
-      image, rng),
-    "crop, simplejpeg + OpenCV INTER_LINEAR (not antialiased)": opencv_resize,
+    "crop, PIL draft + antialiased resize (the pipeline's default)": pipeline.random_resized_crop,
+    "crop, PIL draft + bilinear without antialiasing (resize_antialias=False)":
+      functools.partial(pipeline.random_resized_crop, antialias=False),
   }
+  try:
+    import simplejpeg
+  except ImportError:
+    print("simplejpeg is not installed: its rows are left out (pip install simplejpeg).")
+  else:
+    def turbo_crop(image, rng):
+      width, height = Image.open(io.BytesIO(image)).size
+      top, left, crop_height, crop_width = pipeline.inception_window(height, width, rng)
+      needed = (-(-width * 224 // crop_width), -(-height * 224 // crop_height))
+      ratio = min(width // needed[0], height // needed[1])
+      scale = next((s for s in (8, 4, 2) if ratio >= s), 1)  # Image.draft's rule.
+      pixels = simplejpeg.decode_jpeg(image, min_height=-(-height // scale),
+                                      min_width=-(-width // scale))
+      factor = pixels.shape[1] / width
+      box = (left * factor, top * factor, (left + crop_width) * factor,
+             (top + crop_height) * factor)
+      crop = np.asarray(Image.fromarray(pixels).resize((224, 224), Image.Resampling.BILINEAR,
+                                                       box=box))
+      return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+    candidates["decode, simplejpeg"] = lambda image, rng: simplejpeg.decode_jpeg(image)
+    candidates["crop, simplejpeg decode + PIL antialiased resize"] = turbo_crop
   times: dict[str, list[float]] = {name: [] for name in candidates}
   for _ in range(repeats):
     for name, decode in candidates.items():
@@ -296,6 +302,13 @@ def grain_pipelines(cifar, labels, jpegs, args) -> dict:
       evaluate(jpegs, small, pipeline.resize_center_crop, imagenet_normalize), small,
       min(args.jpeg_batches, len(jpegs) // small - 3), 1),
   }
+  no_antialias = dict(antialias=False)
+  rows["imagenet_train, resize_antialias=False"] = (
+    train(jpegs, functools.partial(pipeline.random_resized_crop, **no_antialias), small), small,
+    args.jpeg_batches, threads)
+  rows["imagenet_eval, resize_antialias=False"] = (
+    evaluate(jpegs, small, functools.partial(pipeline.resize_center_crop, **no_antialias)), small,
+    min(args.jpeg_batches, len(jpegs) // small - 3), 1)
   for workers in (1, 2):
     rows[f"cifar_train, {workers} worker(s)"] = (
       train(cifar_source, pipeline.cifar_augment, args.batch_size, threads=1, workers=workers),
@@ -314,8 +327,12 @@ COMPARISONS = (
   ("imagenet_train", "imagenet_train"),
   ("imagenet_train", "imagenet_train uint8"),
   ("imagenet_train", "imagenet_train antialiased uint8"),
+  ("imagenet_train, resize_antialias=False", "imagenet_train"),
+  ("imagenet_train, resize_antialias=False", "imagenet_train uint8"),
   ("imagenet_eval", "imagenet_eval"),
   ("imagenet_eval", "imagenet_eval uint8"),
+  ("imagenet_eval, resize_antialias=False", "imagenet_eval"),
+  ("imagenet_eval, resize_antialias=False", "imagenet_eval uint8"),
 )
 
 
@@ -324,7 +341,7 @@ def main():
   parser.add_argument("--cifar-zip", default="../shared/data/cifar10/cifar10_jpeg.zip")
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--batches", type=int, default=30, help="CIFAR batches timed per round.")
-  parser.add_argument("--jpeg-batches", type=int, default=5, help="ImageNet batches of 32.")
+  parser.add_argument("--jpeg-batches", type=int, default=10, help="ImageNet batches of 32.")
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--step-repeats", type=int, default=3)
@@ -363,7 +380,7 @@ def main():
     per_round = [g / t for g, t in zip(per_core[grain_name], tf_per_core[tf_name], strict=True)]
     ratios[f"{grain_name} / tf.data {tf_name}"] = dict(
       median=statistics.median(per_round), low=min(per_round), high=max(per_round))
-  decoders = decoder_milliseconds(encoded[:64], repeats=3)
+  decoders = decoder_milliseconds(encoded[:64], repeats=10)
   transfer = transfer_costs(32, repeats=20)
   step_rates = {f"train_step_{m}": train_step_rate(m, 32, args.step_repeats)
                 for m in ("erm", "mixupe")}

@@ -104,24 +104,17 @@ def test_crops_of_encoded_images_match_crops_of_decoded_ones(height, width):
 
 
 def _spy_decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
-  """(width, height) of every JPEG decode, by libjpeg-turbo (simplejpeg) or by PIL's draft."""
+  """(width, height) of every JPEG decode by PIL's draft."""
   from PIL import JpegImagePlugin
   decoded_sizes = []
   original_draft = JpegImagePlugin.JpegImageFile.draft
-  original_turbo = pipeline.simplejpeg.decode_jpeg
 
   def draft(self, mode, size):
     result = original_draft(self, mode, size)
     decoded_sizes.append(self.size)
     return result
 
-  def turbo(*args, **kwargs):
-    pixels = original_turbo(*args, **kwargs)
-    decoded_sizes.append((pixels.shape[1], pixels.shape[0]))
-    return pixels
-
   monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
-  monkeypatch.setattr(pipeline.simplejpeg, "decode_jpeg", turbo)
   return decoded_sizes
 
 
@@ -140,62 +133,6 @@ def test_only_the_needed_resolution_of_a_jpeg_is_decoded(monkeypatch):
   for encoded in (gray, buffer.getvalue()):
     out = pipeline.random_resized_crop(encoded, np.random.default_rng(0), size=32)
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
-
-
-def _pil_region(encoded: bytes, box, size: int) -> np.ndarray:
-  """The reference: PIL alone, `draft` at the box's needed resolution, then resize(box=)."""
-  image = Image.open(io.BytesIO(encoded))
-  full_width, full_height = image.size
-  left, top, right, bottom = box
-  image.draft(image.mode, (int(np.ceil(full_width * size / (right - left))),
-                           int(np.ceil(full_height * size / (bottom - top)))))
-  fx, fy = image.size[0] / full_width, image.size[1] / full_height
-  if image.mode not in ("RGB", "L"):
-    image = image.convert("RGB")
-  out = image.resize((size, size), Image.Resampling.BILINEAR,
-                     box=(left * fx, top * fy, right * fx, bottom * fy))
-  return np.asarray(out.convert("RGB"))
-
-
-def _cmyk_jpeg(image):
-  buffer = io.BytesIO()
-  Image.fromarray(image).convert("CMYK").save(buffer, format="JPEG", quality=95)
-  return buffer.getvalue()
-
-
-@pytest.mark.parametrize("make", [
-    lambda: _jpeg(_smooth_image(375, 500)),
-    lambda: _jpeg(_smooth_image(1500, 2000)),  # DCT scales 1/2 to 1/8 for most windows.
-    lambda: _jpeg(_smooth_image(777, 1003)),  # Odd sides: the scaled size rounds up.
-    lambda: _jpeg(_smooth_image(600, 800), subsampling=0),  # 4:4:4 chroma.
-    lambda: _jpeg(_smooth_image(640, 480), progressive=True),
-    lambda: _jpeg(_smooth_image(700, 900)[..., 0]),  # Grayscale.
-    lambda: _cmyk_jpeg(_smooth_image(500, 600)),  # PIL decodes: turbo's CMYK conversion differs.
-], ids=["375x500", "1500x2000", "odd", "444", "progressive", "gray", "cmyk"])
-def test_the_libjpeg_turbo_decode_gives_the_pixels_of_pils(make, monkeypatch):
-  """The crops and center crops of the encoded path equal, to the bit, PIL's draft-and-resize on
-  the same windows, and libjpeg-turbo did the decoding (except for CMYK). Fails if the turbo
-  decode scales the DCT differently from `draft` (another size, other pixels), converts colour
-  differently, or is never used."""
-  encoded = make()
-  decoded_sizes = _spy_decoded_sizes(monkeypatch)
-  turbo_calls = []
-  original = pipeline._turbo_decode
-  monkeypatch.setattr(pipeline, "_turbo_decode",
-                      lambda *a: turbo_calls.append(1) or original(*a))
-  width, height = Image.open(io.BytesIO(encoded)).size
-  for seed in range(6):
-    for size in (32, 224):
-      rng = np.random.default_rng(seed)
-      top, left, crop_height, crop_width = pipeline.inception_window(height, width, rng)
-      expected = _pil_region(encoded, (left, top, left + crop_width, top + crop_height), size)
-      expected = expected[:, ::-1] if rng.random() < 0.5 else expected
-      np.testing.assert_array_equal(
-          pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=size), expected)
-  assert pipeline.resize_center_crop(encoded, 64).shape == (64, 64, 3)
-  is_cmyk = Image.open(io.BytesIO(encoded)).mode == "CMYK"
-  assert (len(turbo_calls) == 0) if is_cmyk else (len(turbo_calls) == 13)
-  assert len(decoded_sizes) >= 13
 
 
 def test_the_normalizer_is_the_formula():

@@ -14,8 +14,8 @@ resuming at step s is reading batch s (exact, tested), which tf.data's iterator 
 give across a changed host count. On an accelerator host feeding ImageNet, budget
 input cores from the per-core rate above (about 160-300 examples/s per core). Full-size JPEGs
 (ImageNet) stay encoded until the crop (`tfds_source(..., encoded=True)`): `random_resized_crop`
-and `resize_center_crop` then decode only the resolution their window needs (libjpeg-turbo through
-simplejpeg, PIL's pixels to the bit) and resize it straight from the decoder. Batches leave as
+and `resize_center_crop` then decode only the resolution their window needs and resize it
+straight from the decoder. Batches leave as
 uint8 when the steps normalize on the device (`ChannelNormalization.on_device`). Augmentation
 runs in NumPy with a per-example generator derived from (seed, epoch-position), so every stream is
 deterministic::
@@ -36,7 +36,6 @@ from typing import Any
 
 import grain
 import numpy as np
-import simplejpeg
 from PIL import Image
 
 TFDS_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "imagenet2012")
@@ -166,25 +165,6 @@ def _open_encoded(encoded: bytes) -> Image.Image:
   return Image.open(io.BytesIO(encoded))
 
 
-def _draft_scale(full_size: tuple[int, int], needed: tuple[int, int]) -> int:
-  """The DCT scale PIL's `Image.draft` picks: the largest s in (8, 4, 2, 1) with s <= the
-  smaller of full / needed per side."""
-  ratio = min(full_size[0] // max(needed[0], 1), full_size[1] // max(needed[1], 1))
-  return next((s for s in (8, 4, 2) if ratio >= s), 1)
-
-
-def _turbo_decode(encoded: bytes, full_size: tuple[int, int], scale: int) -> np.ndarray | None:
-  """The JPEG decoded to RGB at 1 / scale of its size by simplejpeg (libjpeg-turbo, GIL released),
-  the pixels `Image.draft` + decode give (tested); None where it does not apply (a size it would
-  scale differently, a stream it rejects), and PIL decodes instead."""
-  width, height = -(-full_size[0] // scale), -(-full_size[1] // scale)
-  try:
-    pixels = simplejpeg.decode_jpeg(encoded, colorspace="RGB", min_height=height, min_width=width)
-  except ValueError:
-    return None
-  return pixels if pixels.shape[:2] == (height, width) else None
-
-
 def _bilinear_box(
   pixels: np.ndarray, box: tuple[float, float, float, float], height: int, width: int
 ) -> np.ndarray:
@@ -220,16 +200,14 @@ def _decode_region(
   box: tuple[float, float, float, float],
   height: int,
   width: int,
-  encoded: bytes | None = None,
   antialias: bool = True,
 ) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
-  For a JPEG, the decoder first scales the DCT by the largest of 1/2, 1/4, 1/8 at which the box
-  still has at least height x width pixels (PIL's `draft` rule), so it produces only the
-  resolution the output needs; libjpeg-turbo through simplejpeg decodes (`_turbo_decode`, when
-  the bytes are given), PIL otherwise. The crop happens inside `resize(box=...)`, with no
-  full-size copy; without `antialias`, in `_bilinear_box`.
+  For a JPEG, `draft` first picks the largest DCT scaling (1/2, 1/4, 1/8) at which the box still
+  has at least height x width pixels, so the decoder produces only the resolution the output
+  needs; the crop happens inside `resize(box=...)`, with no full-size copy (without `antialias`,
+  in `_bilinear_box`).
   """
   left, top, right, bottom = box
   full_width, full_height = image.size
@@ -238,26 +216,11 @@ def _decode_region(
       int(-(-full_width * width // (right - left))),
       int(-(-full_height * height // (bottom - top))),
     )
-    scale = _draft_scale(image.size, needed)
-    # CMYK and YCCK need PIL's colour conversion; turbo's differs in the last bit.
-    pixels = None
-    if encoded is not None and image.mode in ("RGB", "L"):
-      pixels = _turbo_decode(encoded, image.size, scale)
-    if pixels is None:
-      image.draft(image.mode, needed)
-      decoded_width, decoded_height = image.size
-    else:
-      decoded_height, decoded_width = pixels.shape[:2]
-      if antialias:
-        image = Image.fromarray(pixels)
-    factor_x, factor_y = decoded_width / full_width, decoded_height / full_height
+    image.draft(image.mode, needed)
+    factor_x, factor_y = image.size[0] / full_width, image.size[1] / full_height
     box = (left * factor_x, top * factor_y, right * factor_x, bottom * factor_y)
-  else:
-    pixels = None
   if not antialias:
-    if pixels is None:
-      pixels = np.asarray(image.convert("RGB"))
-    return _bilinear_box(pixels, box, height, width)
+    return _bilinear_box(np.asarray(image.convert("RGB")), box, height, width)
   if image.mode not in ("RGB", "L"):
     image = image.convert("RGB")
   out = image.resize((width, height), Image.Resampling.BILINEAR, box=box)
@@ -305,7 +268,7 @@ def random_resized_crop(
     width, height = encoded.size
     top, left, crop_height, crop_width = inception_window(height, width, rng, scale, ratio)
     crop = _decode_region(
-      encoded, (left, top, left + crop_width, top + crop_height), size, size, image, antialias
+      encoded, (left, top, left + crop_width, top + crop_height), size, size, antialias
     )
   else:
     image_height, image_width = image.shape[:2]
@@ -342,8 +305,7 @@ def resize_center_crop(
   if encoded is not None:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
-    data = image if isinstance(image, bytes) else None
-    return _decode_region(encoded, box, size, size, data, antialias)
+    return _decode_region(encoded, box, size, size, antialias)
   if not antialias:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
