@@ -10,8 +10,8 @@ the default); the `+ host normalize` rows normalize on the host as before, to sh
 grain rows run with `--threads` reader threads, and with 1 and 2 worker processes of one thread
 each (`config.input_workers`), and the ImageNet ones with `config.resize_antialias = False` too
 (bilinear without antialiasing, as tf.image.resize's default). The same four pipelines in tf.data
-(TensorFlow ops, the same thread count, the same arrays and JPEG bytes) run normalized, as tf.data pipelines usually are, and
-shipping uint8; the ImageNet train crop also with the antialiased resize that PIL's BILINEAR
+(TensorFlow ops, the same thread count, the same arrays and JPEG bytes) run normalized, as
+tf.data pipelines usually are, and shipping uint8; the ImageNet train crop also with the antialiased resize that PIL's BILINEAR
 downscaling (and so grain's) performs. Every pipeline runs once per round, the rounds
 interleaved, so slow phases of the machine hit every row; the table gives medians over rounds,
 per core (examples/s over the cores the pipeline keeps busy: its threads, or its workers), and
