@@ -325,3 +325,43 @@ def test_crops_without_antialiasing_alias_and_keep_the_draws():
     np.testing.assert_allclose(from_pixels, expected, atol=1.0)
   center = pipeline.resize_center_crop(encoded, 64, antialias=False)
   np.testing.assert_array_equal(center, pipeline.resize_center_crop(decoded, 64, antialias=False))
+
+
+def _cmyk_jpeg(image):
+  buffer = io.BytesIO()
+  Image.fromarray(image).convert("CMYK").save(buffer, format="JPEG", quality=95)
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _jpeg(_smooth_image(375, 500)),
+    lambda: _jpeg(_smooth_image(1500, 2000)),  # DCT scales 1/2 to 1/8 for most windows.
+    lambda: _jpeg(_smooth_image(777, 1003)),  # Odd sides: the scaled size rounds up.
+    lambda: _jpeg(_smooth_image(600, 800), subsampling=0),  # 4:4:4 chroma.
+    lambda: _jpeg(_smooth_image(640, 480), progressive=True),
+    lambda: _jpeg(_smooth_image(700, 900)[..., 0]),  # Grayscale.
+    lambda: _cmyk_jpeg(_smooth_image(500, 600)),  # PIL decodes CMYK.
+], ids=["375x500", "1500x2000", "odd", "444", "progressive", "gray", "cmyk"])
+def test_without_antialiasing_opencv_decodes_the_pixels_pil_decodes(make, monkeypatch):
+  """With `antialias=False`, OpenCV decodes the JPEG at draft's DCT scale: the crops and center
+  crops equal, to the bit, those resized from PIL's decode of the same windows, and OpenCV did
+  decode (all but CMYK). Fails if OpenCV's scale or channel order differs from PIL's, or if it is
+  never used."""
+  encoded = make()
+  calls = []
+  original = pipeline._opencv_decode
+  monkeypatch.setattr(pipeline, "_opencv_decode", lambda *a: calls.append(1) or original(*a))
+
+  def crops():
+    out = [pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=size,
+                                        antialias=False)
+           for seed in range(6) for size in (32, 224)]
+    return out + [pipeline.resize_center_crop(encoded, 64, antialias=False)]
+
+  with_opencv = crops()
+  used = len(calls)
+  monkeypatch.setattr(pipeline, "_opencv_decode", lambda *a: None)  # PIL decodes.
+  for got, expected in zip(with_opencv, crops(), strict=True):
+    np.testing.assert_array_equal(got, expected)
+  is_cmyk = Image.open(io.BytesIO(encoded)).mode == "CMYK"
+  assert used == (0 if is_cmyk else 13)

@@ -195,19 +195,30 @@ def _bilinear_box(
   )
 
 
+def _opencv_decode(data: bytes, scale: int) -> np.ndarray | None:
+  """A JPEG decoded at 1 / scale (1, 2, 4 or 8) by OpenCV, as a BGR array; None if it fails."""
+  import cv2
+
+  reduced = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+  flag = reduced.get(scale, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION
+  return cv2.imdecode(np.frombuffer(data, np.uint8), flag)  # PIL ignores EXIF orientation too.
+
+
 def _decode_region(
   image: Image.Image,
   box: tuple[float, float, float, float],
   height: int,
   width: int,
   antialias: bool = True,
+  data: bytes | None = None,
 ) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
   For a JPEG, `draft` first picks the largest DCT scaling (1/2, 1/4, 1/8) at which the box still
   has at least height x width pixels, so the decoder produces only the resolution the output
-  needs; the crop happens inside `resize(box=...)`, with no full-size copy (without `antialias`,
-  in `_bilinear_box`).
+  needs; the crop happens inside `resize(box=...)`, with no full-size copy. Without `antialias`,
+  OpenCV decodes the JPEG's bytes (`data`) at the same DCT scale (the same pixels: tested) straight
+  into an array, and `_bilinear_box` resizes.
   """
   left, top, right, bottom = box
   full_width, full_height = image.size
@@ -216,9 +227,14 @@ def _decode_region(
       int(-(-full_width * width // (right - left))),
       int(-(-full_height * height // (bottom - top))),
     )
-    image.draft(image.mode, needed)
+    image.draft(image.mode, needed)  # Sets the scale and size; decodes nothing yet.
     factor_x, factor_y = image.size[0] / full_width, image.size[1] / full_height
     box = (left * factor_x, top * factor_y, right * factor_x, bottom * factor_y)
+    if not antialias and data is not None and image.mode in ("RGB", "L"):
+      bgr = _opencv_decode(data, round(full_width / image.size[0]))
+      if bgr is not None and bgr.shape[1::-1] == image.size:
+        # Resized in BGR, then the small output's channels reversed: no full-size copy.
+        return np.ascontiguousarray(_bilinear_box(bgr, box, height, width)[..., ::-1])
   if not antialias:
     return _bilinear_box(np.asarray(image.convert("RGB")), box, height, width)
   if image.mode not in ("RGB", "L"):
@@ -268,7 +284,7 @@ def random_resized_crop(
     width, height = encoded.size
     top, left, crop_height, crop_width = inception_window(height, width, rng, scale, ratio)
     crop = _decode_region(
-      encoded, (left, top, left + crop_width, top + crop_height), size, size, antialias
+      encoded, (left, top, left + crop_width, top + crop_height), size, size, antialias, image
     )
   else:
     image_height, image_width = image.shape[:2]
@@ -305,7 +321,8 @@ def resize_center_crop(
   if encoded is not None:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
-    return _decode_region(encoded, box, size, size, antialias)
+    data = image if isinstance(image, bytes) else None
+    return _decode_region(encoded, box, size, size, antialias, data)
   if not antialias:
     scale_y, scale_x = height / new_height, width / new_width
     box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
