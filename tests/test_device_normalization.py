@@ -87,7 +87,9 @@ def test_streams_hold_uint8_and_the_steps_normalize_them(tmp_path):
 def test_the_compiled_train_step_receives_uint8(tmp_path):
   """The step `train_and_evaluate` compiles takes the batch as u8 (a quarter of float32's bytes
   to the device) and its loss sees float32."""
-  experiment = loop.set_up(image_config(tmp_path, True))
+  config = image_config(tmp_path, True)
+  config.method = "mixup"  # The input side is the method's business only after the entry.
+  experiment = loop.set_up(config)
   train_step = step_lib.make_train_step(
     experiment.loss_fn,
     experiment.optimizer,
@@ -96,32 +98,38 @@ def test_the_compiled_train_step_receives_uint8(tmp_path):
     experiment.step_key,
     experiment.data.device_preprocess,
   )
-  images, labels = next(experiment.data.train_batches(0))
-  lowered = train_step.lower(experiment.state, jnp.asarray(images), jnp.asarray(labels))
+  batch = step_lib.global_batch(next(experiment.data.train_batches(0)), experiment.mesh)
+  lowered = train_step.lower(experiment.state, *batch)
   # args_info is (args, kwargs); the args are (state, images, labels).
   assert lowered.args_info[0][1].dtype == jnp.uint8
-  batch = step_lib.global_batch((images, labels), experiment.mesh)
-  _, metrics = train_step(experiment.state, *batch)
+  _, metrics = lowered.compile()(experiment.state, *batch)
   assert np.isfinite(float(metrics["loss"]))
 
 
-def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(tmp_path):
+@pytest.fixture(scope="module")
+def device_normalized_run(tmp_path_factory):
+  """(the data folder, the summary of the default run: normalized on the device, threads)."""
+  folder = tmp_path_factory.mktemp("device_normalized")
+  return folder, loop.train_and_evaluate(image_config(folder, True), str(folder / "on"))
+
+
+def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(device_normalized_run):
   """Eight MixupE steps of a small CNN: the device-normalized run's summary equals the
   host-normalized one's to float tolerance (they differ in the inputs' last bits only). Fails if
   the steps skip the normalization (pixels of 0-255 train another model) or apply it twice."""
-  on = loop.train_and_evaluate(image_config(tmp_path, True), str(tmp_path / "on"))
+  tmp_path, on = device_normalized_run
   off = loop.train_and_evaluate(image_config(tmp_path, False), str(tmp_path / "off"))
   for metric in ("accuracy", "nll"):
     np.testing.assert_allclose(on["test"][metric], off["test"][metric], rtol=1e-4, atol=1e-5)
   assert abs(on["test"]["nll"] - np.log(2)) > 1e-3  # It trained: not the chance-level NLL.
 
 
-def test_a_run_reading_in_worker_processes_equals_the_threaded_run(tmp_path):
+def test_a_run_reading_in_worker_processes_equals_the_threaded_run(device_normalized_run):
   """`config.input_workers = 2` trains on the threads' batches: the same summary to the bit
   (fails if the loop ignores the field's stream order); no worker process outlives the run."""
   import multiprocessing
 
-  threaded = loop.train_and_evaluate(image_config(tmp_path, True), str(tmp_path / "threads"))
+  tmp_path, threaded = device_normalized_run
   config = image_config(tmp_path, True)
   config.input_workers = 2
   workers = loop.train_and_evaluate(config, str(tmp_path / "workers"))

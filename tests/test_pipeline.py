@@ -193,9 +193,9 @@ def test_global_batches_do_not_depend_on_the_process_count(augment):
 
 
 def test_worker_processes_read_the_same_batches_in_the_same_order():
-  """1 and 2 grain worker processes (`num_workers`) give the threads' batches, augmentation
-  included, across an epoch boundary, from the start and resumed at step 3. Fails if the workers
-  reorder batches or draw augmentation from another key."""
+  """2 grain worker processes (`num_workers`) give the threads' batches, augmentation included,
+  across an epoch boundary, from the start and resumed at step 3 (an odd step: each worker's
+  share shifts). Fails if the workers reorder batches or draw augmentation from another key."""
   images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
   source = pipeline.ArraySource(images, np.arange(40) % 10)
   augment = functools.partial(pipeline.cifar_augment, padding=2)
@@ -209,11 +209,10 @@ def test_worker_processes_read_the_same_batches_in_the_same_order():
     return batches
 
   threads = run(0)
-  for num_workers in (1, 2):
-    for start_step in (0, 3):
-      for got, expected in zip(run(num_workers, start_step), threads[start_step:]):
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_array_equal(got[1], expected[1])
+  for start_step in (0, 3):
+    for got, expected in zip(run(2, start_step), threads[start_step:]):
+      np.testing.assert_array_equal(got[0], expected[0])
+      np.testing.assert_array_equal(got[1], expected[1])
 
 
 def test_resuming_at_a_step_continues_the_same_stream():
