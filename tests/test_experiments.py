@@ -399,8 +399,10 @@ def test_every_run_of_every_suite_has_a_valid_config(suite):
       for size in (config.batch_size, config.eval_batch_size):
         assert size % 8 == 0, f"{run}: batch sizes should split over 8 devices"
       assert config.progress_bar is False and config.seed == run.seed
-      # The stored runs paired across the whole batch (one device), whatever the default scope.
+      # The stored runs paired across the whole batch (one device), whatever the default scope,
+      # on images normalized on the host, whatever the default side.
       assert config.mixing_scope == "global", run
+      assert config.normalize_on_device is False, run
 
 
 def test_the_converged_suite_stops_early_and_reports_the_saved_model():
