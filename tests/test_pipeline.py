@@ -4,6 +4,7 @@ in-memory sources."""
 import functools
 import io
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -364,3 +365,10 @@ def test_without_antialiasing_opencv_decodes_the_pixels_pil_decodes(make, monkey
     np.testing.assert_array_equal(got, expected)
   is_cmyk = Image.open(io.BytesIO(encoded)).mode == "CMYK"
   assert used == (0 if is_cmyk else 13)
+
+
+def test_without_opencv_the_unantialiased_resize_says_what_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "cv2", None)  # Importing it now fails, as if not installed.
+  with pytest.raises(ImportError, match="pip install opencv-python-headless"):
+    pipeline.random_resized_crop(_jpeg(_smooth_image(60, 80)), np.random.default_rng(0), size=32,
+                                 antialias=False)

@@ -172,13 +172,7 @@ def _bilinear_box(
   interpolation WITHOUT antialiasing, as tf.image.resize's default: each output pixel samples the
   4 input pixels around its centre, whatever the scale (half-pixel centres; OpenCV's INTER_LINEAR
   through an affine warp, so that the box may be fractional). Downscaling aliases."""
-  try:
-    import cv2
-  except ImportError as error:
-    raise ImportError(
-      "resize_antialias=False resizes with OpenCV: pip install opencv-python-headless "
-      "(or mixupe_jax[opencv])."
-    ) from error
+  cv2 = _opencv()
   left, top, right, bottom = box
   scale_x, scale_y = (right - left) / width, (bottom - top) / height
   # Output pixel centre x + 1/2 samples the input at left + (x + 1/2) scale_x - 1/2.
@@ -195,9 +189,21 @@ def _bilinear_box(
   )
 
 
+def _opencv():
+  """OpenCV, which resize_antialias=False needs, or an error saying how to install it."""
+  try:
+    import cv2
+  except ImportError as error:
+    raise ImportError(
+      "resize_antialias=False resizes with OpenCV: pip install opencv-python-headless "
+      "(or mixupe_jax[opencv])."
+    ) from error
+  return cv2
+
+
 def _opencv_decode(data: bytes, scale: int) -> np.ndarray | None:
   """A JPEG decoded at 1 / scale (1, 2, 4 or 8) by OpenCV, as a BGR array; None if it fails."""
-  import cv2
+  cv2 = _opencv()
 
   reduced = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
   flag = reduced.get(scale, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION
