@@ -204,7 +204,6 @@ def _opencv():
 def _opencv_decode(data: bytes, scale: int) -> np.ndarray | None:
   """A JPEG decoded at 1 / scale (1, 2, 4 or 8) by OpenCV, as a BGR array; None if it fails."""
   cv2 = _opencv()
-
   reduced = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
   flag = reduced.get(scale, cv2.IMREAD_REDUCED_COLOR_8) | cv2.IMREAD_IGNORE_ORIENTATION
   return cv2.imdecode(np.frombuffer(data, np.uint8), flag)  # PIL ignores EXIF orientation too.
@@ -284,7 +283,7 @@ def random_resized_crop(
   resolution the window needs and the window resized from the decoder's image (`_decode_region`);
   the random draws are the same either way. The resize is PIL's BILINEAR, antialiased (a triangle
   filter as wide as the downscaling); `antialias=False` samples 4 pixels per output pixel instead
-  (`_bilinear_box`, tf.image.resize's default): other pixels, a third less work per crop."""
+  (`_bilinear_box`, tf.image.resize's default): other pixels, a fifth less time per crop."""
   if isinstance(image, bytes):
     encoded = _open_encoded(image)
     width, height = encoded.size

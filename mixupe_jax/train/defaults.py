@@ -29,7 +29,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.crop_padding = 4
   # The Inception crop's and the eval resize's resampling: PIL's antialiased BILINEAR (True), or
   # False: bilinear without antialiasing (4 pixels per output pixel, as tf.image.resize's default,
-  # OpenCV's INTER_LINEAR): other pixels, aliased when downscaling, a third less work per crop.
+  # OpenCV's INTER_LINEAR): other pixels, aliased when downscaling, a fifth less time per crop.
   config.resize_antialias = True
   config.flip = True
   config.input_threads = 2
