@@ -480,6 +480,7 @@ CONFIG_CASES = [
     ("checkpoint_every_steps", 0, r"config.checkpoint_every_steps = 0: expected an integer"),
     ("log_every_steps", 0, r"config.log_every_steps = 0: expected an integer >= 1"),
     ("input_threads", 0, r"config.input_threads = 0: expected an integer >= 1"),
+    ("input_workers", -1, r"config.input_workers = -1: expected an integer >= 0"),
     ("crop_padding", -4, r"config.crop_padding = -4: expected an integer >= 0"),
     ("dataset", "mnist", r"config.dataset = 'mnist': expected tfds:<name> or one of the forms"),
     ("dataset", "tfds:mnist", r"config.dataset = 'tfds:mnist': TFDS datasets here are"),
