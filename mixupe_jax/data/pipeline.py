@@ -311,7 +311,8 @@ def resize_center_crop(
   An encoded image is decoded at the resolution the resize needs, and the crop's window in the
   original's coordinates is resized directly (`_decode_region`); `antialias` as in
   `random_resized_crop`."""
-  encoded = _open_encoded(image) if isinstance(image, bytes) else None
+  data = image if isinstance(image, bytes) else None
+  encoded = _open_encoded(data) if data is not None else None
   if encoded is not None:
     width, height = encoded.size
   else:
@@ -323,14 +324,12 @@ def resize_center_crop(
     else (max(short, round(height * short / width)), short)
   )
   top, left = (new_height - size) // 2, (new_width - size) // 2
+  # The crop's window in the original's coordinates.
+  scale_y, scale_x = height / new_height, width / new_width
+  box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
   if encoded is not None:
-    scale_y, scale_x = height / new_height, width / new_width
-    box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
-    data = image if isinstance(image, bytes) else None
     return _decode_region(encoded, box, size, size, antialias, data)
   if not antialias:
-    scale_y, scale_x = height / new_height, width / new_width
-    box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
     return _bilinear_box(np.asarray(image), box, size, size)
   resized = _resize(np.asarray(image), new_height, new_width)
   return resized[top : top + size, left : left + size]

@@ -238,9 +238,7 @@ def build_inputs(
       },
       x_bar_batches=tfds_x_bar_batches,
       dataset_path=data_dir or None,
-      # Without antialiasing the images differ; earlier cache names stay valid for the default.
-      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}"
-      + ("" if config.resize_antialias else "|resize_antialias=False"),
+      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}{_resize_fingerprint(config)}",
       train_eval_batches=functools.partial(
         padded,
         train_source,
@@ -313,8 +311,7 @@ def build_inputs(
     dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
     x_bar_fingerprint=(
       f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
-      f"{_subset_fingerprint(config)}{augmented_fingerprint}"
-      + ("" if config.resize_antialias else "|resize_antialias=False")
+      f"{_subset_fingerprint(config)}{augmented_fingerprint}{_resize_fingerprint(config)}"
     ),
     train_eval_batches=functools.partial(
       padded,
@@ -324,6 +321,12 @@ def build_inputs(
     ),
     device_preprocess=device_preprocess,
   )
+
+
+def _resize_fingerprint(config) -> str:
+  """Without antialiasing the images differ; empty for the default, so that earlier runs' cached
+  x_bar files keep their names."""
+  return "" if config.resize_antialias else "|resize_antialias=False"
 
 
 def _subset_fingerprint(config) -> str:
