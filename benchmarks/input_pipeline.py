@@ -42,20 +42,16 @@ from mixupe_jax.data import pipeline
 
 
 class JpegSource:
-  """JPEG bytes, decoded whole on access as `tfds.data_source` does by default (`decode=True`),
-  or handed on encoded as `pipeline.tfds_source(..., encoded=True)` does for ImageNet."""
+  """JPEG bytes handed on encoded, as `pipeline.tfds_source(..., encoded=True)` does for ImageNet."""
 
-  def __init__(self, encoded: list[bytes], labels: np.ndarray, decode: bool):
-    self.encoded, self.labels, self.decode = encoded, labels, decode
+  def __init__(self, encoded: list[bytes], labels: np.ndarray):
+    self.encoded, self.labels = encoded, labels
 
   def __len__(self):
     return len(self.encoded)
 
   def __getitem__(self, index):
-    image = self.encoded[index]
-    if self.decode:
-      image = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
-    return {"image": image, "label": self.labels[index]}
+    return {"image": self.encoded[index], "label": self.labels[index]}
 
 
 def examples_per_second(batches, batch_size: int, num_batches: int) -> float:
@@ -343,7 +339,7 @@ def main():
     pixels = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     encoded.append(buffer.getvalue())
-  jpegs = JpegSource(encoded, (np.arange(256) % 10).astype(np.int32), False)
+  jpegs = JpegSource(encoded, (np.arange(256) % 10).astype(np.int32))
   grain_rows = grain_pipelines(cifar, labels, jpegs, args)
   tf_rows = tf_data_pipelines(cifar, labels, encoded, args)
   tf_cores = min(args.threads, os.cpu_count() or 1)
