@@ -272,7 +272,7 @@ CONVERGED = Suite(
     # (9,000 images after the validation split): validation accuracy peaked at epoch 17 (86.9%)
     # while the training loss kept falling to the stop at epoch 27; the reported model fits
     # 90.4% of the training split, test 86.1%: the case of a model that stops improving on
-    # validation before it fits every image.
+    # validation before it fits every image (seeds 0-2: 90.4%, 90.6% and 94.6% fitted).
     "fashion_mnist": DatasetEntry(
       "fashion_mnist_cnn.py",
       {
@@ -291,6 +291,8 @@ CONVERGED = Suite(
       },
       search_overrides={"num_epochs": 10},
     ),
+    # Measured on ERM seeds 0-2: the reported model fits 99.1%, 99.9% and 100.0% of the training
+    # split (test 95.7-96.3%); validation peaked at steps 259-1,147 of 1,480.
     "fsdd": DatasetEntry(
       "fsdd_cnn.py",
       {
