@@ -138,6 +138,54 @@ def test_cutmix_box_side_is_sqrt_one_minus_lambda_of_each_side():
   assert abs((taken.mean(axis=(1, 2)) - wrong).mean()) > 20 * difference.std() / np.sqrt(count)
 
 
+def test_cutmix_box_centre_is_uniform_over_every_position_and_a_sub_pixel_box_is_empty():
+  """The centre is uniform over {0, ..., size - 1}, the first position included: a one-pixel box
+  (cut = 1) on an axis of 8 lands on each position equally often. A box thinner than a pixel
+  (cut = 0) takes nothing wherever its centre falls, the first position included.
+  Mutants that fail it (checked by hand): the centre drawn from {1, ..., size - 1} (position 0
+  never cut); the box's upper end clipped below at 1 (a one-pixel box at the corner when the cut
+  is 0 and both centres are 0)."""
+  count, size = 4000, 8
+  lam = jnp.full((count,), 1.0 - 1.0 / size)  # cut = floor((1 - lambda) size) = 1 on one axis.
+  keep = np.asarray(mixing.cutmix_mask(jax.random.key(5), lam, (count, size), (1,)))
+  assert np.all(keep.sum(axis=1) == size - 1)
+  counts = np.bincount(np.argmin(keep, axis=1), minlength=size)
+  assert scipy.stats.chisquare(counts).pvalue > 1e-3
+  # sqrt(1 - 0.999) * 8 < 1: cut = 0 on both axes; both centres are 0 for 1/64 of the examples.
+  thin = mixing.cutmix_mask(jax.random.key(6), jnp.full((count,), 0.999), (count, size, size, 1),
+                            (1, 2))
+  np.testing.assert_array_equal(thin, 1.0)
+
+
+def test_pair_granularity_cutmix_cuts_one_box_for_both_members_of_a_pair(key):
+  """granularity='pair': i and its partner j(i) cut the same box with the same lambda (each
+  keeps its own pixels outside it), and different pairs cut different boxes.
+  Mutant that fails it (checked by hand): the pair branch never taken (`granularity == "PAIR"`:
+  one box per example)."""
+  x = jnp.arange(16 * 12 * 12, dtype=jnp.float32).reshape(16, 12, 12, 1)
+  for pairing in ("flip", "matching"):
+    mixed = mixing.cutmix(key, x, jnp.arange(16) % 2, alpha=1.0, num_classes=2,
+                          granularity="pair", pairing=pairing)
+    partner = np.asarray(mixed.partner)
+    taken = np.asarray(mixed.inputs) != np.asarray(x)
+    np.testing.assert_array_equal(taken, taken[partner])
+    np.testing.assert_array_equal(mixed.lam, np.asarray(mixed.lam)[partner])
+    assert taken.any() and len({region.tobytes() for region in taken}) > 2
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_mixed_inputs_keep_a_low_precision_float_dtype(dtype, key):
+  """bfloat16 / float16 images stay in their dtype through every mixing op (the masks and
+  lambdas are float32), so a mixed-precision input pipeline is not silently upcast.
+  Mutant that fails it (checked by hand): CutMix's `.astype(inputs.dtype)` dropped."""
+  x = jax.random.normal(key, (8, 6, 6, 3)).astype(dtype)
+  labels = jnp.arange(8) % 4
+  for op in (mixing.mixup, mixing.cutmix):
+    assert op(key, x, labels, alpha=1.0, num_classes=4).inputs.dtype == dtype
+  both = mixing.mixup_or_cutmix(key, x, labels, mixup_alpha=1.0, cutmix_alpha=1.0, num_classes=4)
+  assert both.inputs.dtype == dtype
+
+
 def test_uncorrected_cutmix_keeps_the_sampled_lambda_that_sets_the_box(key):
   """correct_lambda=False: the label weight is the sampled lambda ~ Beta(alpha, alpha), and the
   box cut for example i follows it (side floor(sqrt(1 - lambda_i) size) where unclipped)."""
@@ -302,6 +350,10 @@ def test_label_smoothing_bounds():
 
 
 def test_cutmix_options_reach_the_box_and_the_labels(key):
+  """spatial_axes, pairing and label_smoothing reach CutMix's box and labels; the batch's box and
+  lambda are shared by the shards, the pairing is not.
+  Mutant that fails it (checked by hand): CutMix's labels not smoothed (`_prepare(..., None,
+  ...)`), which a bound on the smallest label did not catch."""
   x = jnp.arange(8 * 6 * 6 * 1, dtype=jnp.float32).reshape(8, 6, 6, 1)
   labels = jnp.arange(8) % 2
   rows = mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, spatial_axes=(1,),
@@ -309,7 +361,10 @@ def test_cutmix_options_reach_the_box_and_the_labels(key):
   taken = np.asarray(rows.inputs) != np.asarray(x)
   assert taken.any() and np.all(taken == taken[:, :, :1])  # Whole rows: axis 1 only is cut.
   np.testing.assert_array_equal(rows.partner, np.arange(7, -1, -1))
-  assert float(jnp.min(rows.labels)) >= 0.1 - 1e-6  # Smoothed: every class keeps 0.2 / 2.
+  # Smoothed before mixing, by hand: y = 0.8 one_hot + 0.2 / 2, then lambda y_i + (1 - lambda) y_j.
+  smoothed = 0.8 * np.eye(2)[np.asarray(labels)] + 0.1
+  lam = np.asarray(rows.lam)[:, None]
+  np.testing.assert_allclose(rows.labels, lam * smoothed + (1 - lam) * smoothed[::-1], rtol=1e-6)
   # The batch's lambda and box are the same on every shard; the pairing differs. Per-example
   # lambdas differ per shard too.
   shards = [mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, shard_index=i) for i in (0, 1)]
