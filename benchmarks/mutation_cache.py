@@ -69,8 +69,8 @@ def main() -> None:
   parser.add_argument("--out", default="benchmarks/mutation_cache.json")
   args = parser.parse_args()
 
-  cache_dir = os.path.join(ROOT, "mutants", "jax_cache")
-  baseline = os.path.join(ROOT, "mutants", "jax_cache_baseline")
+  cache_dir = mutation_check.COMPILATION_CACHE_DIR
+  baseline = cache_dir + "_baseline"
   shutil.rmtree(cache_dir, ignore_errors=True)
   check(args.warmup, cache_dir, args.max_children)
   shutil.rmtree(baseline, ignore_errors=True)

@@ -38,6 +38,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EQUIVALENTS = os.path.join(ROOT, "scripts", "mutation_equivalents.json")
 REPORT_DIR = os.path.join(ROOT, "results", "mutation")
+COMPILATION_CACHE_DIR = os.path.join(ROOT, "mutants", "jax_cache")
+CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
 KILLED = ("killed", "timeout")
 NOT_CHECKED = "not checked"
 COLUMNS = ("killed", "timeout", "survived", "no tests", "equivalent", NOT_CHECKED)
@@ -45,18 +48,16 @@ COLUMNS = ("killed", "timeout", "survived", "no tests", "equivalent", NOT_CHECKE
 
 def compilation_cache_environment(cache_dir: str | None) -> dict[str, str]:
   """The environment of mutmut and of every process it forks, with JAX's persistent compilation
-  cache in `cache_dir` (None: no cache).
+  cache in `cache_dir` (None: no cache, even if the caller's environment sets one).
 
   Each mutant's tests run in a fresh process, which would compile every jitted function again.
   The cache key is the lowered program, so a mutant only recompiles the programs its change
   reaches; a program it leaves unchanged computes the same function and is read from disk. Every
   program is cached, however fast it compiled (the defaults skip those under a second).
   """
-  environment = dict(os.environ)
+  environment = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
   if cache_dir is not None:
-    environment.update(JAX_COMPILATION_CACHE_DIR=os.path.abspath(cache_dir),
-                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    environment.update(zip(CACHE_VARIABLES, (os.path.abspath(cache_dir), "0", "-1"), strict=True))
   return environment
 
 
@@ -187,7 +188,7 @@ def main() -> None:
   parser.add_argument("--rerun-survivors", action="store_true",
                       help="retest the survivors only (with the current tests)")
   parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-  parser.add_argument("--compilation-cache-dir", default=os.path.join(ROOT, "mutants", "jax_cache"),
+  parser.add_argument("--compilation-cache-dir", default=COMPILATION_CACHE_DIR,
                       help="JAX's persistent compilation cache, shared by the mutants' processes")
   parser.add_argument("--no-compilation-cache", action="store_true",
                       help="compile every program in every mutant's process (slower)")
