@@ -1,6 +1,7 @@
 """The experiment runner: the search reads only the validation split, the table's statistics, and a
 suite that is killed mid-way completes on rerun without repeating a finished run."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -177,6 +178,17 @@ def test_markdown_table_written_out():
   binary, hence 0.247); every run took 2 s."""
   suite, outcome = toy_suite_and_outcome()
   assert report.markdown(report.aggregate(suite, outcome), suite) == TOY_MARKDOWN
+
+
+def test_a_suite_without_searched_methods_has_no_table_of_choices():
+  """A control of unsearched methods (such as cora_dropout) reports everything else unchanged."""
+  suite, outcome = toy_suite_and_outcome()
+  suite.methods["mixupe"].searched = False
+  outcome = {**outcome, "search": {}, "chosen": {}}
+  before, after = TOY_MARKDOWN.split("**Chosen on the validation split**")
+  expected = before + "Diverged" + after.split("Diverged", 1)[1]
+  expected = expected.replace("0.5 min", "0.3 min")  # The search's 9 s are gone with it.
+  assert report.markdown(report.aggregate(suite, outcome), suite) == expected
 
 
 def test_no_p_below_the_rounding_cut_off_relative_to_the_mean_difference():
@@ -386,6 +398,29 @@ def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
   clean_pass = config_of(ablation, runner.Run("final", "fashion_mnist", "mixup_clean_pass", 0))
   assert (clean_pass["method"], clean_pass["variant"], clean_pass["eta"]) == ("mixupe", "v1", 0.0)
   assert ablation.store == cpu.store, "the shared runs are kept in one place"
+
+
+def test_the_cora_dropout_control_extends_the_converged_runs_with_more_seeds():
+  """Seeds 0-4 of the control are the converged suite's Cora runs (same config, same store), the
+  other ten train with only the seed changed; no search runs, as neither method is searched."""
+  control, converged = suites.CORA_DROPOUT, suites.CONVERGED
+  assert control.runs_of == converged.name and control.store == converged.store
+
+  def config_of(suite, run):
+    config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
+                               data_dir="/data")
+    config.name = ""
+    return config.to_dict()
+
+  assert runner.search_runs(control, "cora") == []
+  runs = runner.final_runs(control, "cora")
+  assert len(runs) == 2 * 15
+  for run in runs:
+    reference = dataclasses.replace(run, seed=0)
+    expected = config_of(converged, reference) | {"seed": run.seed}
+    assert config_of(control, run) == expected, run
+  clean_pass = config_of(control, runner.Run("final", "cora", "mixup_clean_pass", 7))
+  assert (clean_pass["method"], clean_pass["eta"]) == ("manifold_mixupe", 0.0)  # Hidden mixing.
 
 
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)

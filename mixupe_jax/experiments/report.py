@@ -274,20 +274,24 @@ def markdown(results: dict[str, Any], suite) -> str:
         ],
       )
   searched = [method for method, entry in suite.methods.items() if entry.searched]
-  lines += [
-    "**Chosen on the validation split** (eta, sign; published = the variant's own sign)",
-    "",
-    "| dataset | " + " | ".join(searched) + " |",
-    "|---" * (1 + len(searched)) + "|",
-  ]
-  for dataset, chosen in results["chosen"].items():
-    cells = [
-      f"{chosen[m]['eta']:g}, {'flipped' if chosen[m]['flip_sign'] else 'published'}"
-      if m in chosen
-      else "—"
-      for m in searched
+  if searched:  # A suite of unsearched methods (a control) has no choices to show.
+    lines += [
+      "**Chosen on the validation split** (eta, sign; published = the variant's own sign)",
+      "",
     ]
-    lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    lines += _table(
+      ["dataset"] + searched,
+      [
+        [dataset]
+        + [
+          f"{chosen[m]['eta']:g}, {'flipped' if chosen[m]['flip_sign'] else 'published'}"
+          if m in chosen
+          else "—"
+          for m in searched
+        ]
+        for dataset, chosen in results["chosen"].items()
+      ],
+    )
   diverged = [
     f"{d}/{m} seeds {e['diverged_seeds']}"
     for d, entry in results["results"].items()
@@ -295,7 +299,6 @@ def markdown(results: dict[str, Any], suite) -> str:
     if m != "comparisons" and e["diverged_seeds"]
   ]
   lines += [
-    "",
     f"Diverged (NaN loss) runs: {', '.join(diverged) if diverged else 'none'}.",
     f"Training time, all runs of the suite: {results['total_run_seconds'] / 60:.1f} min"
     + (
