@@ -333,6 +333,20 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
   assert (workdir / "results.md").read_text() == table
 
 
+@pytest.mark.parametrize("suite", [suites.CONVERGED, suites.CORA_DROPOUT], ids=lambda s: s.name)
+def test_the_committed_store_holds_every_run_and_gives_the_committed_table(suite, tmp_path,
+                                                                          monkeypatch):
+  """A fresh checkout, without data or a workdir, finds every run of the finished suite in the
+  committed store (so the command trains nothing), and the store's table is the committed one."""
+  monkeypatch.setattr(runner, "check_data", lambda *args, **kwargs: None)  # Nothing trains.
+  outcome = runner.run_suite(suite, str(tmp_path / "fresh"), store=os.path.join(ROOT, suite.store),
+                             train=False)
+  assert outcome["missing"] == []
+  assert not os.path.exists(tmp_path / "fresh")
+  with open(os.path.join(ROOT, suite.results_dir, "results.md")) as file:
+    assert report.markdown(report.aggregate(suite, outcome), suite) == file.read()
+
+
 def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path, monkeypatch):
   """A fresh checkout has no workdir, only the committed store: the suite reads every run from it
   and trains nothing; a run missing from the store is trained and written there."""

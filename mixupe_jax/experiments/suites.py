@@ -9,6 +9,7 @@ method's eta and sign are not set here: the runner picks them per dataset on a v
     bn_ablation  MixupE-exact vs its clean pass alone (eta = 0) on the cpu suite's BatchNorm models
     tiny         two datasets, two methods, one seed, a few steps: for tests and a first try
     converged    models that fit their data, trained until validation accuracy stops improving
+    cora_dropout Mixup and its clean pass on Cora at 15 seeds: is converged's gap systematic?
 """
 
 from __future__ import annotations
@@ -305,7 +306,8 @@ CONVERGED = Suite(
       search_overrides={"num_epochs": 20},
     ),
     # Kipf & Welling's recipe (configs/cora_gcn.py): mixing after the first propagation,
-    # early stopping on the standard 500 validation nodes.
+    # early stopping on the standard 500 validation nodes. Measured on ERM seeds 0-4: the
+    # reported model fits 98.6-100.0% of the 140 training nodes (kept at steps 87-190 of 400).
     "cora": DatasetEntry(
       "cora_gcn.py",
       {
@@ -322,6 +324,8 @@ CONVERGED = Suite(
       # term_fraction subsets the clean batch, which mixing a hidden layer does not have.
       methods=tuple(m for m in CONVERGED_METHODS if m != "mixupe_exact_quarter"),
     ),
+    # Measured on ERM seeds 0-4: the reported model fits 100.0% of the training split in every
+    # seed (kept at steps 198-1,782 of 1,800).
     "digits": DatasetEntry(
       "digits_mlp.py",
       {"num_epochs": 100, "early_stopping_patience": 15, **_CONVERGED_QUIET},
