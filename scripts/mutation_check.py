@@ -18,7 +18,9 @@ The mutants' processes share JAX's persistent compilation cache (mutants/jax_cac
 mutmut 2.4x faster in benchmarks/mutation_cache.py.
 
 results/mutation/report.json keeps every mutant's status, so a fresh checkout reruns only the
-survivors (`--rerun-survivors`); after a change to a mutated module, run it whole again.
+survivors (`--rerun-survivors`); after a change to a mutated module, run it whole again. mutmut
+forgets its results in mutants/ when a test changes, so the script writes the report before every
+run; during a long run, `--report-only` (safe beside it) keeps what is finished.
 
 Not part of the test suite: a full run takes hours on 2 cores. The report goes to
 results/mutation/report.md and report.json; the kill rate counts killed (and timed-out) mutants
@@ -195,6 +197,10 @@ def main() -> None:
   parser.add_argument("mutants", nargs="*", help="check only these mutants (default: all)")
   args = parser.parse_args()
   cache_dir = None if args.no_compilation_cache else args.compilation_cache_dir
+  if not args.report_only and os.path.isdir(os.path.join(ROOT, "mutants")):
+    # After a change to a test or a mutated module, mutmut reruns its stats and forgets every
+    # result in mutants/: keep them in report.json first, where statuses() finds them.
+    report()
   if args.rerun_survivors:
     # In a fresh checkout mutmut first builds mutants/ and its test map (minutes), then runs
     # only these; the other mutants keep the statuses of the committed report.

@@ -100,6 +100,25 @@ def test_the_drawn_subset_is_uniform_and_its_loss_averages_to_the_full_term(per_
   assert float(mix_loss(full)) == float(mix_loss(half))
 
 
+def test_the_subset_is_drawn_with_the_documented_key_and_only_below_one(per_example_problem):
+  """term_subsample gets fold_in(key, 2), as documented, for rho < 1, and is never called at
+  rho = 1 (the term is then on the batch itself, in its order)."""
+  inputs, labels, x_bar, apply_fn, params, state, _ = per_example_problem
+  calls = []
+
+  def spy(key, x, y):
+    calls.append(jax.random.key_data(key))
+    return x[:3], y[:3]
+
+  key = jax.random.key(5)
+  for fraction in (1.0, 0.5):
+    loss_fn = losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES, eta=1.0,
+                                  x_bar=x_bar, term_fraction=fraction, term_subsample=spy)
+    loss_fn(params, state, inputs, labels, key)
+    assert len(calls) == (0 if fraction == 1.0 else 1), fraction
+  np.testing.assert_array_equal(calls[0], jax.random.key_data(jax.random.fold_in(key, 2)))
+
+
 def test_the_subset_size_and_bad_fractions():
   assert [regularizers.subsample_size(32, rho) for rho in (0.25, 0.01, 1.0)] == [8, 1, 32]
   for bad in (0.0, -0.5, 1.5, float("nan")):
@@ -162,6 +181,28 @@ def test_a_rematerialized_clean_pass_has_the_same_loss_and_gradient(split):
   jaxpr = jax.make_jaxpr(jax.grad(lambda p: loss(p, "dots_saveable")[0]))(params)
   assert "checkpoint" in str(jaxpr) or "remat" in str(jaxpr)
   assert "checkpoint" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, None)[0]))(params))
+
+
+def test_manifold_mixupe_rematerializes_its_clean_pass_too():
+  """The option reaches the hidden-layer loss: the gradient's program holds a rematerialized call
+  with it and none without, and the loss is the same."""
+  from conftest import make_model
+  key = jax.random.key(0)
+  inputs = jax.random.normal(key, (8, 5))
+  labels = jnp.arange(8) % NUM_CLASSES
+  module, params, state = make_model("mlp_bn", key, inputs, NUM_CLASSES)
+  mixed = mixing.mixup(jax.random.key(1), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+
+  def loss(p, remat):
+    return losses.manifold_mixupe_loss_fn(p, state, mixed, inputs, labels,
+                                          apply_fn=flax_apply_fn(module), layer=1, alpha=1.0,
+                                          eta=1.0, threshold=0.0, num_classes=NUM_CLASSES,
+                                          clean_pass_remat=remat)[0]
+
+  np.testing.assert_allclose(loss(params, "dots_saveable"), loss(params, None), rtol=1e-6)
+  program = lambda remat: str(jax.make_jaxpr(jax.grad(lambda p: loss(p, remat)))(params))
+  assert "checkpoint" in program("dots_saveable") or "remat" in program("dots_saveable")
+  assert "checkpoint" not in program(None) and "remat" not in program(None)
 
 
 def test_rematerialized_keeps_the_coupling_declaration_and_rejects_unknown_policies():

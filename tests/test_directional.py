@@ -142,3 +142,82 @@ def test_hidden_layer_zero_with_mean_direction_equals_input_jvp(key, make, apply
 def test_x_bar_shape_mismatch_is_a_clear_error():
   with pytest.raises(ValueError, match=r"x_bar has shape \(5,\).*\(10,\)"):
     directional.check_x_bar(jnp.zeros(5), jnp.zeros((4, 10)))
+
+
+def test_the_joint_term_is_float32_for_low_precision_logits_and_keeps_float64():
+  """r_i by hand, sum_c (softmax(f) - y)_c t_c, computed in float32 from bfloat16 logits and
+  tangents (the documented dtype, under x64 too), and in float64 for float64 inputs."""
+  rng = np.random.default_rng(0)
+  logits, tangents = (rng.normal(size=(4, 3)) * 2 for _ in range(2))
+  labels = np.eye(3)[[0, 1, 2, 0]]
+
+  def by_hand(f, t):
+    p = np.exp(f - f.max(-1, keepdims=True))
+    return np.sum((p / p.sum(-1, keepdims=True) - labels) * t, axis=-1)
+
+  narrow = [jnp.asarray(a, jnp.bfloat16) for a in (logits, tangents)]
+  expected = by_hand(*(np.asarray(a, np.float64) for a in narrow))
+  for x64 in (False, True):
+    with jax.enable_x64(x64):
+      term = directional.directional_term(*narrow, jnp.asarray(labels, jnp.float32))
+      assert term.dtype == jnp.float32, x64
+      np.testing.assert_allclose(term, expected, rtol=1e-5, atol=1e-6)
+  with jax.enable_x64(True):
+    wide = directional.directional_term(jnp.asarray(logits), jnp.asarray(tangents),
+                                        jnp.asarray(labels))
+    assert wide.dtype == jnp.float64
+    np.testing.assert_allclose(wide, by_hand(logits, tangents), rtol=1e-12)
+
+
+def test_a_float32_model_stays_float32_under_x64_whatever_x_bar_and_t_are():
+  """Under x64, t = 0 is float64 (so the per-example values r are float64) and a user's x_bar may
+  be numpy's float64, but the model sees its own float32 inputs: with an apply function that
+  would compute in float64 if handed float64, the logits, tangents and parameter gradient stay
+  float32. x_bar of shape [1, ...] is the same x_bar."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(1)
+    weights = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    inputs = jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)
+    labels = jnp.asarray(np.eye(2)[[0, 1, 1, 0]], jnp.float32)
+    x_bar = np.asarray(inputs, np.float64).mean(0) + 0.5  # float64, as numpy computes it.
+    apply_fn = lambda w, state, x: (jnp.tanh(x @ w), state)  # No cast: float64 in, float64 out.
+
+    def official(w, target):
+      logits, r, total, _ = directional.official_weighted_term(
+          directional.input_shift(apply_fn), w, {}, inputs, target, labels, jnp.ones_like)
+      return total, (logits, r)
+
+    (total, (logits, r)), gradient = jax.value_and_grad(official, has_aux=True)(weights, x_bar)
+    assert logits.dtype == jnp.float32 and gradient.dtype == jnp.float32
+    assert r.dtype == jnp.float64 and total.dtype == jnp.float64
+    (_, (_, r_row)), gradient_row = jax.value_and_grad(official, has_aux=True)(weights,
+                                                                              x_bar[None])
+    np.testing.assert_array_equal(r_row, r)
+    np.testing.assert_array_equal(gradient_row, gradient)
+    checked = directional.check_x_bar(x_bar, inputs)
+    assert checked.dtype == jnp.float32
+    np.testing.assert_array_equal(directional.check_x_bar(x_bar[None], inputs), checked)
+    logits, tangents, _ = directional.logit_directional_derivative(
+        apply_fn, weights, {}, inputs, checked[None] - inputs)
+    assert logits.dtype == jnp.float32 and tangents.dtype == jnp.float32
+    np.testing.assert_allclose(r, directional.directional_term(logits, tangents, labels),
+                               rtol=1e-5)  # A linear-in-examples model: official = joint.
+
+
+def test_the_official_term_differentiates_with_integer_model_state():
+  """Integer leaves in the model state (dropout's key data, step counters) get float0
+  cotangents: the gradient is taken, and equals the one without them."""
+  weights = jnp.arange(6.0).reshape(3, 2) / 6
+  inputs, labels = jnp.eye(4, 3), jnp.eye(4, 2)
+  apply_fn = lambda w, state, x: (jnp.tanh(x @ w) * state["scale"], state)
+
+  def total(w, state):
+    return directional.official_weighted_term(directional.input_shift(apply_fn), w, state,
+                                              inputs, inputs.mean(0), labels, jnp.ones_like)[2]
+
+  plain = jax.grad(total)(weights, {"scale": jnp.float32(2.0)})
+  with_integers = jax.grad(total)(
+      weights, {"scale": jnp.float32(2.0), "key": jnp.arange(2, dtype=jnp.uint32),
+                "count": jnp.zeros((3,), jnp.int32)})
+  np.testing.assert_array_equal(with_integers, plain)
+  assert float(jnp.abs(plain).sum()) > 0

@@ -98,13 +98,15 @@ def test_eta_zero_is_mixup_plus_the_clean_pass(cnn_problem):
 def test_manifold_layer_zero_is_input_mixup(cnn_problem):
   inputs, labels, _, apply_fn, params, state = cnn_problem
   mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
-  mix_loss = losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)[0]
+  mix_loss, mix_aux = losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)
+  assert mix_aux.metrics == {"mixup_loss": mix_loss}
   manifold_zero = losses.manifold_mixup_loss_fn(params, state, mixed, inputs, apply_fn=apply_fn,
                                                 layer=0)[0]
   np.testing.assert_allclose(manifold_zero, mix_loss, rtol=1e-5)
-  manifold_hidden = losses.manifold_mixup_loss_fn(params, state, mixed, inputs,
-                                                  apply_fn=apply_fn, layer=1)[0]
+  manifold_hidden, aux = losses.manifold_mixup_loss_fn(params, state, mixed, inputs,
+                                                       apply_fn=apply_fn, layer=1)
   assert abs(float(manifold_hidden - mix_loss)) > 1e-6
+  assert aux.metrics == {"mixup_loss": manifold_hidden}  # The name every Mixup loss logs.
   unmixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=0.0, num_classes=NUM_CLASSES)
   manifold_unmixed = losses.manifold_mixup_loss_fn(params, state, unmixed, inputs,
                                                    apply_fn=apply_fn, layer=1)[0]
@@ -168,6 +170,93 @@ def test_mixup_labels_must_match_logits(cnn_problem):
   mixed = mixing.mixup(jax.random.key(2), inputs, jnp.arange(8) % 5, alpha=1.0, num_classes=5)
   with pytest.raises(ValueError, match=r"Labels of shape \(8, 5\) do not match logits"):
     losses.mixup_loss_fn(params, state, mixed, apply_fn=apply_fn)
+
+
+def test_the_default_mixer_is_mixup_and_passes_its_options_on():
+  x, y = jnp.arange(24.0).reshape(8, 3), jnp.arange(8) % 3
+  default = losses.make_mixer(alpha=1.0, num_classes=3)(jax.random.key(0), x, y)
+  mixup = mixing.mixup(jax.random.key(0), x, y, alpha=1.0, num_classes=3)
+  jax.tree.map(np.testing.assert_array_equal, default, mixup)
+  per_example = losses.make_mixer("mixup", alpha=1.0, num_classes=3, granularity="example")
+  lam = per_example(jax.random.key(0), x, y).lam
+  np.testing.assert_array_equal(
+      lam, mixing.mixup(jax.random.key(0), x, y, alpha=1.0, num_classes=3,
+                        granularity="example").lam)
+  assert len(np.unique(np.asarray(lam))) == 8  # One lambda per example, not one per batch.
+
+
+def test_make_loss_fn_defaults_are_the_documented_options(cnn_problem):
+  """Each default equals its documented value given explicitly, and differs from another value
+  (so the default reaches the loss); without eta, MixupE is Mixup (eta = 0). Compared by the
+  value and the gradient (with `rescale` the value alone is |L_mix|), on a tanh MLP: on the
+  bias-free BatchNorm CNN a whole-batch shift leaves no term to see."""
+  from conftest import make_model
+  from mixupe_jax.models import flax_apply_fn
+  inputs, labels = cnn_problem[:2]
+  inputs = inputs.reshape(inputs.shape[0], -1)
+  x_bar = jnp.mean(inputs, 0)
+  module, params, state = make_model("mlp", jax.random.key(0), inputs, NUM_CLASSES)
+  apply_fn = flax_apply_fn(module)
+
+  def result(method="mixupe", **options):
+    loss_fn = losses.make_loss_fn(method, apply_fn=apply_fn, num_classes=NUM_CLASSES,
+                                  x_bar=x_bar, **options)
+    (loss, _), grad = jax.value_and_grad(loss_fn, has_aux=True)(params, state, inputs, labels,
+                                                                jax.random.key(3))
+    return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)])
+
+  same = lambda a, b: np.array_equal(result(**a), result(**b))
+  every = dict(eta=0.5, threshold=float("inf"))  # Every r_i enters, so each option shows.
+  assert np.array_equal(result(), result("mixup")) and not same({}, every)
+  assert same(dict(eta=0.5), dict(eta=0.5, threshold=None)) and not same(dict(eta=0.5), every)
+  documented = dict(variant=("v1", "v2"), rescale=(True, False),
+                    scale_by_moment=(True, False), flip_sign=(False, True))
+  for name, (default, other) in documented.items():
+    options = every if name != "variant" else dict(eta=0.5)  # v2 has no threshold.
+    assert same(options, {**options, name: default}), name
+    assert not same(options, {**options, name: other}), name
+
+
+def test_make_loss_fn_manifold_mixupe_puts_the_term_at_the_drawn_layer():
+  """With one listed layer k, make_loss_fn's manifold MixupE is manifold_mixupe_loss_fn at k,
+  term included (value and gradient), and another k gives another gradient."""
+  from conftest import make_model
+  from mixupe_jax.models import flax_apply_fn
+  key = jax.random.key(7)
+  inputs = jax.random.normal(key, (8, 5))
+  labels = jnp.arange(8) % NUM_CLASSES
+  module, params, state = make_model("mlp", key, inputs, NUM_CLASSES)
+  apply_fn = flax_apply_fn(module)
+  fixed = mixing.mixup(jax.random.key(1), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  options = dict(alpha=1.0, eta=0.5, variant="v1", threshold=float("inf"))
+
+  def gradient_of(layer, through_make_loss_fn):
+    if through_make_loss_fn:
+      loss_fn = losses.make_loss_fn("manifold_mixupe", apply_fn=apply_fn,
+                                    num_classes=NUM_CLASSES, mixer=lambda k, x, y: fixed,
+                                    manifold_layers=(layer,), **options)
+      fn = lambda p: loss_fn(p, state, inputs, labels, jax.random.key(0))
+    else:
+      fn = lambda p: losses.manifold_mixupe_loss_fn(p, state, fixed, inputs, labels,
+                                                    apply_fn=apply_fn, layer=layer,
+                                                    num_classes=NUM_CLASSES, **options)
+    (loss, aux), grad = jax.value_and_grad(fn, has_aux=True)(params)
+    assert float(aux.metrics["active_fraction"]) == 1.0
+    return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)])
+
+  for layer in (1, 2):
+    np.testing.assert_array_equal(gradient_of(layer, True), gradient_of(layer, False))
+  assert not np.allclose(gradient_of(1, True), gradient_of(2, True))
+
+
+def test_make_loss_fn_mixes_with_alpha_one_by_default(cnn_problem):
+  """The documented default alpha = 1: the same loss as alpha=1.0 given, not as alpha=2."""
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  for method, options in (("mixup", {}), ("mixupe", dict(eta=0.5, x_bar=x_bar))):
+    loss = lambda **alpha: losses.make_loss_fn(method, apply_fn=apply_fn, num_classes=NUM_CLASSES,
+                                               **options, **alpha)(
+        params, state, inputs, labels, jax.random.key(3))[0]
+    assert float(loss()) == float(loss(alpha=1.0)) != float(loss(alpha=2.0)), method
 
 
 def test_make_loss_fn_rejects_unknown_names(cnn_problem):

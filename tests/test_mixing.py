@@ -319,11 +319,16 @@ def test_mixup_or_cutmix_defaults_and_options():
     with pytest.raises(ValueError, match=f"switch_prob must lie in \\[0, 1\\], got {probability}"):
       mixing.mixup_or_cutmix(jax.random.key(0), x, labels, mixup_alpha=1.0, cutmix_alpha=1.0,
                              switch_prob=probability, num_classes=2)
-  for probability in (0.0, 1.0):
+  mix_key = jax.random.split(jax.random.key(0))[1]  # The chosen op's key.
+  for probability, op in ((0.0, mixing.mixup), (1.0, mixing.cutmix)):
     smoothed = mixing.mixup_or_cutmix(jax.random.key(0), x, labels, mixup_alpha=1.0,
                                       cutmix_alpha=1.0, switch_prob=probability, num_classes=2,
                                       label_smoothing=0.2)
     assert float(jnp.min(smoothed.labels)) >= 0.1 - 1e-6  # Every class keeps 0.2 / 2.
+    alone = op(mix_key, x, labels, alpha=1.0, num_classes=2, label_smoothing=0.2)
+    np.testing.assert_array_equal(smoothed.labels, alone.labels)
+    unsmoothed = op(mix_key, x, labels, alpha=1.0, num_classes=2)
+    assert not np.allclose(smoothed.labels, unsmoothed.labels)
   shards = [mixing.mixup_or_cutmix(jax.random.key(0), jnp.tile(x, (4, 1, 1, 1)),
                                    jnp.tile(labels, 4), mixup_alpha=1.0, cutmix_alpha=1.0,
                                    num_classes=2, shard_index=index) for index in (0, 1)]

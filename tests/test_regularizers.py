@@ -233,3 +233,24 @@ def test_logit_term_computes_in_float32_or_wider():
     assert regularizers.logit_term(logits, labels).dtype == jnp.float32
     wide = regularizers.logit_term(jnp.asarray(rng.normal(size=(6, 5))), labels.astype(jnp.float64))
     assert wide.dtype == jnp.float64
+
+
+def test_selection_weights_by_hand():
+  """w_i = [s_i < tau] (strictly: s_i = tau is left out), sign(r_i) for v2, 1 for v4; `selected`
+  is boolean and the weights keep the statistic's dtype (float32 under x64 too)."""
+  statistic = jnp.array([-2.0, -1.0, 0.5, 0.0], jnp.float32)
+  variant = regularizers.get_variant
+  weights, selected = regularizers.selection_weights(statistic, variant("v1"), -1.0)
+  assert weights.tolist() == [1.0, 0.0, 0.0, 0.0] and selected.tolist() == [1, 0, 0, 0]
+  for name, expected in (("v2", [-1.0, -1.0, 1.0, 0.0]), ("v4", [1.0, 1.0, 1.0, 1.0])):
+    weights, selected = regularizers.selection_weights(statistic, variant(name), None)
+    assert weights.tolist() == expected and selected.dtype == jnp.bool_, name
+    assert selected.tolist() == [True] * 4, name
+  # The published signs by default: + for v1, v2; - for v3, v4.
+  assert [regularizers.penalty_sign(variant(v)) for v in ("v1", "v2", "v3", "v4")] == [
+      1.0, 1.0, -1.0, -1.0]
+  with jax.enable_x64(True):
+    for dtype in (jnp.float32, jnp.float64):
+      for tau in (None, 0.0):
+        weights, _ = regularizers.selection_weights(statistic.astype(dtype), variant("v1"), tau)
+        assert weights.dtype == dtype, (dtype, tau)
