@@ -368,8 +368,8 @@ CONVERGED = Suite(
 # Is the converged suite's clean-pass gap on Cora (+1.22 points over Mixup at seeds 0-4) systematic?
 # On the GCN (dropout, no BatchNorm) the clean pass leaves the gradient unchanged and only
 # advances dropout's key once more per step, so the two methods are Mixup under two independent
-# dropout streams. Ten more seeds of each test whether the gap holds; seeds 0-4 are the converged
-# suite's own runs.
+# dropout streams. Ten more seeds of each test whether the gap holds (seeds 0-4 are the converged
+# suite's own runs). It does not: +0.15 [-0.70, +0.99] over the 15 seeds (docs/results.md).
 CORA_DROPOUT = Suite(
   name="cora_dropout",
   datasets={
