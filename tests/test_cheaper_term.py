@@ -152,17 +152,23 @@ def test_per_device_subsets_stay_on_their_devices():
   assert any(len(set(o)) > 1 for o in offsets)
 
 
-@pytest.mark.parametrize("split", ["official", "joint"])
-def test_a_rematerialized_clean_pass_has_the_same_loss_and_gradient(split):
-  """On the train-mode BatchNorm MLP (batch-coupled: the official split takes its own path),
-  v1 with a threshold that selects about half the batch."""
+@pytest.fixture(scope="module")
+def batch_norm_problem():
+  """The train-mode BatchNorm MLP (batch-coupled: the official split takes its own path) on 8
+  examples, with a mixed batch."""
   from conftest import make_model
   key = jax.random.key(0)
   inputs = jax.random.normal(key, (8, 5))
   labels = jnp.arange(8) % NUM_CLASSES
   module, params, state = make_model("mlp_bn", key, inputs, NUM_CLASSES)
-  apply_fn = flax_apply_fn(module)
   mixed = mixing.mixup(jax.random.key(1), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  return inputs, labels, flax_apply_fn(module), params, state, mixed
+
+
+@pytest.mark.parametrize("split", ["official", "joint"])
+def test_a_rematerialized_clean_pass_has_the_same_loss_and_gradient(split, batch_norm_problem):
+  """On the BatchNorm MLP, v1 with a threshold that selects about half the batch."""
+  inputs, labels, apply_fn, params, state, mixed = batch_norm_problem
 
   def loss(p, remat):
     return losses.mixupe_loss_fn(p, state, mixed, inputs, labels, jnp.mean(inputs, 0),
@@ -183,19 +189,14 @@ def test_a_rematerialized_clean_pass_has_the_same_loss_and_gradient(split):
   assert "checkpoint" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, None)[0]))(params))
 
 
-def test_manifold_mixupe_rematerializes_its_clean_pass_too():
+def test_manifold_mixupe_rematerializes_its_clean_pass_too(batch_norm_problem):
   """The option reaches the hidden-layer loss: the gradient's program holds a rematerialized call
   with it and none without, and the loss is the same."""
-  from conftest import make_model
-  key = jax.random.key(0)
-  inputs = jax.random.normal(key, (8, 5))
-  labels = jnp.arange(8) % NUM_CLASSES
-  module, params, state = make_model("mlp_bn", key, inputs, NUM_CLASSES)
-  mixed = mixing.mixup(jax.random.key(1), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  inputs, labels, apply_fn, params, state, mixed = batch_norm_problem
 
   def loss(p, remat):
     return losses.manifold_mixupe_loss_fn(p, state, mixed, inputs, labels,
-                                          apply_fn=flax_apply_fn(module), layer=1, alpha=1.0,
+                                          apply_fn=apply_fn, layer=1, alpha=1.0,
                                           eta=1.0, threshold=0.0, num_classes=NUM_CLASSES,
                                           clean_pass_remat=remat)[0]
 

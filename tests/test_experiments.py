@@ -392,24 +392,26 @@ def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path,
   assert table.startswith("**Partial suite**: 6 runs finished, 2 not yet")  # Of 2 x (2 + 2).
 
 
+def _config_of(suite, run):
+  """The run's config as a dict, without its name (which only labels logs: everything that
+  trains must be equal between suites that share runs)."""
+  config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR, data_dir="/data")
+  config.name = ""
+  return config.to_dict()
+
+
 def test_bn_ablation_reuses_only_runs_identical_to_the_cpu_suites():
   ablation, cpu = suites.BN_ABLATION, suites.CPU
   assert ablation.runs_of == cpu.name
 
-  def config_of(suite, run):
-    config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
-                               data_dir="/data")
-    config.name = ""  # The name only labels logs; everything that trains must be equal.
-    return config.to_dict()
-
   for dataset in ablation.datasets:
     assert set(runner.search_runs(ablation, dataset)) <= set(runner.search_runs(cpu, dataset))
     for run in runner.search_runs(ablation, dataset):
-      assert config_of(ablation, run) == config_of(cpu, run)
+      assert _config_of(ablation, run) == _config_of(cpu, run)
     for method in ("mixup", "mixupe_exact"):
       run = runner.Run("final", dataset, method, 1)
-      assert config_of(ablation, run) == config_of(cpu, run)
-  clean_pass = config_of(ablation, runner.Run("final", "fashion_mnist", "mixup_clean_pass", 0))
+      assert _config_of(ablation, run) == _config_of(cpu, run)
+  clean_pass = _config_of(ablation, runner.Run("final", "fashion_mnist", "mixup_clean_pass", 0))
   assert (clean_pass["method"], clean_pass["variant"], clean_pass["eta"]) == ("mixupe", "v1", 0.0)
   assert ablation.store == cpu.store, "the shared runs are kept in one place"
 
@@ -420,20 +422,14 @@ def test_the_cora_dropout_control_extends_the_converged_runs_with_more_seeds():
   control, converged = suites.CORA_DROPOUT, suites.CONVERGED
   assert control.runs_of == converged.name and control.store == converged.store
 
-  def config_of(suite, run):
-    config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
-                               data_dir="/data")
-    config.name = ""
-    return config.to_dict()
-
   assert runner.search_runs(control, "cora") == []
   runs = runner.final_runs(control, "cora")
   assert len(runs) == 2 * 15
   for run in runs:
     reference = dataclasses.replace(run, seed=0)
-    expected = config_of(converged, reference) | {"seed": run.seed}
-    assert config_of(control, run) == expected, run
-  clean_pass = config_of(control, runner.Run("final", "cora", "mixup_clean_pass", 7))
+    expected = _config_of(converged, reference) | {"seed": run.seed}
+    assert _config_of(control, run) == expected, run
+  clean_pass = _config_of(control, runner.Run("final", "cora", "mixup_clean_pass", 7))
   assert (clean_pass["method"], clean_pass["eta"]) == ("manifold_mixupe", 0.0)  # Hidden mixing.
 
 

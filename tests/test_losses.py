@@ -185,6 +185,12 @@ def test_the_default_mixer_is_mixup_and_passes_its_options_on():
   assert len(np.unique(np.asarray(lam))) == 8  # One lambda per example, not one per batch.
 
 
+def _value_and_gradient(fn, params):
+  """(the loss and every gradient entry as one vector, aux) of fn: params -> (loss, aux)."""
+  (loss, aux), grad = jax.value_and_grad(fn, has_aux=True)(params)
+  return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)]), aux
+
+
 def test_make_loss_fn_defaults_are_the_documented_options(cnn_problem):
   """Each default equals its documented value given explicitly, and differs from another value
   (so the default reaches the loss); without eta, MixupE is Mixup (eta = 0). Compared by the
@@ -201,9 +207,8 @@ def test_make_loss_fn_defaults_are_the_documented_options(cnn_problem):
   def result(method="mixupe", **options):
     loss_fn = losses.make_loss_fn(method, apply_fn=apply_fn, num_classes=NUM_CLASSES,
                                   x_bar=x_bar, **options)
-    (loss, _), grad = jax.value_and_grad(loss_fn, has_aux=True)(params, state, inputs, labels,
-                                                                jax.random.key(3))
-    return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)])
+    return _value_and_gradient(
+        lambda p: loss_fn(p, state, inputs, labels, jax.random.key(3)), params)[0]
 
   same = lambda a, b: np.array_equal(result(**a), result(**b))
   every = dict(eta=0.5, threshold=float("inf"))  # Every r_i enters, so each option shows.
@@ -242,9 +247,9 @@ def test_make_loss_fn_manifold_mixupe_puts_the_term_at_the_drawn_layer():
       fn = lambda p: losses.manifold_mixupe_loss_fn(p, state, fixed, inputs, labels,
                                                     apply_fn=apply_fn, layer=layer,
                                                     num_classes=NUM_CLASSES, **options)
-    (loss, aux), grad = jax.value_and_grad(fn, has_aux=True)(params)
+    vector, aux = _value_and_gradient(fn, params)
     assert float(aux.metrics["active_fraction"]) == 1.0
-    return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)])
+    return vector
 
   for layer in (1, 2):
     np.testing.assert_array_equal(gradient_of(layer, True), gradient_of(layer, False))
