@@ -36,7 +36,6 @@ from typing import Any
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mixupe_jax.models.apply import ApplyFn, ModelState, Params
 
@@ -377,25 +376,17 @@ def _official_term_forward(shift, weights_of, params, model_state, inputs, targe
     params
   )
   outputs = (logits, values, total.astype(values.dtype), new_state)
-  return outputs, (gradient, model_state, inputs, target, soft_labels)
+  return outputs, gradient
 
 
-def _zero_cotangent(tree: Any) -> Any:
-  def zero(leaf):
-    leaf = jnp.asarray(leaf)
-    if jnp.issubdtype(leaf.dtype, jnp.inexact):
-      return jnp.zeros_like(leaf)
-    return np.zeros(leaf.shape, jax.dtypes.float0)
-
-  return jax.tree.map(zero, tree)
-
-
-def _official_term_backward(shift, weights_of, saved, cotangents):
+def _official_term_backward(shift, weights_of, gradient, cotangents):
+  """Only the weighted sum carries a gradient, and only to the parameters: the state, inputs,
+  target and labels are constants of the term (None: JAX's zero cotangent of a whole argument,
+  float0 for its integer leaves)."""
   del shift, weights_of
-  gradient, model_state, inputs, target, soft_labels = saved
   sum_cotangent = cotangents[2]
   parameter_cotangent = jax.tree.map(lambda g: (sum_cotangent * g).astype(g.dtype), gradient)
-  return (parameter_cotangent, *_zero_cotangent((model_state, inputs, target, soft_labels)))
+  return parameter_cotangent, None, None, None, None
 
 
 _official_term.defvjp(_official_term_forward, _official_term_backward)

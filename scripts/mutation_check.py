@@ -17,8 +17,10 @@ line each says why). Anything else that survives is a missing test.
 The mutants' processes share JAX's persistent compilation cache (mutants/jax_cache), which made
 mutmut 2.4x faster in benchmarks/mutation_cache.py.
 
-results/mutation/report.json keeps every mutant's status, so a fresh checkout reruns only the
-survivors (`--rerun-survivors`); after a change to a mutated module, run it whole again. mutmut
+results/mutation/report.json keeps every mutant's status with mutmut's hash of the function it
+was measured on, so a fresh checkout reruns only the survivors (`--rerun-survivors`), and a
+status is reused only while its function is unchanged: after a change to a mutated function, the
+next run checks that function's mutants again (those of a deleted function drop out). mutmut
 forgets its results in mutants/ when a test changes, so the script writes the report before every
 run; during a long run, `--report-only` (safe beside it) keeps what is finished.
 
@@ -77,27 +79,59 @@ def mutmut(*arguments: str, capture: bool = True, cache_dir: str | None = None) 
   return result.stdout if capture else ""
 
 
-def stored_statuses() -> dict[str, str]:
-  """The statuses of the last report (committed), so that a fresh checkout retests only what
-  survived there instead of every mutant."""
+def function_of(name: str) -> str:
+  """mixupe_jax.losses.x_mixupe_loss_fn__mutmut_12 -> mixupe_jax.losses.x_mixupe_loss_fn."""
+  return name.rpartition("__mutmut_")[0]
+
+
+def function_hashes() -> dict[str, str]:
+  """mutated function -> mutmut's hash of its source, from mutants/**/*.py.meta: a status is
+  only reused while the function it was measured on is unchanged."""
+  hashes = {}
+  for directory, _, files in os.walk(os.path.join(ROOT, "mutants", "mixupe_jax")):
+    for file in files:
+      if file.endswith(".py.meta"):
+        path = os.path.join(directory, file)
+        module = os.path.relpath(path, os.path.join(ROOT, "mutants"))[: -len(".py.meta")]
+        with open(path) as meta:
+          for function, digest in json.load(meta).get("hash_by_function_name", {}).items():
+            hashes[f"{module.replace(os.sep, '.')}.{function}"] = digest
+  return hashes
+
+
+def stored_report() -> dict:
+  """The last report (committed), so that a fresh checkout retests only what survived there
+  instead of every mutant."""
   path = os.path.join(REPORT_DIR, "report.json")
   if not os.path.exists(path):
     return {}
   with open(path) as file:
-    return json.load(file).get("status_by_mutant", {})
+    return json.load(file)
 
 
-def statuses() -> dict[str, str]:
-  """mutant name -> status (killed, survived, timeout, no tests, ...): mutmut's for the mutants
-  it checked in mutants/, the last report's for the others."""
-  result = stored_statuses()
+def statuses() -> tuple[dict[str, str], dict[str, str]]:
+  """(mutant name -> status (killed, survived, timeout, no tests, ...), function -> hash) for the
+  mutants mutmut lists now: mutmut's status where it checked the mutant, else the last report's
+  where that report measured the same function (same hash). Mutants of deleted or changed
+  functions never keep a stored status."""
+  stored = stored_report()
+  stored_status = stored.get("status_by_mutant", {})
+  stored_hash = stored.get("function_hash_by_name", {})
+  hashes = function_hashes()
+  result = {}
   for line in mutmut("results", "--all", "true").splitlines():
     name, _, status = line.strip().rpartition(": ")
-    if name.startswith("mixupe_jax.") and (status != "not checked" or name not in result):
-      result[name] = status
+    if not name.startswith("mixupe_jax."):
+      continue
+    function = function_of(name)
+    unchanged = function in hashes and stored_hash.get(function) == hashes[function]
+    if status == NOT_CHECKED and unchanged and name in stored_status:
+      status = stored_status[name]
+    result[name] = status
   if not result:
     sys.exit("No mutants found: run without --report-only first.")
-  return result
+  return result, {function: hashes[function] for function in sorted(
+      {function_of(name) for name in result}) if function in hashes}
 
 
 def mutated_lines(name: str) -> list[str]:
@@ -115,7 +149,7 @@ def module_of(name: str) -> str:
 def report() -> dict:
   with open(EQUIVALENTS) as file:
     equivalents = json.load(file)
-  status_of = statuses()
+  status_of, hash_of = statuses()
   unchecked = sorted(name for name, status in status_of.items() if status == NOT_CHECKED)
   survivors = sorted((name for name, status in status_of.items()
                       if status not in KILLED and status != NOT_CHECKED),
@@ -133,7 +167,8 @@ def report() -> dict:
   for name, status in status_of.items():
     per_module[module_of(name)][status] += 1
   for row in rows:
-    if row["equivalent"]:
+    if row["equivalent"]:  # Counted once: as equivalent, not as survived.
+      per_module[module_of(row["name"])][row["status"]] -= 1
       per_module[module_of(row["name"])]["equivalent"] += 1
   total = len(status_of)
   checked = total - len(unchecked)
@@ -148,6 +183,7 @@ def report() -> dict:
       "per_module": {module: dict(counts) for module, counts in sorted(per_module.items())},
       "survivors": rows,
       "status_by_mutant": dict(sorted(status_of.items())),
+      "function_hash_by_name": hash_of,
   }
   os.makedirs(REPORT_DIR, exist_ok=True)
   with open(os.path.join(REPORT_DIR, "report.json"), "w") as file:
@@ -204,7 +240,8 @@ def main() -> None:
   if args.rerun_survivors:
     # In a fresh checkout mutmut first builds mutants/ and its test map (minutes), then runs
     # only these; the other mutants keep the statuses of the committed report.
-    survivors = [n for n, s in statuses().items() if s not in KILLED]
+    survivors = [name for name, status in stored_report().get("status_by_mutant", {}).items()
+                 if status not in KILLED]
     mutmut("run", "--max-children", str(args.max_children), *survivors, capture=False,
            cache_dir=cache_dir)
   elif not args.report_only:

@@ -206,7 +206,8 @@ def test_a_float32_model_stays_float32_under_x64_whatever_x_bar_and_t_are():
 
 def test_the_official_term_differentiates_with_integer_model_state():
   """Integer leaves in the model state (dropout's key data, step counters) get float0
-  cotangents: the gradient is taken, and equals the one without them."""
+  cotangents: the gradient is taken, and equals the one without them. The state is a constant
+  of the term: its gradient is zero, of the tangent dtype of each leaf."""
   weights = jnp.arange(6.0).reshape(3, 2) / 6
   inputs, labels = jnp.eye(4, 3), jnp.eye(4, 2)
   apply_fn = lambda w, state, x: (jnp.tanh(x @ w) * state["scale"], state)
@@ -221,3 +222,7 @@ def test_the_official_term_differentiates_with_integer_model_state():
                 "count": jnp.zeros((3,), jnp.int32)})
   np.testing.assert_array_equal(with_integers, plain)
   assert float(jnp.abs(plain).sum()) > 0
+  state_gradient = jax.grad(total, argnums=1, allow_int=True)(
+      weights, {"scale": jnp.float32(2.0), "count": jnp.zeros((3,), jnp.int32)})
+  assert state_gradient["scale"].dtype == jnp.float32 and float(state_gradient["scale"]) == 0
+  assert state_gradient["count"].dtype == jax.dtypes.float0
