@@ -47,12 +47,14 @@ def _unknown_field(error: BaseException) -> str:
 
 try:
   # ml_collections reads the --config.<field> overrides here, so a misspelled field fails here.
-  config_flags.DEFINE_config_file("config", "configs/digits_mlp.py",
-                                  "Training configuration file.", lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", "configs/digits_mlp.py", "Training configuration file.", lock_config=True
+  )
 except (AttributeError, KeyError) as error:
   _stop(f"bad --config override: {_unknown_field(error)}")
-flags.DEFINE_string("workdir", None, "Checkpoints, metrics and plots go here "
-                    "(default: workdir/<config name>).")
+flags.DEFINE_string(
+  "workdir", None, "Checkpoints, metrics and plots go here (default: workdir/<config name>)."
+)
 
 
 class _DropLibraryInfo(logging.Filter):

@@ -27,9 +27,9 @@ from mixupe_jax.models.registry import build_model  # noqa: E402
 
 # (config file, training examples, classes, image size the step sees).
 CONFIGS = {
-    "cifar10_preactresnet18.py": (50_000, 10, 32),
-    "cifar100_preactresnet18.py": (50_000, 100, 32),
-    "imagenet_resnet50.py": (1_281_167, 1000, 224),
+  "cifar10_preactresnet18.py": (50_000, 10, 32),
+  "cifar100_preactresnet18.py": (50_000, 100, 32),
+  "imagenet_resnet50.py": (1_281_167, 1000, 224),
 }
 # Dense bfloat16 peaks from the vendors' data sheets, per device.
 PEAKS = {"H100 SXM": 989e12, "A100": 312e12, "TPU v4 chip": 275e12}
@@ -46,27 +46,45 @@ def main():
     num_train, num_classes, image_size = CONFIGS[config_file]
     config = load_config_file(DEFAULT_CONFIGS_DIR, config_file)
     model_options = {k: v for k, v in config.model.items() if k != "name"}
-    module = build_model(config.model.name, num_classes=num_classes, dtype="float32",
-                         **model_options)
+    module = build_model(
+      config.model.name, num_classes=num_classes, dtype="float32", **model_options
+    )
     inputs = jax.random.normal(jax.random.key(0), (args.batch_size, image_size, image_size, 3))
     labels = jnp.arange(args.batch_size) % num_classes
     for method, options in METHODS.items():
       compiled, _, _ = compiled_train_step(module, options, inputs, labels, num_classes)
       per_example = step_flops(compiled) / args.batch_size
       epoch_flops = per_example * num_train
-      row = {"config": config_file, "method": method, "epochs": config.num_epochs,
-             "global_batch": config.batch_size, "gflop_per_example": per_example / 1e9,
-             "pflop_per_epoch": epoch_flops / 1e15,
-             "seconds_per_epoch_at_peak": {name: epoch_flops / peak for name, peak in PEAKS.items()}}
+      row = {
+        "config": config_file,
+        "method": method,
+        "epochs": config.num_epochs,
+        "global_batch": config.batch_size,
+        "gflop_per_example": per_example / 1e9,
+        "pflop_per_epoch": epoch_flops / 1e15,
+        "seconds_per_epoch_at_peak": {name: epoch_flops / peak for name, peak in PEAKS.items()},
+      }
       rows.append(row)
-      at_peak = "  ".join(f"{name} {seconds:7.1f} s"
-                          for name, seconds in row["seconds_per_epoch_at_peak"].items())
-      print(f"{config_file:28s} {method:16s} {per_example / 1e9:7.2f} GFLOP/example "
-            f"{epoch_flops / 1e15:8.2f} PFLOP/epoch | at peak: {at_peak}", flush=True)
+      at_peak = "  ".join(
+        f"{name} {seconds:7.1f} s" for name, seconds in row["seconds_per_epoch_at_peak"].items()
+      )
+      print(
+        f"{config_file:28s} {method:16s} {per_example / 1e9:7.2f} GFLOP/example "
+        f"{epoch_flops / 1e15:8.2f} PFLOP/epoch | at peak: {at_peak}",
+        flush=True,
+      )
   if args.out:
     with open(args.out, "w") as file:
-      json.dump({"batch_compiled": args.batch_size, "backend": jax.default_backend(),
-                 "peaks_flops": PEAKS, "rows": rows}, file, indent=2)
+      json.dump(
+        {
+          "batch_compiled": args.batch_size,
+          "backend": jax.default_backend(),
+          "peaks_flops": PEAKS,
+          "rows": rows,
+        },
+        file,
+        indent=2,
+      )
 
 
 if __name__ == "__main__":

@@ -5,19 +5,19 @@ Pipelines (grain, `mixupe_jax.data.pipeline`, as `train.py` runs them):
   cifar_eval      the same without augmentation
   imagenet_train  JPEG bytes (375x500, ImageNet's typical size), Inception crop to 224
   imagenet_eval   JPEG, resize + center crop to 224
-Batches leave as uint8, since the steps normalize on the device (`config.normalize_on_device`,
-the default); the `+ host normalize` rows normalize on the host as before, to show its cost. The
-grain rows run with `--threads` reader threads, and with 1 and 2 worker processes of one thread
-each (`config.input_workers`), and the ImageNet ones with `config.resize_antialias = False` too
-(bilinear without antialiasing, as tf.image.resize's default). The same four pipelines in tf.data
-(TensorFlow ops, the same thread count, the same arrays and JPEG bytes) run normalized, as
-tf.data pipelines usually are, and shipping uint8; the ImageNet train crop also with the antialiased resize that PIL's BILINEAR
-downscaling (and so grain's) performs. Every pipeline runs once per round, the rounds
-interleaved, so slow phases of the machine hit every row; the table gives medians over rounds,
-per core (examples/s over the cores the pipeline keeps busy: its threads, or its workers), and
-the per-round ratios of grain to tf.data with their spread. Besides: JPEG decoders and resizers
-per example on one thread (PIL, OpenCV, and simplejpeg when installed), the host-to-device bytes
-of a batch, and the PreActResNet-18 train step's examples/s on this backend.
+Batches leave as uint8, since the steps normalize on the device (`config.normalize_on_device`, the
+default); the `+ host normalize` rows normalize on the host as before, to show its cost. The grain
+rows run with `--threads` reader threads, and with 1 and 2 worker processes of one thread each
+(`config.input_workers`), and the ImageNet ones with `config.resize_antialias = False` too (bilinear
+without antialiasing, as tf.image.resize's default). The same four pipelines in tf.data (TensorFlow
+ops, the same thread count, the same arrays and JPEG bytes) run normalized, as tf.data pipelines
+usually are, and shipping uint8; the ImageNet train crop also with the antialiased resize that PIL's
+BILINEAR downscaling (and so grain's) performs. Every pipeline runs once per round, the rounds
+interleaved, so slow phases of the machine hit every row; the table gives medians over rounds, per
+core (examples/s over the cores the pipeline keeps busy: its threads, or its workers), and the
+per-round ratios of grain to tf.data with their spread. Besides: JPEG decoders and resizers per
+example on one thread (PIL, OpenCV, and simplejpeg when installed), the host-to-device bytes of a
+batch, and the PreActResNet-18 train step's examples/s on this backend.
 The CIFAR images are the real CIFAR-10 training images when `--cifar-zip` exists (default
 ../shared/data/cifar10/cifar10_jpeg.zip), otherwise random ones (same cost).
 
@@ -42,7 +42,8 @@ from mixupe_jax.data import pipeline
 
 
 class JpegSource:
-  """JPEG bytes handed on encoded, as `pipeline.tfds_source(..., encoded=True)` does for ImageNet."""
+  """JPEG bytes handed on encoded, as `pipeline.tfds_source(..., encoded=True)` does for
+  ImageNet."""
 
   def __init__(self, encoded: list[bytes], labels: np.ndarray):
     self.encoded, self.labels = encoded, labels
@@ -69,6 +70,7 @@ def examples_per_second(batches, batch_size: int, num_batches: int) -> float:
 def cifar_images(path: str, count: int, rng) -> tuple[np.ndarray, str]:
   if os.path.exists(path):
     from mixupe_jax.data import images
+
     train_x, _ = images.load_image_folder(path).splits["train"]
     return train_x[:count], f"CIFAR-10 from {path}"
   return rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), "random 32x32 (zip absent)"
@@ -78,8 +80,10 @@ def tf_data_pipelines(cifar, labels, encoded, args) -> dict:
   """name -> (make the batches' iterator, batch size, batches to time): the same pipelines written
   in tf.data, normalized and as uint8."""
   from mixupe_jax.data.base import require_tensorflow
+
   require_tensorflow("The tf.data half of this benchmark")
   import tensorflow as tf
+
   tf.config.set_visible_devices([], "GPU")  # Input pipelines run on the host.
   options = tf.data.Options()
   options.threading.private_threadpool_size = args.threads
@@ -103,8 +107,13 @@ def tf_data_pipelines(cifar, labels, encoded, args) -> dict:
   def inception_crop(data, label, antialias=False, normalize=imagenet_normalize):
     shape = tf.image.extract_jpeg_shape(data)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
-        shape, tf.zeros([0, 0, 4]), area_range=(0.08, 1.0), aspect_ratio_range=(3 / 4, 4 / 3),
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
+      shape,
+      tf.zeros([0, 0, 4]),
+      area_range=(0.08, 1.0),
+      aspect_ratio_range=(3 / 4, 4 / 3),
+      max_attempts=10,
+      use_image_if_no_bounding_boxes=True,
+    )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(data, window, channels=3)
     image = tf.image.resize(image, [224, 224], antialias=antialias)
@@ -125,24 +134,56 @@ def tf_data_pipelines(cifar, labels, encoded, args) -> dict:
   cifar_data = lambda: tf.data.Dataset.from_tensor_slices((cifar, labels))  # noqa: E731
   jpeg_data = lambda: tf.data.Dataset.from_tensor_slices((encoded, jpeg_labels))  # noqa: E731
   pipelines = {
-    "cifar_train": lambda: cifar_data().shuffle(len(cifar), seed=0).repeat().map(
-      cifar_augment, num_parallel_calls=parallel),
-    "cifar_train uint8": lambda: cifar_data().shuffle(len(cifar), seed=0).repeat().map(
-      lambda image, label: cifar_augment(image, label, identity), num_parallel_calls=parallel),
-    "cifar_eval": lambda: cifar_data().repeat().map(
-      lambda image, label: (cifar_normalize(image), label), num_parallel_calls=parallel),
-    "imagenet_train": lambda: jpeg_data().shuffle(len(encoded), seed=0).repeat().map(
-      inception_crop, num_parallel_calls=parallel),
-    "imagenet_train uint8": lambda: jpeg_data().shuffle(len(encoded), seed=0).repeat().map(
-      lambda data, label: inception_crop(data, label, normalize=uint8), num_parallel_calls=parallel),
+    "cifar_train": lambda: (
+      cifar_data()
+      .shuffle(len(cifar), seed=0)
+      .repeat()
+      .map(cifar_augment, num_parallel_calls=parallel)
+    ),
+    "cifar_train uint8": lambda: (
+      cifar_data()
+      .shuffle(len(cifar), seed=0)
+      .repeat()
+      .map(lambda image, label: cifar_augment(image, label, identity), num_parallel_calls=parallel)
+    ),
+    "cifar_eval": lambda: (
+      cifar_data()
+      .repeat()
+      .map(lambda image, label: (cifar_normalize(image), label), num_parallel_calls=parallel)
+    ),
+    "imagenet_train": lambda: (
+      jpeg_data()
+      .shuffle(len(encoded), seed=0)
+      .repeat()
+      .map(inception_crop, num_parallel_calls=parallel)
+    ),
+    "imagenet_train uint8": lambda: (
+      jpeg_data()
+      .shuffle(len(encoded), seed=0)
+      .repeat()
+      .map(
+        lambda data, label: inception_crop(data, label, normalize=uint8),
+        num_parallel_calls=parallel,
+      )
+    ),
     # The antialiased (triangle-filter) downscaling that PIL's BILINEAR resize performs.
-    "imagenet_train antialiased uint8": lambda: jpeg_data().shuffle(len(encoded), seed=0)
-    .repeat().map(lambda data, label: inception_crop(data, label, antialias=True,
-                                          normalize=uint8),
-                  num_parallel_calls=parallel),
+    "imagenet_train antialiased uint8": lambda: (
+      jpeg_data()
+      .shuffle(len(encoded), seed=0)
+      .repeat()
+      .map(
+        lambda data, label: inception_crop(data, label, antialias=True, normalize=uint8),
+        num_parallel_calls=parallel,
+      )
+    ),
     "imagenet_eval": lambda: jpeg_data().repeat().map(center_crop, num_parallel_calls=parallel),
-    "imagenet_eval uint8": lambda: jpeg_data().repeat().map(
-      lambda data, label: center_crop(data, label, normalize=uint8), num_parallel_calls=parallel),
+    "imagenet_eval uint8": lambda: (
+      jpeg_data()
+      .repeat()
+      .map(
+        lambda data, label: center_crop(data, label, normalize=uint8), num_parallel_calls=parallel
+      )
+    ),
   }
 
   def batches(make, batch_size):
@@ -150,9 +191,11 @@ def tf_data_pipelines(cifar, labels, encoded, args) -> dict:
     return lambda: dataset.as_numpy_iterator()
 
   return {
-    name: (batches(make, args.batch_size if name.startswith("cifar") else small),
-           args.batch_size if name.startswith("cifar") else small,
-           args.batches if name.startswith("cifar") else args.jpeg_batches)
+    name: (
+      batches(make, args.batch_size if name.startswith("cifar") else small),
+      args.batch_size if name.startswith("cifar") else small,
+      args.batches if name.startswith("cifar") else args.jpeg_batches,
+    )
     for name, make in pipelines.items()
   }
 
@@ -163,11 +206,13 @@ def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
   from train_throughput import compiled_train_step  # The sibling benchmark's step builder.
 
   from mixupe_jax.models import PreActResNet18
+
   inputs = jax.random.normal(jax.random.key(0), (batch_size, 32, 32, 3))
   labels = jnp.arange(batch_size) % 10
   options = dict(method=method, eta=1.0, variant="v1")
-  step, state, batch = compiled_train_step(PreActResNet18(num_classes=10), options, inputs,
-                                           labels, 10)
+  step, state, batch = compiled_train_step(
+    PreActResNet18(num_classes=10), options, inputs, labels, 10
+  )
   state, metrics = step(state, *batch)
   jax.block_until_ready(metrics)
   times = []
@@ -179,8 +224,6 @@ def train_step_rate(method: str, batch_size: int, repeats: int) -> float:
   return batch_size / statistics.median(times)
 
 
-
-
 def decoder_milliseconds(encoded: list[bytes], repeats: int) -> dict[str, float]:
   """ms per example on one thread, the candidates interleaved over `repeats` passes: full decodes
   by PIL, OpenCV and (when installed) simplejpeg; the Inception crop to 224 as the pipeline does
@@ -189,12 +232,12 @@ def decoder_milliseconds(encoded: list[bytes], repeats: int) -> dict[str, float]
   import cv2
 
   cv2.setNumThreads(1)
+  bilinear = functools.partial(pipeline.random_resized_crop, antialias=False)
   candidates = {
     "decode, PIL": lambda image, rng: np.asarray(Image.open(io.BytesIO(image)).convert("RGB")),
     "decode, OpenCV": lambda image, rng: cv2.imdecode(np.frombuffer(image, np.uint8), 1),
     "crop, PIL decode + antialiased resize (the default)": pipeline.random_resized_crop,
-    "crop, OpenCV decode + bilinear without antialiasing (resize_antialias=False)":
-      functools.partial(pipeline.random_resized_crop, antialias=False),
+    "crop, OpenCV decode + bilinear without antialiasing (resize_antialias=False)": bilinear,
   }
   try:
     import simplejpeg
@@ -253,48 +296,98 @@ def grain_pipelines(cifar, labels, jpegs, args) -> dict:
 
   def train(source, augment, batch_size, normalize=None, threads=args.threads, workers=0):
     return lambda: pipeline.train_batches(
-      source, batch_size=batch_size, seed=0, augment=augment, normalize=normalize,
-      process_index=0, process_count=1, num_threads=threads, num_workers=workers)
+      source,
+      batch_size=batch_size,
+      seed=0,
+      augment=augment,
+      normalize=normalize,
+      process_index=0,
+      process_count=1,
+      num_threads=threads,
+      num_workers=workers,
+    )
 
   def evaluate(source, batch_size, preprocess=None, normalize=None):
     return lambda: pipeline.eval_batches(
-      source, batch_size=batch_size, preprocess=preprocess, normalize=normalize,
-      process_index=0, process_count=1)
+      source,
+      batch_size=batch_size,
+      preprocess=preprocess,
+      normalize=normalize,
+      process_index=0,
+      process_count=1,
+    )
 
   threads = min(args.threads, cores)
   rows = {
-    "cifar_train": (train(cifar_source, pipeline.cifar_augment, args.batch_size),
-                    args.batch_size, args.batches, threads),
+    "cifar_train": (
+      train(cifar_source, pipeline.cifar_augment, args.batch_size),
+      args.batch_size,
+      args.batches,
+      threads,
+    ),
     "cifar_train + host normalize": (
       train(cifar_source, pipeline.cifar_augment, args.batch_size, cifar_normalize),
-      args.batch_size, args.batches, threads),
-    "cifar_eval": (evaluate(cifar_source, args.batch_size), args.batch_size,
-                   min(args.batches, len(cifar) // args.batch_size - 3), 1),
-    "imagenet_train": (train(jpegs, pipeline.random_resized_crop, small), small,
-                       args.jpeg_batches, threads),
+      args.batch_size,
+      args.batches,
+      threads,
+    ),
+    "cifar_eval": (
+      evaluate(cifar_source, args.batch_size),
+      args.batch_size,
+      min(args.batches, len(cifar) // args.batch_size - 3),
+      1,
+    ),
+    "imagenet_train": (
+      train(jpegs, pipeline.random_resized_crop, small),
+      small,
+      args.jpeg_batches,
+      threads,
+    ),
     "imagenet_train + host normalize": (
-      train(jpegs, pipeline.random_resized_crop, small, imagenet_normalize), small,
-      args.jpeg_batches, threads),
-    "imagenet_eval": (evaluate(jpegs, small, pipeline.resize_center_crop), small,
-                      min(args.jpeg_batches, len(jpegs) // small - 3), 1),
+      train(jpegs, pipeline.random_resized_crop, small, imagenet_normalize),
+      small,
+      args.jpeg_batches,
+      threads,
+    ),
+    "imagenet_eval": (
+      evaluate(jpegs, small, pipeline.resize_center_crop),
+      small,
+      min(args.jpeg_batches, len(jpegs) // small - 3),
+      1,
+    ),
     "imagenet_eval + host normalize": (
-      evaluate(jpegs, small, pipeline.resize_center_crop, imagenet_normalize), small,
-      min(args.jpeg_batches, len(jpegs) // small - 3), 1),
+      evaluate(jpegs, small, pipeline.resize_center_crop, imagenet_normalize),
+      small,
+      min(args.jpeg_batches, len(jpegs) // small - 3),
+      1,
+    ),
   }
   no_antialias = dict(antialias=False)
   rows["imagenet_train, resize_antialias=False"] = (
-    train(jpegs, functools.partial(pipeline.random_resized_crop, **no_antialias), small), small,
-    args.jpeg_batches, threads)
+    train(jpegs, functools.partial(pipeline.random_resized_crop, **no_antialias), small),
+    small,
+    args.jpeg_batches,
+    threads,
+  )
   rows["imagenet_eval, resize_antialias=False"] = (
-    evaluate(jpegs, small, functools.partial(pipeline.resize_center_crop, **no_antialias)), small,
-    min(args.jpeg_batches, len(jpegs) // small - 3), 1)
+    evaluate(jpegs, small, functools.partial(pipeline.resize_center_crop, **no_antialias)),
+    small,
+    min(args.jpeg_batches, len(jpegs) // small - 3),
+    1,
+  )
   for workers in (1, 2):
     rows[f"cifar_train, {workers} worker(s)"] = (
       train(cifar_source, pipeline.cifar_augment, args.batch_size, threads=1, workers=workers),
-      args.batch_size, args.batches, min(workers, cores))
+      args.batch_size,
+      args.batches,
+      min(workers, cores),
+    )
     rows[f"imagenet_train, {workers} worker(s)"] = (
-      train(jpegs, pipeline.random_resized_crop, small, threads=1, workers=workers), small,
-      args.jpeg_batches, min(workers, cores))
+      train(jpegs, pipeline.random_resized_crop, small, threads=1, workers=workers),
+      small,
+      args.jpeg_batches,
+      min(workers, cores),
+    )
   return rows
 
 
@@ -327,6 +420,7 @@ def main():
   parser.add_argument("--out", default="benchmarks/input_pipeline.json")
   args = parser.parse_args()
   from mixupe_jax import xla_cpu
+
   xla_cpu.configure()  # The train steps it compares with, as train.py runs them.
   rng = np.random.default_rng(0)
 
@@ -358,25 +452,33 @@ def main():
   for grain_name, tf_name in COMPARISONS:
     per_round = [g / t for g, t in zip(per_core[grain_name], tf_per_core[tf_name], strict=True)]
     ratios[f"{grain_name} / tf.data {tf_name}"] = dict(
-      median=statistics.median(per_round), low=min(per_round), high=max(per_round))
+      median=statistics.median(per_round), low=min(per_round), high=max(per_round)
+    )
   decoders = decoder_milliseconds(encoded[:64], repeats=10)
   transfer = transfer_costs(32, repeats=20)
-  step_rates = {f"train_step_{m}": train_step_rate(m, 32, args.step_repeats)
-                for m in ("erm", "mixupe")}
+  step_rates = {
+    f"train_step_{m}": train_step_rate(m, 32, args.step_repeats) for m in ("erm", "mixupe")
+  }
 
   median = statistics.median
-  print(f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads, "
-        f"{args.rounds} rounds; CIFAR source: {cifar_origin}")
+  print(
+    f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} reader threads, "
+    f"{args.rounds} rounds; CIFAR source: {cifar_origin}"
+  )
   print("\n| grain pipeline | examples/s | per core (median; min-max over rounds) |")
   print("|---|---|---|")
   for name, rates in grain_rates.items():
-    print(f"| {name} | {median(rates):,.0f} | {median(per_core[name]):,.0f} "
-          f"({min(per_core[name]):,.0f}-{max(per_core[name]):,.0f}) |")
+    print(
+      f"| {name} | {median(rates):,.0f} | {median(per_core[name]):,.0f} "
+      f"({min(per_core[name]):,.0f}-{max(per_core[name]):,.0f}) |"
+    )
   print("\n| tf.data pipeline | examples/s | per core (median; min-max over rounds) |")
   print("|---|---|---|")
   for name, rates in tf_rates.items():
-    print(f"| {name} | {median(rates):,.0f} | {median(tf_per_core[name]):,.0f} "
-          f"({min(tf_per_core[name]):,.0f}-{max(tf_per_core[name]):,.0f}) |")
+    print(
+      f"| {name} | {median(rates):,.0f} | {median(tf_per_core[name]):,.0f} "
+      f"({min(tf_per_core[name]):,.0f}-{max(tf_per_core[name]):,.0f}) |"
+    )
   print("\n| per core, per round | median ratio | min-max |")
   print("|---|---|---|")
   for name, ratio in ratios.items():
@@ -385,21 +487,39 @@ def main():
   print("|---|---|")
   for name, milliseconds in decoders.items():
     print(f"| {name} | {milliseconds:.2f} |")
-  print(f"\nImageNet batch of {transfer['batch_size']}: float32 "
-        f"{transfer['bytes_float32']:,} bytes, uint8 {transfer['bytes_uint8']:,}; device_put "
-        f"{transfer['device_put_ms_float32']:.2f} vs {transfer['device_put_ms_uint8']:.2f} ms; "
-        f"normalization on the host {transfer['host_normalize_ms']:.2f} ms, on the device "
-        f"{transfer['device_normalize_ms']:.2f} ms (this backend)")
+  print(
+    f"\nImageNet batch of {transfer['batch_size']}: float32 "
+    f"{transfer['bytes_float32']:,} bytes, uint8 {transfer['bytes_uint8']:,}; device_put "
+    f"{transfer['device_put_ms_float32']:.2f} vs {transfer['device_put_ms_uint8']:.2f} ms; "
+    f"normalization on the host {transfer['host_normalize_ms']:.2f} ms, on the device "
+    f"{transfer['device_normalize_ms']:.2f} ms (this backend)"
+  )
   fastest_step = max(step_rates.values())
   steps = ", ".join(f"{name} {rate:.0f} examples/s" for name, rate in step_rates.items())
-  print(f"Train step (PreActResNet-18, 32x32, batch 32): {steps}; grain cifar_train / fastest "
-        f"step: {median(grain_rates['cifar_train']) / fastest_step:.0f}x")
+  print(
+    f"Train step (PreActResNet-18, 32x32, batch 32): {steps}; grain cifar_train / fastest "
+    f"step: {median(grain_rates['cifar_train']) / fastest_step:.0f}x"
+  )
   with open(args.out, "w") as file:
-    json.dump(dict(grain_pipelines=grain_rates, grain_per_core=per_core,
-                   tf_data_pipelines=tf_rates, tf_data_per_core=tf_per_core, ratios=ratios,
-                   decoders_ms=decoders, transfer=transfer, train_steps=step_rates,
-                   threads=args.threads, rounds=args.rounds, cifar_source=cifar_origin,
-                   machine=platform.machine(), cpus=os.cpu_count()), file, indent=2)
+    json.dump(
+      dict(
+        grain_pipelines=grain_rates,
+        grain_per_core=per_core,
+        tf_data_pipelines=tf_rates,
+        tf_data_per_core=tf_per_core,
+        ratios=ratios,
+        decoders_ms=decoders,
+        transfer=transfer,
+        train_steps=step_rates,
+        threads=args.threads,
+        rounds=args.rounds,
+        cifar_source=cifar_origin,
+        machine=platform.machine(),
+        cpus=os.cpu_count(),
+      ),
+      file,
+      indent=2,
+    )
 
 
 if __name__ == "__main__":

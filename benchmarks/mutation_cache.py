@@ -43,14 +43,18 @@ VERDICT = re.compile(r"^(\S+) (mixupe_jax\.\S+)$")
 def check(pattern: str, cache_dir: str | None, max_children: int) -> dict:
   """One mutmut run over the mutants matching `pattern`: wall seconds, rate and verdicts."""
   start = time.perf_counter()
-  output = mutation_check.mutmut("run", "--max-children", str(max_children), pattern,
-                                 cache_dir=cache_dir)
+  output = mutation_check.mutmut(
+    "run", "--max-children", str(max_children), pattern, cache_dir=cache_dir
+  )
   seconds = time.perf_counter() - start
   rate = RATE.search(output)
   if rate is None:
     sys.exit(f"mutmut printed no rate; its output ends:\n{output[-2000:]}")
-  verdicts = {match.group(2): match.group(1) for line in output.splitlines()
-              if (match := VERDICT.match(line.strip()))}
+  verdicts = {
+    match.group(2): match.group(1)
+    for line in output.splitlines()
+    if (match := VERDICT.match(line.strip()))
+  }
   return {"seconds": seconds, "mutants_per_second": float(rate.group(1)), "verdicts": verdicts}
 
 
@@ -60,10 +64,16 @@ def spread(values: list[float]) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sample", default="mixupe_jax.directional.x_input_shift__mutmut_?",
-                      help="mutmut pattern of the mutants timed")
-  parser.add_argument("--warmup", default="mixupe_jax.directional.x_input_shift__mutmut_1?",
-                      help="mutmut pattern of the mutants checked first, with the cache on")
+  parser.add_argument(
+    "--sample",
+    default="mixupe_jax.directional.x_input_shift__mutmut_?",
+    help="mutmut pattern of the mutants timed",
+  )
+  parser.add_argument(
+    "--warmup",
+    default="mixupe_jax.directional.x_input_shift__mutmut_1?",
+    help="mutmut pattern of the mutants checked first, with the cache on",
+  )
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
   parser.add_argument("--out", default="benchmarks/mutation_cache.json")
@@ -91,30 +101,53 @@ def main() -> None:
     return [one[mode][key] for one in rounds]
 
   result = {
-      "sample": args.sample, "warmup": args.warmup, "max_children": args.max_children,
-      "mutants": len(rounds[0]["without_cache"]["verdicts"]),
-      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-      "rounds": rounds,
-      "wall_seconds": {mode: spread(column(mode, "seconds"))
-                       for mode in ("without_cache", "with_cache")},
-      "mutants_per_second": {mode: spread(column(mode, "mutants_per_second"))
-                             for mode in ("without_cache", "with_cache")},
-      "wall_speedup": spread([a / b for a, b in zip(column("without_cache", "seconds"),
-                                                    column("with_cache", "seconds"), strict=True)]),
-      "rate_speedup": spread([b / a for a, b in zip(column("without_cache", "mutants_per_second"),
-                                                    column("with_cache", "mutants_per_second"),
-                                                    strict=True)]),
+    "sample": args.sample,
+    "warmup": args.warmup,
+    "max_children": args.max_children,
+    "mutants": len(rounds[0]["without_cache"]["verdicts"]),
+    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+    "rounds": rounds,
+    "wall_seconds": {
+      mode: spread(column(mode, "seconds")) for mode in ("without_cache", "with_cache")
+    },
+    "mutants_per_second": {
+      mode: spread(column(mode, "mutants_per_second")) for mode in ("without_cache", "with_cache")
+    },
+    "wall_speedup": spread(
+      [
+        a / b
+        for a, b in zip(
+          column("without_cache", "seconds"), column("with_cache", "seconds"), strict=True
+        )
+      ]
+    ),
+    "rate_speedup": spread(
+      [
+        b / a
+        for a, b in zip(
+          column("without_cache", "mutants_per_second"),
+          column("with_cache", "mutants_per_second"),
+          strict=True,
+        )
+      ]
+    ),
   }
-  print(f"{result['mutants']} mutants ({args.sample}), {args.rounds} rounds, "
-        f"{args.max_children} processes\n")
+  print(
+    f"{result['mutants']} mutants ({args.sample}), {args.rounds} rounds, "
+    f"{args.max_children} processes\n"
+  )
   print("| | without cache | with cache | speed-up, median (min-max) |")
   print("|---|---|---|---|")
-  for label, key, speedup in (("mutmut wall time (s)", "wall_seconds", "wall_speedup"),
-                              ("mutants/second", "mutants_per_second", "rate_speedup")):
+  for label, key, speedup in (
+    ("mutmut wall time (s)", "wall_seconds", "wall_speedup"),
+    ("mutants/second", "mutants_per_second", "rate_speedup"),
+  ):
     cells = [f"{result[key][mode]['median']:.3g}" for mode in ("without_cache", "with_cache")]
     ratio = result[speedup]
-    print(f"| {label} | {cells[0]} | {cells[1]} | "
-          f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) |")
+    print(
+      f"| {label} | {cells[0]} | {cells[1]} | "
+      f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) |"
+    )
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as file:
     json.dump(result, file, indent=2)

@@ -21,6 +21,7 @@ it as an order of magnitude.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -151,7 +152,9 @@ def compile_on_this_process(methods: list[str], hlo_dir: str | None = None) -> l
     options = {k: v for k, v in config.model.items() if k != "name"}
     model = build_model(config.model.name, num_classes=num_classes, dtype=config.dtype, **options)
     sample = jnp.zeros((1, size, size, 3), jnp.float32)
-    params, model_state = jax.eval_shape(lambda: init_model(model, jax.random.key(0), sample))
+    params, model_state = jax.eval_shape(
+      functools.partial(init_model, model), jax.random.key(0), sample
+    )
     steps_per_epoch = 1_281_167 // config.batch_size
     loss_fn, schedule, optimizer = make_loss_and_optimizer(
       config,
@@ -164,11 +167,16 @@ def compile_on_this_process(methods: list[str], hlo_dir: str | None = None) -> l
     )
     step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(1))
     abstract_state = TrainState(
-      jax.ShapeDtypeStruct((), jnp.int32), params, model_state, jax.eval_shape(optimizer.init, params)
+      jax.ShapeDtypeStruct((), jnp.int32),
+      params,
+      model_state,
+      jax.eval_shape(optimizer.init, params),
     )
     replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
     state = jax.tree.map(
-      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated),
+      lambda leaf, sharding=replicated: jax.ShapeDtypeStruct(
+        leaf.shape, leaf.dtype, sharding=sharding
+      ),
       abstract_state,
     )
     images = jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32, sharding=batch)
@@ -233,29 +241,38 @@ def mib(value: float) -> str:
 
 
 def print_tables(rows: list[dict]) -> None:
-  print("\n| devices | per-device batch | method | GFLOP/device | temp MiB | argument MiB | "
-        "all-reduce MiB | of which beyond the gradient | all-gather MiB | all-to-all MiB | "
-        "other collectives MiB |")
+  print(
+    "\n| devices | per-device batch | method | GFLOP/device | temp MiB | argument MiB | "
+    "all-reduce MiB | of which beyond the gradient | all-gather MiB | all-to-all MiB | "
+    "other collectives MiB |"
+  )
   print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     c = r["collective_bytes"]
     other = c["reduce-scatter"] + c["collective-permute"]
-    print(f"| {r['devices']} | {r['per_device_batch']} | {r['method']} | "
-          f"{r['flops_per_device'] / 1e9:,.0f} | {mib(r['temp_bytes'])} | {mib(r['argument_bytes'])} "
-          f"| {mib(c['all-reduce'])} ({r['collective_counts']['all-reduce']} ops) | "
-          f"{mib(c['all-reduce'] - r['gradient_bytes'])} | {mib(c['all-gather'])} | "
-          f"{mib(c['all-to-all'])} | {mib(other)} |")
+    print(
+      f"| {r['devices']} | {r['per_device_batch']} | {r['method']} | "
+      f"{r['flops_per_device'] / 1e9:,.0f} | {mib(r['temp_bytes'])} | "
+      f"{mib(r['argument_bytes'])} "
+      f"| {mib(c['all-reduce'])} ({r['collective_counts']['all-reduce']} ops) | "
+      f"{mib(c['all-reduce'] - r['gradient_bytes'])} | {mib(c['all-gather'])} | "
+      f"{mib(c['all-to-all'])} | {mib(other)} |"
+    )
   print("\nEstimates on paper (compute at peak + ring all-reduce, no overlap; memory: XLA:CPU's)")
-  print("| accelerator | devices | method | step ms | of which all-reduce | ideal step ms | "
-        "of which all-reduce | memory of HBM | fits |")
+  print(
+    "| accelerator | devices | method | step ms | of which all-reduce | ideal step ms | "
+    "of which all-reduce | memory of HBM | fits |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for name in ACCELERATORS:
     for r in rows:
       e = r["estimates"][name]
-      print(f"| {name} | {r['devices']} | {r['method']} | {1e3 * e['step_seconds']:.1f} | "
-            f"{100 * e['communication_share']:.0f}% | {1e3 * e['ideal_step_seconds']:.1f} | "
-            f"{100 * e['ideal_communication_share']:.0f}% | {100 * e['memory_fraction']:.0f}% | "
-            f"{'yes' if e['fits'] else 'no'} |")
+      print(
+        f"| {name} | {r['devices']} | {r['method']} | {1e3 * e['step_seconds']:.1f} | "
+        f"{100 * e['communication_share']:.0f}% | {1e3 * e['ideal_step_seconds']:.1f} | "
+        f"{100 * e['ideal_communication_share']:.0f}% | {100 * e['memory_fraction']:.0f}% | "
+        f"{'yes' if e['fits'] else 'no'} |"
+      )
 
 
 def main():
@@ -263,8 +280,11 @@ def main():
   parser.add_argument("--devices", type=int, nargs="+", default=list(DEVICE_COUNTS))
   parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
   parser.add_argument("--out", default=None, help="JSON file for every row.")
-  parser.add_argument("--from_json", default=None,
-                      help="Print the tables of a saved --out file (estimates recomputed).")
+  parser.add_argument(
+    "--from_json",
+    default=None,
+    help="Print the tables of a saved --out file (estimates recomputed).",
+  )
   parser.add_argument("--hlo_dir", default=None, help="Write each optimized HLO module here.")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -279,21 +299,29 @@ def main():
     print_tables(rows)
     if args.out:
       with open(args.out, "w") as file:
-        json.dump({"config": "configs/imagenet_resnet50.py", "accelerators": ACCELERATORS,
-                   "rows": rows}, file, indent=2)
+        json.dump(
+          {"config": "configs/imagenet_resnet50.py", "accelerators": ACCELERATORS, "rows": rows},
+          file,
+          indent=2,
+        )
     return
   rows = []
   for devices in args.devices:
     for row in run_child(devices, args.methods, args.hlo_dir):
       row["estimates"] = {name: estimate(row, spec) for name, spec in ACCELERATORS.items()}
       rows.append(row)
-      print(f"{devices} devices, {row['method']}: compiled in {row['compile_seconds']:.0f} s",
-            flush=True)
+      print(
+        f"{devices} devices, {row['method']}: compiled in {row['compile_seconds']:.0f} s",
+        flush=True,
+      )
   print_tables(rows)
   if args.out:
     with open(args.out, "w") as file:
-      json.dump({"config": "configs/imagenet_resnet50.py", "accelerators": ACCELERATORS,
-                 "rows": rows}, file, indent=2)
+      json.dump(
+        {"config": "configs/imagenet_resnet50.py", "accelerators": ACCELERATORS, "rows": rows},
+        file,
+        indent=2,
+      )
 
 
 if __name__ == "__main__":

@@ -31,23 +31,30 @@ def main():
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--top", type=int, default=15)
-  parser.add_argument("--xla-default", action="store_true",
-                      help="Keep XLA's own CPU convolutions (see mixupe_jax.xla_cpu).")
+  parser.add_argument(
+    "--xla-default",
+    action="store_true",
+    help="Keep XLA's own CPU convolutions (see mixupe_jax.xla_cpu).",
+  )
   args = parser.parse_args()
   from mixupe_jax import xla_cpu
+
   if not args.xla_default:
     xla_cpu.configure()
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_cpu_enable_xprof_traceme=true").strip()
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
+  ).strip()
 
   import jax
+
   from mixupe_jax import losses
   from mixupe_jax.models import flax_apply_fn
 
   key = jax.random.key(0)
   inputs, labels, module, params, model_state, x_bar, optimizer = make_problem(args.batch_size)
-  loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0,
-                                x_bar=x_bar, **METHODS[args.method])
+  loss_fn = losses.make_loss_fn(
+    apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0, x_bar=x_bar, **METHODS[args.method]
+  )
   state = (params, model_state, optimizer.init(params))
   step = make_step(loss_fn, optimizer).lower(*state, inputs, labels, key).compile()
   text = step.as_text()
@@ -66,8 +73,7 @@ def main():
 
   per_operation = collections.Counter()
   for event in events:
-    if not event["name"].startswith(("ThunkExecutor", "$", "Slinky", "PjitFunction",
-                                     "CommonPjRt")):
+    if not event["name"].startswith(("ThunkExecutor", "$", "Slinky", "PjitFunction", "CommonPjRt")):
       per_operation[event["name"]] += event["dur"] / 1e3 / args.steps
   per_kind = collections.Counter()
   for name, milliseconds in per_operation.items():

@@ -31,18 +31,22 @@ from mixupe_jax.train.defaults import default_config
 from mixupe_jax.train.optim import make_optimizer
 
 METHODS = {
-    "erm": dict(method="erm"),
-    "mixup": dict(method="mixup"),
-    "mixupe_exact_v1": dict(method="mixupe", variant="v1", eta=0.1),
-    "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.1),
+  "erm": dict(method="erm"),
+  "mixup": dict(method="mixup"),
+  "mixupe_exact_v1": dict(method="mixupe", variant="v1", eta=0.1),
+  "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.1),
 }
 # Dense peak FLOP/s per device for the compute dtype, from the vendors' data sheets.
 PEAK_FLOPS = {
-    ("NVIDIA H100 80GB HBM3", "bfloat16"): 989e12, ("NVIDIA H100 80GB HBM3", "float32"): 67e12,
-    ("NVIDIA H200", "bfloat16"): 989e12, ("NVIDIA H200", "float32"): 67e12,
-    ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312e12, ("NVIDIA A100-SXM4-80GB", "float32"): 19.5e12,
-    ("TPU v4", "bfloat16"): 275e12, ("TPU v5 lite", "bfloat16"): 197e12,
-    ("TPU v5p", "bfloat16"): 459e12,
+  ("NVIDIA H100 80GB HBM3", "bfloat16"): 989e12,
+  ("NVIDIA H100 80GB HBM3", "float32"): 67e12,
+  ("NVIDIA H200", "bfloat16"): 989e12,
+  ("NVIDIA H200", "float32"): 67e12,
+  ("NVIDIA A100-SXM4-80GB", "bfloat16"): 312e12,
+  ("NVIDIA A100-SXM4-80GB", "float32"): 19.5e12,
+  ("TPU v4", "bfloat16"): 275e12,
+  ("TPU v5 lite", "bfloat16"): 197e12,
+  ("TPU v5p", "bfloat16"): 459e12,
 }
 
 
@@ -62,11 +66,16 @@ def compiled_train_step(module, method_options: dict, inputs, labels, num_classe
   schedule = optax.constant_schedule(0.1)
   optimizer = make_optimizer(default_config(), schedule)
   batch = tuple(jax.device_put(a, parallel.batch_sharding(mesh)) for a in (inputs, labels))
-  loss_fn = losses.make_loss_fn(apply_fn=flax_apply_fn(module), num_classes=num_classes,
-                                x_bar=jnp.mean(inputs, axis=0), **method_options)
+  loss_fn = losses.make_loss_fn(
+    apply_fn=flax_apply_fn(module),
+    num_classes=num_classes,
+    x_bar=jnp.mean(inputs, axis=0),
+    **method_options,
+  )
   step = make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(1))
-  state = parallel.replicate(TrainState(jnp.zeros((), jnp.int32), params, model_state,
-                                        optimizer.init(params)), mesh)
+  state = parallel.replicate(
+    TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params)), mesh
+  )
   return step.lower(state, *batch).compile(), state, batch
 
 
@@ -85,8 +94,9 @@ def main():
 
   mesh = parallel.data_mesh()
   parallel.check_divisible(args.batch_size, mesh)
-  inputs = jax.random.normal(jax.random.key(0),
-                             (args.batch_size, args.image_size, args.image_size, 3))
+  inputs = jax.random.normal(
+    jax.random.key(0), (args.batch_size, args.image_size, args.image_size, 3)
+  )
   labels = jnp.arange(args.batch_size) % args.num_classes
   module = build_model(args.model, num_classes=args.num_classes, dtype=args.dtype)
 
@@ -115,30 +125,55 @@ def main():
     seconds = statistics.median(samples[name])
     per_device = args.batch_size / seconds / mesh.size
     achieved = flops[name] / seconds / mesh.size if flops[name] else None
-    rows.append(dict(method=name, step_seconds=seconds, examples_per_second_per_device=per_device,
-                     step_gflops=flops[name] / 1e9 if flops[name] else None,
-                     achieved_tflops_per_device=achieved / 1e12 if achieved else None,
-                     fraction_of_peak=achieved / peak if achieved and peak else None,
-                     relative_to_mixup=seconds / statistics.median(samples["mixup"]),
-                     samples=samples[name]))
+    rows.append(
+      dict(
+        method=name,
+        step_seconds=seconds,
+        examples_per_second_per_device=per_device,
+        step_gflops=flops[name] / 1e9 if flops[name] else None,
+        achieved_tflops_per_device=achieved / 1e12 if achieved else None,
+        fraction_of_peak=achieved / peak if achieved and peak else None,
+        relative_to_mixup=seconds / statistics.median(samples["mixup"]),
+        samples=samples[name],
+      )
+    )
 
-  print(f"{args.model}, {args.dtype}, global batch {args.batch_size} at {args.image_size}px, "
-        f"{mesh.size} x {kind} ({jax.default_backend()}), median of {args.repeats} round-robin "
-        f"samples of {args.steps} steps")
-  print("| method | step (s) | examples/s/device | GFLOP/step | TFLOP/s/device | of peak | "
-        "time vs Mixup |")
+  print(
+    f"{args.model}, {args.dtype}, global batch {args.batch_size} at {args.image_size}px, "
+    f"{mesh.size} x {kind} ({jax.default_backend()}), median of {args.repeats} round-robin "
+    f"samples of {args.steps} steps"
+  )
+  print(
+    "| method | step (s) | examples/s/device | GFLOP/step | TFLOP/s/device | of peak | "
+    "time vs Mixup |"
+  )
   print("|---|---|---|---|---|---|---|")
   for r in rows:
     gflops = f"{r['step_gflops']:.1f}" if r["step_gflops"] else "n/a"
-    achieved = f"{r['achieved_tflops_per_device']:.3f}" if r["achieved_tflops_per_device"] else "n/a"
+    achieved = r["achieved_tflops_per_device"]
+    achieved = f"{achieved:.3f}" if achieved else "n/a"
     fraction = f"{100 * r['fraction_of_peak']:.1f}%" if r["fraction_of_peak"] else "unknown peak"
-    print(f"| {r['method']} | {r['step_seconds']:.3f} | {r['examples_per_second_per_device']:.1f} "
-          f"| {gflops} | {achieved} | {fraction} | {r['relative_to_mixup']:.2f}x |")
+    print(
+      f"| {r['method']} | {r['step_seconds']:.3f} | {r['examples_per_second_per_device']:.1f} "
+      f"| {gflops} | {achieved} | {fraction} | {r['relative_to_mixup']:.2f}x |"
+    )
   with open(args.out, "w") as file:
-    json.dump(dict(model=args.model, dtype=args.dtype, batch_size=args.batch_size,
-                   image_size=args.image_size, devices=mesh.size, device_kind=kind,
-                   backend=jax.default_backend(), jax=jax.__version__,
-                   machine=platform.machine(), rows=rows), file, indent=2)
+    json.dump(
+      dict(
+        model=args.model,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        devices=mesh.size,
+        device_kind=kind,
+        backend=jax.default_backend(),
+        jax=jax.__version__,
+        machine=platform.machine(),
+        rows=rows,
+      ),
+      file,
+      indent=2,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Fashion-MNIST (idx files, e.g. ../shared/data/fashion_mnist), a small CNN, MixupE (v1). Mixing
 groups of 16 examples (the default scope): the same run on 1, 2, 4 or 8 devices.
 
-    python train.py --config=configs/fashion_mnist_cnn.py --config.dataset=idx:/path/to/fashion_mnist
+    python train.py --config=configs/fashion_mnist_cnn.py --config.dataset=idx:/path/to/fmnist
 """
 
 from mixupe_jax.models.registry import model_config

@@ -10,5 +10,6 @@ from mixupe_jax.train.defaults import mixup_paper_image_config
 
 
 def get_config():
-  return mixup_paper_image_config("tinyimagenet_preactresnet18",
-                                  "tinyimagenet:tiny-imagenet-200.zip")
+  return mixup_paper_image_config(
+    "tinyimagenet_preactresnet18", "tinyimagenet:tiny-imagenet-200.zip"
+  )

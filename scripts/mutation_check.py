@@ -43,8 +43,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EQUIVALENTS = os.path.join(ROOT, "scripts", "mutation_equivalents.json")
 REPORT_DIR = os.path.join(ROOT, "results", "mutation")
 COMPILATION_CACHE_DIR = os.path.join(ROOT, "mutants", "jax_cache")
-CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-                   "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+CACHE_VARIABLES = (
+  "JAX_COMPILATION_CACHE_DIR",
+  "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+  "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES",
+)
 KILLED = ("killed", "timeout")
 NOT_CHECKED = "not checked"
 COLUMNS = ("killed", "timeout", "survived", "no tests", "equivalent", NOT_CHECKED)
@@ -69,11 +72,18 @@ def mutmut(*arguments: str, capture: bool = True, cache_dir: str | None = None) 
   beside = os.path.join(os.path.dirname(sys.executable), "mutmut")
   executable = beside if os.path.exists(beside) else shutil.which("mutmut")
   if executable is None:
-    sys.exit("mutmut is not installed: pip install mutmut==3.8.1 (it is not a dependency of "
-             "the package or of its tests).")
-  result = subprocess.run([executable, *arguments], cwd=ROOT, text=True,
-                          capture_output=capture, check=False,
-                          env=compilation_cache_environment(cache_dir))
+    sys.exit(
+      "mutmut is not installed: pip install mutmut==3.8.1 (it is not a dependency of "
+      "the package or of its tests)."
+    )
+  result = subprocess.run(
+    [executable, *arguments],
+    cwd=ROOT,
+    text=True,
+    capture_output=capture,
+    check=False,
+    env=compilation_cache_environment(cache_dir),
+  )
   if result.returncode not in (0, 1) and capture:
     sys.exit(f"mutmut {' '.join(arguments)} failed:\n{result.stderr[-2000:]}")
   return result.stdout if capture else ""
@@ -130,15 +140,19 @@ def statuses() -> tuple[dict[str, str], dict[str, str]]:
     result[name] = status
   if not result:
     sys.exit("No mutants found: run without --report-only first.")
-  return result, {function: hashes[function] for function in sorted(
-      {function_of(name) for name in result}) if function in hashes}
+  return result, {
+    function: hashes[function]
+    for function in sorted({function_of(name) for name in result})
+    if function in hashes
+  }
 
 
 def mutated_lines(name: str) -> list[str]:
   """The '-' and '+' lines of a mutant's diff."""
   diff = mutmut("show", name)
-  return [line for line in diff.splitlines()
-          if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+  return [
+    line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))
+  ]
 
 
 def module_of(name: str) -> str:
@@ -151,9 +165,10 @@ def report() -> dict:
     equivalents = json.load(file)
   status_of, hash_of = statuses()
   unchecked = sorted(name for name, status in status_of.items() if status == NOT_CHECKED)
-  survivors = sorted((name for name, status in status_of.items()
-                      if status not in KILLED and status != NOT_CHECKED),
-                     key=lambda n: (module_of(n), n))
+  survivors = sorted(
+    (name for name, status in status_of.items() if status not in KILLED and status != NOT_CHECKED),
+    key=lambda n: (module_of(n), n),
+  )
   rows, stale = [], []
   for name in survivors:
     lines = mutated_lines(name)
@@ -161,8 +176,14 @@ def report() -> dict:
     if known is not None and known["mutated"] not in lines:
       stale.append(name)  # The code changed under the listed mutant: review it again.
       known = None
-    rows.append({"name": name, "status": status_of[name], "diff": lines,
-                 "equivalent": known["why"] if known else None})
+    rows.append(
+      {
+        "name": name,
+        "status": status_of[name],
+        "diff": lines,
+        "equivalent": known["why"] if known else None,
+      }
+    )
   per_module = collections.defaultdict(collections.Counter)
   for name, status in status_of.items():
     per_module[module_of(name)][status] += 1
@@ -175,15 +196,19 @@ def report() -> dict:
   killed = sum(status in KILLED for status in status_of.values())
   equivalent = sum(row["equivalent"] is not None for row in rows)
   summary = {
-      "mutants": total, "checked": checked, "not_checked": len(unchecked), "killed": killed,
-      "equivalent": equivalent, "unexplained_survivors": len(rows) - equivalent,
-      "kill_rate": killed / max(checked - equivalent, 1),
-      "raw_kill_rate": killed / max(checked, 1),
-      "stale_equivalents": stale,
-      "per_module": {module: dict(counts) for module, counts in sorted(per_module.items())},
-      "survivors": rows,
-      "status_by_mutant": dict(sorted(status_of.items())),
-      "function_hash_by_name": hash_of,
+    "mutants": total,
+    "checked": checked,
+    "not_checked": len(unchecked),
+    "killed": killed,
+    "equivalent": equivalent,
+    "unexplained_survivors": len(rows) - equivalent,
+    "kill_rate": killed / max(checked - equivalent, 1),
+    "raw_kill_rate": killed / max(checked, 1),
+    "stale_equivalents": stale,
+    "per_module": {module: dict(counts) for module, counts in sorted(per_module.items())},
+    "survivors": rows,
+    "status_by_mutant": dict(sorted(status_of.items())),
+    "function_hash_by_name": hash_of,
   }
   os.makedirs(REPORT_DIR, exist_ok=True)
   with open(os.path.join(REPORT_DIR, "report.json"), "w") as file:
@@ -194,42 +219,64 @@ def report() -> dict:
 
 
 def markdown(summary: dict) -> str:
-  lines = ["# Mutation check of the core", "",
-           "`python scripts/mutation_check.py` (mutmut; modules and tests in pyproject.toml).", "",
-           f"- mutants: {summary['mutants']}, of which checked: {summary['checked']}"
-           + (f" (**{summary['not_checked']} not checked yet**: rerun the script)"
-              if summary["not_checked"] else ""),
-           f"- killed (or timed out): {summary['killed']}",
-           f"- equivalent (listed in scripts/mutation_equivalents.json): "
-           f"{summary['equivalent']}",
-           f"- unexplained survivors: {summary['unexplained_survivors']}",
-           f"- kill rate of the checked mutants, equivalents excluded: "
-           f"{100 * summary['kill_rate']:.1f}%",
-           f"- kill rate of the checked mutants: {100 * summary['raw_kill_rate']:.1f}%", "",
-           "| module | " + " | ".join(COLUMNS) + " |", "|---" * (1 + len(COLUMNS)) + "|"]
+  lines = [
+    "# Mutation check of the core",
+    "",
+    "`python scripts/mutation_check.py` (mutmut; modules and tests in pyproject.toml).",
+    "",
+    f"- mutants: {summary['mutants']}, of which checked: {summary['checked']}"
+    + (
+      f" (**{summary['not_checked']} not checked yet**: rerun the script)"
+      if summary["not_checked"]
+      else ""
+    ),
+    f"- killed (or timed out): {summary['killed']}",
+    f"- equivalent (listed in scripts/mutation_equivalents.json): {summary['equivalent']}",
+    f"- unexplained survivors: {summary['unexplained_survivors']}",
+    f"- kill rate of the checked mutants, equivalents excluded: {100 * summary['kill_rate']:.1f}%",
+    f"- kill rate of the checked mutants: {100 * summary['raw_kill_rate']:.1f}%",
+    "",
+    "| module | " + " | ".join(COLUMNS) + " |",
+    "|---" * (1 + len(COLUMNS)) + "|",
+  ]
   for module, counts in summary["per_module"].items():
     lines.append(f"| {module} | " + " | ".join(str(counts.get(k, 0)) for k in COLUMNS) + " |")
   lines += ["", "## Survivors", ""]
   for row in summary["survivors"]:
     verdict = f"equivalent: {row['equivalent']}" if row["equivalent"] else "**needs a test**"
-    lines += [f"- `{row['name']}` ({row['status']}; {verdict})", "  ```diff",
-              *[f"  {line}" for line in row["diff"]], "  ```"]
+    lines += [
+      f"- `{row['name']}` ({row['status']}; {verdict})",
+      "  ```diff",
+      *[f"  {line}" for line in row["diff"]],
+      "  ```",
+    ]
   if summary["stale_equivalents"]:
-    lines += ["", "Listed as equivalent, but the code changed: "
-              + ", ".join(summary["stale_equivalents"])]
+    lines += [
+      "",
+      "Listed as equivalent, but the code changed: " + ", ".join(summary["stale_equivalents"]),
+    ]
   return "\n".join(lines) + "\n"
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--report-only", action="store_true")
-  parser.add_argument("--rerun-survivors", action="store_true",
-                      help="retest the survivors only (with the current tests)")
+  parser.add_argument(
+    "--rerun-survivors",
+    action="store_true",
+    help="retest the survivors only (with the current tests)",
+  )
   parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
-  parser.add_argument("--compilation-cache-dir", default=COMPILATION_CACHE_DIR,
-                      help="JAX's persistent compilation cache, shared by the mutants' processes")
-  parser.add_argument("--no-compilation-cache", action="store_true",
-                      help="compile every program in every mutant's process (slower)")
+  parser.add_argument(
+    "--compilation-cache-dir",
+    default=COMPILATION_CACHE_DIR,
+    help="JAX's persistent compilation cache, shared by the mutants' processes",
+  )
+  parser.add_argument(
+    "--no-compilation-cache",
+    action="store_true",
+    help="compile every program in every mutant's process (slower)",
+  )
   parser.add_argument("mutants", nargs="*", help="check only these mutants (default: all)")
   args = parser.parse_args()
   cache_dir = None if args.no_compilation_cache else args.compilation_cache_dir
@@ -240,20 +287,37 @@ def main() -> None:
   if args.rerun_survivors:
     # In a fresh checkout mutmut first builds mutants/ and its test map (minutes), then runs
     # only these; the other mutants keep the statuses of the committed report.
-    survivors = [name for name, status in stored_report().get("status_by_mutant", {}).items()
-                 if status not in KILLED]
-    mutmut("run", "--max-children", str(args.max_children), *survivors, capture=False,
-           cache_dir=cache_dir)
+    survivors = [
+      name
+      for name, status in stored_report().get("status_by_mutant", {}).items()
+      if status not in KILLED
+    ]
+    mutmut(
+      "run",
+      "--max-children",
+      str(args.max_children),
+      *survivors,
+      capture=False,
+      cache_dir=cache_dir,
+    )
   elif not args.report_only:
-    mutmut("run", "--max-children", str(args.max_children), *args.mutants, capture=False,
-           cache_dir=cache_dir)
+    mutmut(
+      "run",
+      "--max-children",
+      str(args.max_children),
+      *args.mutants,
+      capture=False,
+      cache_dir=cache_dir,
+    )
   summary = report()
-  print(f"{summary['mutants']} mutants ({summary['not_checked']} not checked), "
-        f"{summary['killed']} killed, {summary['equivalent']} "
-        f"equivalent, {summary['unexplained_survivors']} unexplained survivors: kill rate "
-        f"{100 * summary['kill_rate']:.1f}% (equivalents excluded), "
-        f"{100 * summary['raw_kill_rate']:.1f}% of all. Report: "
-        f"{os.path.relpath(REPORT_DIR, ROOT)}/report.md")
+  print(
+    f"{summary['mutants']} mutants ({summary['not_checked']} not checked), "
+    f"{summary['killed']} killed, {summary['equivalent']} "
+    f"equivalent, {summary['unexplained_survivors']} unexplained survivors: kill rate "
+    f"{100 * summary['kill_rate']:.1f}% (equivalents excluded), "
+    f"{100 * summary['raw_kill_rate']:.1f}% of all. Report: "
+    f"{os.path.relpath(REPORT_DIR, ROOT)}/report.md"
+  )
 
 
 if __name__ == "__main__":
