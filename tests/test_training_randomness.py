@@ -10,7 +10,7 @@ hidden layer's index). The batch is the identity, x_i = e_i, so a mixed row
 lambda e_i + (1 - lambda) e_j(i) shows lambda and the partner j(i) directly.
 
 Every test's docstring names the mutants of the library that break its property; the test was
-run against each of them by hand and failed on an assertion (16 mutants in all).
+run against each of them by hand and failed on an assertion (21 mutants in all).
 """
 
 import functools
@@ -406,3 +406,35 @@ def test_the_global_scope_draws_the_same_mixing_on_any_device_count(devices):
   reference = mixed_inputs(run_steps(steps=3))
   for step, mixed in enumerate(mixed_inputs(run_steps(devices=devices, steps=3))):
     np.testing.assert_allclose(mixed, reference[step], rtol=1e-6)
+
+
+# --- the run's keys ---------------------------------------------------------------------------------
+
+
+def test_a_run_s_keys_come_from_its_seed_alone_one_stream_each():
+  """`step.run_keys`: the same seed gives the same keys; the init, dropout and step keys differ
+  from each other and from every other seed's (20 seeds: 60 distinct keys), so no two random
+  choices of a run, or two runs, share a stream; without dropout there is no dropout key, and the
+  other two stay as they were. `loop.set_up` trains with them: its step key, its dropout state.
+  Mutants that fail it: the step key equal to the init key (`split(...)` unpacked twice into
+  init); the dropout key the init key itself (no fold_in); the seed ignored (`key(0)`); set_up's
+  step key, or its dropout key, replaced by the init key."""
+  from mixupe_jax.models.apply import DROPOUT_RNG
+  from mixupe_jax.train import loop
+
+  def data(keys):
+    return [None if k is None else np.asarray(jax.random.key_data(k)).tobytes() for k in keys]
+
+  runs = {seed: data(step_lib.run_keys(seed, dropout=True)) for seed in range(20)}
+  assert data(step_lib.run_keys(3, dropout=True)) == runs[3]
+  assert len({key for keys in runs.values() for key in keys}) == 60
+  without = data(step_lib.run_keys(3, dropout=False))
+  assert without[1] is None and without[::2] == runs[3][::2]
+
+  config = default_config()
+  config.seed = 3
+  config.model = dict(config.model, dropout_rate=0.5)
+  experiment = loop.set_up(config)
+  assert data([experiment.step_key]) == [runs[3][2]]
+  dropout_state = np.asarray(jax.device_get(experiment.state.model_state[DROPOUT_RNG]))
+  assert dropout_state.tobytes() == runs[3][1]

@@ -42,7 +42,13 @@ from mixupe_jax.train import checkpoint, optim, reporting, validation
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train import workdir as workdir_lib
 from mixupe_jax.train.early_stopping import EarlyStopping
-from mixupe_jax.train.step import TrainState, global_batch, make_eval_step, make_train_step
+from mixupe_jax.train.step import (
+  TrainState,
+  global_batch,
+  make_eval_step,
+  make_train_step,
+  run_keys,
+)
 
 PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
 # With early stopping, the checkpoint of the best evaluation is kept here (besides the latest ones
@@ -286,7 +292,7 @@ def set_up(config) -> Experiment:
     **model_options,
     **data.model_options,
   )
-  init_key, step_key = jax.random.split(jax.random.key(config.seed))
+  keys = run_keys(config.seed, dropout=config.model.get("dropout_rate", 0.0) > 0)
   train_apply, eval_applies = data.apply_fns(model, tuple(eval_sources))
   # Splits that share an apply function share one eval step (one compilation).
   steps_by_apply: dict[int, Callable] = {}
@@ -296,10 +302,7 @@ def set_up(config) -> Experiment:
   eval_steps = {split: steps_by_apply[id(apply)] for split, apply in eval_applies.items()}
   sample = jnp.asarray(data.sample())
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
-  dropout_key = (
-    jax.random.fold_in(init_key, 1) if config.model.get("dropout_rate", 0.0) > 0 else None
-  )
-  params, model_state = init_model(model, init_key, sample, dropout_key)
+  params, model_state = init_model(model, keys.init, sample, keys.dropout)
 
   x_bar = None
   if _needs_x_bar(config):
@@ -326,7 +329,7 @@ def set_up(config) -> Experiment:
     loss_fn=loss_fn,
     optimizer=optimizer,
     schedule=schedule,
-    step_key=step_key,
+    step_key=keys.step,
     eval_sources=eval_sources,
     eval_steps=eval_steps,
     evaluated_splits=evaluated_splits,

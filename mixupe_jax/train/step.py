@@ -10,7 +10,7 @@ step number: resuming from a checkpoint replays the same keys.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -30,6 +30,23 @@ class TrainState:
   params: Any
   model_state: Any
   opt_state: Any
+
+
+class RunKeys(NamedTuple):
+  init: jax.Array  # The parameters' initialization.
+  dropout: jax.Array | None  # The model state's dropout key (None: the model has no dropout).
+  step: jax.Array  # make_train_step's base_key: step t's loss draws from fold_in(step, t).
+
+
+def run_keys(seed: int, dropout: bool) -> RunKeys:
+  """The keys of a run with `seed`: (init, step) = split(key(seed)), dropout = fold_in(init, 1).
+
+  With the step number they make every random choice of the model and the loss (the data order
+  and augmentation derive from the seed in `data.pipeline`), so the same seed gives the same run,
+  and no two of those choices, or two seeds' runs, share a stream.
+  """
+  init, step = jax.random.split(jax.random.key(seed))
+  return RunKeys(init, jax.random.fold_in(init, 1) if dropout else None, step)
 
 
 def make_train_step(
