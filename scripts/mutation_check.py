@@ -20,9 +20,12 @@ mutmut 2.4x faster in benchmarks/mutation_cache.py.
 results/mutation/report.json keeps every mutant's status with mutmut's hash of the function it
 was measured on, so a fresh checkout reruns only the survivors (`--rerun-survivors`), and a
 status is reused only while its function is unchanged: after a change to a mutated function, the
-next run checks that function's mutants again (those of a deleted function drop out). mutmut
-forgets its results in mutants/ when a test changes, so the script writes the report before every
-run; during a long run, `--report-only` (safe beside it) keeps what is finished.
+next run checks that function's mutants again (those of a deleted function drop out). A run
+checks only the mutants (of the patterns given) that have no status yet, so an interrupted run
+continues where it stopped; `--rerun-survivors` retests the survivors with the current tests (do
+so after sharpening a test: mutmut keeps a status across test changes). mutmut forgets its
+results in mutants/ when [tool.mutmut]'s test selection changes, so the script writes the report
+before every run; during a long run, `--report-only` (safe beside it) keeps what is finished.
 
 Not part of the test suite: a full run takes hours on 2 cores. The report goes to
 results/mutation/report.md and report.json; the kill rate counts killed (and timed-out) mutants
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import json
 import os
 import shutil
@@ -68,7 +72,7 @@ def compilation_cache_environment(cache_dir: str | None) -> dict[str, str]:
   return environment
 
 
-def mutmut(*arguments: str, capture: bool = True, cache_dir: str | None = None) -> str:
+def mutmut_executable() -> str:
   beside = os.path.join(os.path.dirname(sys.executable), "mutmut")
   executable = beside if os.path.exists(beside) else shutil.which("mutmut")
   if executable is None:
@@ -76,8 +80,12 @@ def mutmut(*arguments: str, capture: bool = True, cache_dir: str | None = None) 
       "mutmut is not installed: pip install mutmut==3.8.1 (it is not a dependency of "
       "the package or of its tests)."
     )
+  return executable
+
+
+def mutmut(*arguments: str, capture: bool = True, cache_dir: str | None = None) -> str:
   result = subprocess.run(
-    [executable, *arguments],
+    [mutmut_executable(), *arguments],
     cwd=ROOT,
     text=True,
     capture_output=capture,
@@ -258,6 +266,41 @@ def markdown(summary: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+NOTHING = "mixupe_jax.no_such_mutant__*"
+
+
+def unchecked(patterns: list[str], cache_dir: str | None) -> list[str]:
+  """The mutants matching `patterns` (all: none given) that no status covers yet.
+
+  mutmut reruns every mutant a pattern names, finished or not. So mutmut first builds mutants/
+  and its test map for the current source and config (a pattern that matches nothing stops
+  mutmut 3.8.1 right after, with "nothing matches"); the finished ones are then known.
+  """
+  result = subprocess.run(
+    [mutmut_executable(), "run", NOTHING],
+    cwd=ROOT,
+    text=True,
+    capture_output=True,
+    check=False,
+    env=compilation_cache_environment(cache_dir),
+  )
+  if "nothing matches" not in result.stdout + result.stderr:
+    sys.exit(f"mutmut could not build mutants/ and its stats:\n{result.stderr[-2000:]}")
+  return [
+    name
+    for name, status in statuses()[0].items()
+    if status == NOT_CHECKED and (not patterns or any(fnmatch.fnmatch(name, p) for p in patterns))
+  ]
+
+
+def check(names: list[str], max_children: int, cache_dir: str | None) -> None:
+  if not names:
+    print("Every mutant asked for has a status: nothing to run.")
+    return
+  print(f"Checking {len(names)} mutants.", flush=True)
+  mutmut("run", "--max-children", str(max_children), *names, capture=False, cache_dir=cache_dir)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--report-only", action="store_true")
@@ -281,34 +324,22 @@ def main() -> None:
   args = parser.parse_args()
   cache_dir = None if args.no_compilation_cache else args.compilation_cache_dir
   if not args.report_only and os.path.isdir(os.path.join(ROOT, "mutants")):
-    # After a change to a test or a mutated module, mutmut reruns its stats and forgets every
-    # result in mutants/: keep them in report.json first, where statuses() finds them.
+    # A change to [tool.mutmut]'s test selection makes mutmut forget every result in mutants/:
+    # keep them in report.json first, where statuses() finds them.
     report()
   if args.rerun_survivors:
     # In a fresh checkout mutmut first builds mutants/ and its test map (minutes), then runs
     # only these; the other mutants keep the statuses of the committed report.
-    survivors = [
+    with open(EQUIVALENTS) as file:
+      equivalents = json.load(file)
+    names = [
       name
       for name, status in stored_report().get("status_by_mutant", {}).items()
-      if status not in KILLED
+      if status not in KILLED and status != NOT_CHECKED and name not in equivalents
     ]
-    mutmut(
-      "run",
-      "--max-children",
-      str(args.max_children),
-      *survivors,
-      capture=False,
-      cache_dir=cache_dir,
-    )
+    check(names, args.max_children, cache_dir)
   elif not args.report_only:
-    mutmut(
-      "run",
-      "--max-children",
-      str(args.max_children),
-      *args.mutants,
-      capture=False,
-      cache_dir=cache_dir,
-    )
+    check(unchecked(args.mutants, cache_dir), args.max_children, cache_dir)
   summary = report()
   print(
     f"{summary['mutants']} mutants ({summary['not_checked']} not checked), "
