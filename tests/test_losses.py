@@ -499,3 +499,20 @@ def test_the_options_object_is_the_keywords_validated_once(cnn_problem):
     assert raised.value.expected.startswith(expected)
   with pytest.raises(regularizers.OptionError, match="eta must be a finite number >= 0, got -1"):
     regularizers.MixupEOptions(eta=-1.0)
+
+
+def test_rescaling_leaves_an_exactly_zero_loss_unscaled():
+  """Where L = L_mix + eta m_1 P is exactly 0, abs(L_mix) / abs(L) is 0 / 0: the factor is 1
+  (the `rescale_factor` metric a run logs) and the loss 0, both finite. Here a saturated linear
+  model on unmixed labels: the cross-entropy and every residual P - Y underflow to 0."""
+  labels = jnp.array([0, 1, 2, 0])
+  one_hot = jax.nn.one_hot(labels, NUM_CLASSES)
+  apply_fn = lambda w, state, x: (x @ w, state)
+  unmixed = mixing.MixedBatch(one_hot, one_hot, jnp.ones(4), jnp.arange(4))
+  for variant in ("v1", "v3", "fast"):
+    loss, aux = losses.mixupe_loss_fn(
+        1e4 * jnp.eye(NUM_CLASSES), {}, unmixed, one_hot, labels, one_hot.mean(0),
+        apply_fn=apply_fn, alpha=1.0, eta=1.0, variant=variant, threshold=float("inf"),
+        num_classes=NUM_CLASSES)
+    assert float(aux.metrics["unscaled_loss"]) == 0.0, variant
+    assert float(aux.metrics["rescale_factor"]) == 1.0 and float(loss) == 0.0, variant
