@@ -516,3 +516,23 @@ def test_rescaling_leaves_an_exactly_zero_loss_unscaled():
         num_classes=NUM_CLASSES)
     assert float(aux.metrics["unscaled_loss"]) == 0.0, variant
     assert float(aux.metrics["rescale_factor"]) == 1.0 and float(loss) == 0.0, variant
+
+
+def test_a_per_example_float32_model_s_loss_and_metrics_are_float32_under_x64():
+  """Without batch-coupled layers, the loss and every metric of MixupE follow the model's float32
+  under x64 too (x64's default float is float64), the fraction of examples past tau included.
+  (The official per-example path keeps its r_i in x64's float64: `directional._zero_shift`.)"""
+  from mixupe_jax.models.apply import declare_coupling
+  with jax.enable_x64(True):
+    labels = jnp.array([0, 1, 2, 0, 1])
+    inputs = jax.random.normal(jax.random.key(0), (5, 4), jnp.float32)
+    apply_fn = declare_coupling(lambda w, state, x: (jnp.tanh(x @ w), state), False)
+    weights = jax.random.normal(jax.random.key(1), (4, NUM_CLASSES), jnp.float32)
+    mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+    for variant in ("v1", "v2", "v3", "v4"):
+      loss, aux = losses.mixupe_loss_fn(
+          weights, {}, mixed, inputs, labels, inputs.mean(0), apply_fn=apply_fn, alpha=1.0,
+          eta=0.5, variant=variant, num_classes=NUM_CLASSES)
+      dtypes = {name: value.dtype for name, value in aux.metrics.items()}
+      assert loss.dtype == jnp.float32 and set(dtypes.values()) == {jnp.dtype("float32")}, (
+          variant, dtypes)
