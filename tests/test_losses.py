@@ -66,7 +66,8 @@ def test_mixupe_runs_both_passes_in_train_mode_updating_batchnorm(cnn_problem):
 
 def test_eta_zero_is_mixup_plus_the_clean_pass(cnn_problem):
   """As in the official code, MixupE with eta = 0 still runs the clean pass in train mode: the loss
-  and its gradient are Mixup's, the BatchNorm state has seen both batches."""
+  and its gradient are Mixup's, its metrics Mixup's (`mixup_loss`, the name every Mixup loss
+  logs), the BatchNorm state has seen both batches."""
   inputs, labels, x_bar, apply_fn, params, state = cnn_problem
   mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
 
@@ -82,7 +83,7 @@ def test_eta_zero_is_mixup_plus_the_clean_pass(cnn_problem):
                                    alpha=1.0, eta=0.0, variant=variant, num_classes=NUM_CLASSES)
 
     (loss, aux), grad = jax.value_and_grad(mixupe, has_aux=True)(params)
-    assert float(loss) == float(mix_loss)
+    assert float(loss) == float(mix_loss) and aux.metrics == {"mixup_loss": loss}
     jax.tree.map(np.testing.assert_array_equal, grad, mix_grad)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6), aux.model_state,
                  after_both)
