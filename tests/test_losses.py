@@ -537,3 +537,23 @@ def test_a_per_example_float32_model_s_loss_and_metrics_are_float32_under_x64():
       dtypes = {name: value.dtype for name, value in aux.metrics.items()}
       assert loss.dtype == jnp.float32 and set(dtypes.values()) == {jnp.dtype("float32")}, (
           variant, dtypes)
+
+
+def test_mixupe_logs_the_documented_metrics_and_the_clean_accuracy_by_hand():
+  """The metric names a run logs (mixupe_loss_fn's docstring), and `clean_accuracy`, the fraction
+  of clean examples whose logits' argmax is their label, against numpy."""
+  labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
+  inputs = jax.random.normal(jax.random.key(5), (8, 4))
+  weights = jax.random.normal(jax.random.key(6), (4, NUM_CLASSES))
+  apply_fn = lambda w, state, x: (jnp.tanh(x @ w), state)
+  mixed = mixing.mixup(jax.random.key(2), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  expected = np.mean(np.argmax(np.tanh(np.asarray(inputs) @ np.asarray(weights)), 1) == labels)
+  assert 0 < expected < 1
+  for variant in ("v1", "v3"):
+    _, aux = losses.mixupe_loss_fn(weights, {}, mixed, inputs, labels, inputs.mean(0),
+                                   apply_fn=apply_fn, alpha=1.0, eta=0.5, variant=variant,
+                                   num_classes=NUM_CLASSES)
+    assert set(aux.metrics) == {
+        "mixup_loss", "regularizer", "penalty", "unscaled_loss", "rescale_factor", "term_mean",
+        "term_std", "term_min", "term_max", "active_fraction", "clean_accuracy"}, variant
+    np.testing.assert_allclose(aux.metrics["clean_accuracy"], expected, rtol=1e-6)
