@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import chex
@@ -265,7 +266,9 @@ class MixupEOptions:
   `variant` and its threshold tau (`threshold`, None: the version's default), which per-example
   r_i is thresholded (`term_split`), the official rescaling to abs(L_mix) (`rescale`), the sign
   (`flip_sign`), the fraction rho of the clean batch the term is computed on (`term_fraction`)
-  and a rematerialization policy for the clean pass (`clean_pass_remat`).
+  and a rematerialization policy for the clean pass (`clean_pass_remat`). `eta` and
+  `term_fraction` may be any real numbers (NumPy's scalars too) and are held as Python floats, so
+  the options serialize as they are (`dataclasses.asdict`, JSON).
 
   >>> from mixupe_jax.regularizers import MixupEOptions
   >>> MixupEOptions(eta=0.1, variant="fast").threshold_in_effect
@@ -291,7 +294,7 @@ class MixupEOptions:
     eta = self.eta
     if (
       isinstance(eta, bool)
-      or not isinstance(eta, (int, float))
+      or not isinstance(eta, numbers.Real)  # NumPy's scalars too.
       or not math.isfinite(eta)
       or eta < 0
     ):

@@ -483,3 +483,22 @@ def test_the_converged_suite_stops_early_and_reports_the_saved_model():
                                  data_dir="/data")
       assert tuple(config.eval_splits) == ("validation",) and not config.best_eval_splits
   assert "mixupe_exact_quarter" not in suite.datasets["cifar10"].methods
+
+
+def test_write_replaces_both_files_in_an_existing_folder_with_readable_json(tmp_path):
+  """`report.write` runs after every finished run, into the same folder: it replaces the files
+  whole, writes the JSON indented by 2 (one field a line, so a committed store diffs run by run)
+  and writes a NaN (a metric of a run that diverged late) as NaN rather than failing the report.
+  Mutants that fail it (checked by hand): makedirs without exist_ok, another indent or none,
+  allow_nan False or None. (Dropping allow_nan is equivalent: True is json's default.)"""
+  suite, outcome = toy_suite_and_outcome()
+  results = report.aggregate(suite, outcome, seconds=5.0)
+  folder = str(tmp_path / "results")
+  report.write({**results, "seeds": [0]}, suite, folder)
+  results["results"]["toy"]["mixup"]["ece"]["mean"] = float("nan")
+  json_path, markdown_path = report.write(results, suite, folder)
+  text = open(json_path).read()
+  assert '\n  "suite": "toy",\n' in text and '"mean": NaN' in text
+  assert json.loads(text) == json.loads(json.dumps(results))
+  assert open(markdown_path).read() == report.markdown(results, suite)
+  assert sorted(os.listdir(folder)) == ["results.json", "results.md"]

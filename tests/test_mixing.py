@@ -384,3 +384,83 @@ def test_cutmix_options_reach_the_box_and_the_labels(key):
   for axes in [(), (4,), (0,)]:
     with pytest.raises(ValueError, match=r"spatial_axes .* must name axes in \[1, 3\]"):
       mixing.cutmix(key, x, labels, alpha=1.0, num_classes=2, spatial_axes=axes)
+
+
+def test_mixup_and_cutmix_name_a_bad_granularity_or_pairing(key):
+  """The ops check their choices before drawing anything, and the message names the argument.
+  Mutants that fail it (checked by hand): `_prepare` naming the granularity or the pairing
+  `None`, "XXgranularityXX" or "PAIRING" in its message."""
+  x, labels = jnp.zeros((4, 4, 4, 1)), jnp.zeros(4, jnp.int32)
+  for op in (mixing.mixup, mixing.cutmix):
+    with pytest.raises(ValueError, match=r"^Unknown granularity 'pixel'; valid values are batch"):
+      op(key, x, labels, alpha=1.0, num_classes=2, granularity="pixel")
+    with pytest.raises(ValueError, match=r"^Unknown pairing 'shuffle'; valid values are perm"):
+      op(key, x, labels, alpha=1.0, num_classes=2, pairing="shuffle")
+
+
+def test_fixed_pairings_are_the_documented_partners_and_the_default_is_a_permutation(key):
+  """"flip" is j = B - 1 - i and "roll" j = (i + 1) mod B (by hand); the default pairing is the
+  random permutation of the same key. Mutants that fail it (checked by hand): roll's +1 as -1 or
+  +2, the name "roll" misspelt (roll then falls through to a random matching), the default
+  pairing misspelt."""
+  np.testing.assert_array_equal(mixing.pair_indices(key, 5, "flip"), [4, 3, 2, 1, 0])
+  np.testing.assert_array_equal(mixing.pair_indices(key, 6, "roll"), [1, 2, 3, 4, 5, 0])
+  default = mixing.pair_indices(key, 6)
+  np.testing.assert_array_equal(default, mixing.pair_indices(key, 6, "permutation"))
+  assert sorted(default.tolist()) == list(range(6))
+  mixed = mixing.mixup(key, jnp.arange(6.0)[:, None], jnp.arange(6) % 2, alpha=1.0,
+                       num_classes=2, pairing="roll")
+  np.testing.assert_array_equal(mixed.partner, [1, 2, 3, 4, 5, 0])
+
+
+def test_sample_lambda_draws_one_lambda_per_batch_by_default(key):
+  """The default granularity is "batch" (the paper's): the same draw as asking for it.
+  Mutant that fails it (checked by hand): the default misspelt ("XXbatchXX", "BATCH")."""
+  lam = mixing.sample_lambda(key, 1.0, 5)
+  np.testing.assert_array_equal(lam, mixing.sample_lambda(key, 1.0, 5, "batch"))
+  assert np.all(lam == lam[0]) and 0 < float(lam[0]) < 1
+
+
+def test_per_example_lambdas_differ_between_shards_the_batch_lambda_does_not(key):
+  """With granularity "example" or "pair" each shard draws its own lambdas (module docstring), so
+  8 devices do not repeat one shard's 8 values; "batch" draws one lambda for every shard.
+  Mutant that fails it (checked by hand): mixup drawing every granularity's lambdas from the
+  batch-level key."""
+  x, labels = jax.random.normal(key, (8, 3)), jnp.arange(8) % 4
+  for granularity, pairing in (("example", "permutation"), ("pair", "matching")):
+    shards = [mixing.mixup(key, x, labels, alpha=1.0, num_classes=4, granularity=granularity,
+                           pairing=pairing, shard_index=i) for i in (0, 1)]
+    assert not np.any(np.isin(shards[0].lam, shards[1].lam)), granularity
+  batch = [mixing.mixup(key, x, labels, alpha=1.0, num_classes=4, shard_index=i) for i in (0, 1)]
+  np.testing.assert_array_equal(batch[0].lam, batch[1].lam)
+
+
+def test_soft_labels_are_checked_against_num_classes_on_the_class_axis():
+  """Soft labels [B, C] with B != C pass when num_classes = C and fail, naming both, when not.
+  Mutants that fail it (checked by hand): the check reading the batch axis (shape[-2]) or
+  raising on a match (== for !=)."""
+  soft = jnp.full((2, 5), 0.2)
+  np.testing.assert_array_equal(mixing.to_soft_labels(soft, num_classes=5), soft)
+  with pytest.raises(ValueError, match=r"Soft labels have 5 classes but num_classes=2"):
+    mixing.to_soft_labels(soft, num_classes=2)
+
+
+def test_the_documented_dtypes_hold_under_x64(key):
+  """lambda and the labels are float32, partners int32, integer inputs mix in float32, whatever
+  JAX's default dtypes are (x64 makes them float64 and int64). Mutants that fail it (checked by
+  hand): each `dtype=jnp.float32` / `jnp.int32` of sample_lambda (both branches), pair_indices'
+  flip and roll, to_soft_labels (integer and soft labels) and as_floating dropped or None."""
+  with jax.enable_x64(True):
+    for alpha in (0.0, 1.0):
+      for granularity in ("batch", "example"):
+        assert mixing.sample_lambda(key, alpha, 4, granularity).dtype == jnp.float32
+    for pairing in ("permutation", "matching", "flip", "roll"):
+      assert mixing.pair_indices(key, 4, pairing).dtype == jnp.int32, pairing
+    assert mixing.to_soft_labels(jnp.array([0, 1]), num_classes=2).dtype == jnp.float32
+    assert mixing.to_soft_labels(jnp.eye(2, dtype=jnp.float64)).dtype == jnp.float32
+    assert mixing.as_floating(np.zeros(2, np.uint8)).dtype == jnp.float32
+    assert mixing.as_floating(np.zeros(2, np.float64)).dtype == jnp.float64
+    mixed = mixing.mixup(key, jnp.zeros((4, 2), jnp.uint8), jnp.array([0, 1, 0, 1]), alpha=1.0,
+                         num_classes=2, pairing="flip")
+    dtypes = [mixed.inputs.dtype, mixed.labels.dtype, mixed.lam.dtype, mixed.partner.dtype]
+    assert dtypes == [jnp.float32, jnp.float32, jnp.float32, jnp.int32], dtypes

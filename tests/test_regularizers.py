@@ -1,6 +1,9 @@
 """Each official MixupE version against a hand-computed NumPy reference on a tiny fixed linear
 model f(x) = x W + c, where J_f(x) = W^T, so r_i = (p_i - y_i)^T W^T (x_bar - x_i) by hand."""
 
+import dataclasses
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -254,3 +257,24 @@ def test_selection_weights_by_hand():
       for tau in (None, 0.0):
         weights, _ = regularizers.selection_weights(statistic.astype(dtype), variant("v1"), tau)
         assert weights.dtype == dtype, (dtype, tau)
+
+
+@pytest.mark.parametrize("eta", [float("nan"), float("inf"), -0.5, True, "1", None])
+def test_mixupe_options_reject_an_eta_that_is_not_a_finite_number_at_least_0(eta):
+  """Mutants that fail it (checked by hand): the eta check's `or`s turned into `and`s (NaN and
+  infinity would pass, or True, which is an int)."""
+  with pytest.raises(regularizers.OptionError, match="eta must be a finite number >= 0") as raised:
+    regularizers.MixupEOptions(eta=eta)
+  assert raised.value.field == "eta" and raised.value.value is eta
+
+
+def test_mixupe_options_hold_eta_and_term_fraction_as_python_floats():
+  """Any real number is accepted, NumPy's float32 scalars included (what a sweep over
+  np.linspace gives), and held as a Python float, so the options serialize to JSON.
+  Mutants that fail it (checked by hand): the converted eta or term_fraction stored under another
+  attribute name (the field then keeps the caller's int or np.float32)."""
+  options = regularizers.MixupEOptions(eta=np.float32(0.5), term_fraction=np.float32(0.25))
+  assert (type(options.eta), type(options.term_fraction)) == (float, float)
+  assert json.loads(json.dumps(dataclasses.asdict(options)))["term_fraction"] == 0.25
+  integers = regularizers.MixupEOptions(eta=2, term_fraction=1)
+  assert (repr(integers.eta), repr(integers.term_fraction)) == ("2.0", "1.0")
