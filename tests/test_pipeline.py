@@ -6,6 +6,7 @@ import io
 import itertools
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -143,6 +144,44 @@ def test_the_normalizer_is_the_formula():
   out = pipeline.normalizer("imagenet2012")(images)
   assert out.dtype == np.float32
   np.testing.assert_array_equal(out, expected)
+
+
+ALL_VALUES = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None], (256, 3)).reshape(
+  1, 16, 16, 3
+)
+
+
+@pytest.mark.parametrize("name", sorted(pipeline.CHANNEL_STATISTICS))
+def test_device_normalization_is_the_host_formula_to_float32_rounding(name):
+  """Every uint8 value of every channel, jitted: within 1e-6 of the host's float32 result and of
+  (x / 255 - mean) / std in float64. Fails if on_device drops a term or uses another constant."""
+  normalization = pipeline.normalizer(name)
+  mean, std = (np.asarray(v, np.float64) for v in pipeline.CHANNEL_STATISTICS[name])
+  on_device = np.asarray(jax.jit(normalization.on_device)(ALL_VALUES))
+  assert on_device.dtype == np.float32
+  np.testing.assert_allclose(on_device, normalization(ALL_VALUES), rtol=0, atol=1e-6)
+  np.testing.assert_allclose(on_device, (ALL_VALUES / 255.0 - mean) / std, rtol=0, atol=2e-6)
+  with jax.enable_x64(True):  # float32 whatever JAX's default float (a mutant cast to it).
+    assert normalization.on_device(ALL_VALUES).dtype == np.float32
+
+def test_a_channel_std_that_is_not_positive_is_a_clear_error():
+  """Mutants that fail it (checked by hand): the check dropped, or `<` for `<=` (a zero std would
+  divide by zero)."""
+  for std in ((0.2, 0.0, 0.3), (0.2, -0.1, 0.3)):
+    with pytest.raises(ValueError, match=r"Channel std must be positive, got \["):
+      pipeline.channel_normalizer((0.5, 0.5, 0.5), std)
+
+
+def test_channel_statistics_are_each_channel_s_mean_and_std_in_0_1():
+  """Against numpy, channel by channel, on images whose height, width and channel count differ.
+  Mutants that fail it (checked by hand): another scale (* 255, / 256), the channel axis read as
+  the width or height, the statistics over all channels at once or over the wrong axis."""
+  images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+  mean, std = pipeline.channel_statistics(images)
+  channels = [images[..., c].astype(np.float64) / 255.0 for c in range(3)]
+  assert mean.shape == std.shape == (3,)
+  np.testing.assert_allclose(mean, [c.mean() for c in channels], rtol=1e-12)
+  np.testing.assert_allclose(std, [c.std() for c in channels], rtol=1e-12)
 
 
 def test_unknown_tfds_dataset_is_a_clear_error():
@@ -285,13 +324,17 @@ def _bilinear_reference(pixels, box, height, width):
 
 
 @pytest.mark.parametrize("box,size", [((0, 0, 160, 120), 40), ((10.5, 7.25, 90.5, 67.25), 64),
-                                      ((30, 20, 50, 35), 64), ((3, 5, 147, 101), 224)],
-                         ids=["down-4x", "fractional", "up-3x", "down-to-224"])
+                                      ((30, 20, 50, 35), 64), ((3, 5, 147, 101), 224),
+                                      ((0, 0, 20, 15), 64), ((140, 105, 160, 120), 64)],
+                         ids=["down-4x", "fractional", "up-3x", "down-to-224", "up-top-left",
+                              "up-bottom-right"])
 def test_resizing_without_antialiasing_is_bilinear_sampling(box, size):
   """`antialias=False` samples the 4 input pixels around each output pixel's centre, at any box
   (fractional ones included): within one grey level of the float64 reference (OpenCV rounds in
   fixed point). Fails on a half-pixel shift (off by up to a level's fraction of the image's
-  gradient: tens of levels here) or swapped axes."""
+  gradient: tens of levels here) or swapped axes. An upscaled box at the image's corner samples
+  past its edge, which repeats the edge pixels (mutant that fails it, checked by hand: OpenCV's
+  default border, black)."""
   pixels = _smooth_image(120, 160)
   out = pipeline._bilinear_box(pixels, box, size, size)
   assert out.shape == (size, size, 3) and out.dtype == np.uint8
@@ -344,13 +387,22 @@ def _cmyk_jpeg(image):
 ], ids=["375x500", "1500x2000", "odd", "444", "progressive", "gray", "cmyk"])
 def test_without_antialiasing_opencv_decodes_the_pixels_pil_decodes(make, monkeypatch):
   """With `antialias=False`, OpenCV decodes the JPEG at draft's DCT scale: the crops and center
-  crops equal, to the bit, those resized from PIL's decode of the same windows, and OpenCV did
-  decode (all but CMYK). Fails if OpenCV's scale or channel order differs from PIL's, or if it is
-  never used."""
+  crops equal, to the bit, those resized from PIL's decode of the same windows, and OpenCV's
+  decode is the one used (all but CMYK): PIL reads the header only. Fails if OpenCV's scale or
+  channel order differs from PIL's, or if it is never used. Mutants that fail it (checked by
+  hand): OpenCV asked for another DCT scale (a wrong key in its table of flags, the scale from
+  the height, None), or its decode thrown away by a wrong size check (PIL then decodes)."""
+  from PIL import JpegImagePlugin
   encoded = make()
+  is_cmyk = Image.open(io.BytesIO(encoded)).mode == "CMYK"
   calls = []
   original = pipeline._opencv_decode
   monkeypatch.setattr(pipeline, "_opencv_decode", lambda *a: calls.append(1) or original(*a))
+  if not is_cmyk:
+    def pil_decode(self):
+      raise AssertionError("PIL decoded the JPEG that OpenCV decodes")
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", pil_decode)
 
   def crops():
     out = [pipeline.random_resized_crop(encoded, np.random.default_rng(seed), size=size,
@@ -360,10 +412,10 @@ def test_without_antialiasing_opencv_decodes_the_pixels_pil_decodes(make, monkey
 
   with_opencv = crops()
   used = len(calls)
+  monkeypatch.undo()
   monkeypatch.setattr(pipeline, "_opencv_decode", lambda *a: None)  # PIL decodes.
   for got, expected in zip(with_opencv, crops(), strict=True):
     np.testing.assert_array_equal(got, expected)
-  is_cmyk = Image.open(io.BytesIO(encoded)).mode == "CMYK"
   assert used == (0 if is_cmyk else 13)
 
 
@@ -372,3 +424,90 @@ def test_without_opencv_the_unantialiased_resize_says_what_to_install(monkeypatc
   with pytest.raises(ImportError, match="pip install opencv-python-headless"):
     pipeline.random_resized_crop(_jpeg(_smooth_image(60, 80)), np.random.default_rng(0), size=32,
                                  antialias=False)
+
+
+def test_tfds_source_hands_tfds_the_data_dir_and_a_decoder_of_the_image_feature(monkeypatch):
+  """The caller's data_dir reaches `tfds.data_source` (where the prepared files are), and
+  `encoded` skips the decoding of the dataset's "image" feature only: a key TFDS knows (real TFDS
+  rejects an unknown one, which mock_data does not check) and the labels still decoded.
+  Mutants that fail it (checked by hand): data_dir dropped or None, the decoder's key misspelt."""
+  calls = []
+  with tfds.testing.mock_data(num_examples=4):
+    original = tfds.data_source
+    monkeypatch.setattr(tfds, "data_source", lambda *a, **k: calls.append(k) or original(*a, **k))
+    encoded = pipeline.tfds_source("imagenet2012", "train", data_dir="/data/tfds", encoded=True)
+    plain = pipeline.tfds_source("cifar10", "test")
+    example = encoded[0]
+  assert [call["data_dir"] for call in calls] == ["/data/tfds", None]
+  assert set(encoded.decoders) == {"image"} <= set(encoded.dataset_info.features)
+  assert isinstance(encoded.decoders["image"], tfds.decode.SkipDecoding)
+  assert plain.decoders is None
+  assert isinstance(example["image"], bytes) and np.issubdtype(example["label"].dtype, np.integer)
+
+
+@pytest.mark.parametrize("box,scale", [
+    ((0, 0, 1600, 1200), 8),  # 200 x 150 pixels at 1/8: enough for 64 x 64.
+    ((10, 20, 74, 84), 1),  # 64 x 64: only full scale has them.
+    ((100, 50, 355.7, 650), 2),  # 255.7 wide: 63.9 pixels at 1/4, one short.
+    ((50, 100, 650, 355.7), 2),  # The same along the height.
+    ((300, 200, 812, 712), 8),  # 512 x 512: exactly 64 at 1/8.
+    ((300, 200, 811.5, 712), 4),  # Half a pixel short of that, along the width.
+    ((300, 200, 812, 711.5), 4),  # ... along the height.
+])
+def test_a_jpeg_is_decoded_at_the_smallest_dct_scale_that_keeps_the_window_s_resolution(
+    box, scale, monkeypatch):
+  """PIL's draft decodes a JPEG at 1/s, s in (1, 2, 4, 8): the largest s at which the window,
+  (right - left) / s by (bottom - top) / s, still has at least the output's 64 x 64 pixels (the
+  expected s worked out by hand next to each box, the sides divisible by 8). Mutants that fail it
+  (checked by hand): the ceiling of either side's needed size as a floor (`/` for `//`), its
+  product as a quotient, the window's side as right + left or bottom + top."""
+  decoded_sizes = _spy_decoded_sizes(monkeypatch)
+  image = pipeline._open_encoded(_jpeg(_smooth_image(1200, 1600)))
+  out = pipeline._decode_region(image, box, 64, 64, True, None)
+  assert out.shape == (64, 64, 3)
+  assert decoded_sizes == [(1600 // scale, 1200 // scale)]
+
+
+def _encoded(image, mode, kind):
+  buffer = io.BytesIO()
+  Image.fromarray(image).convert(mode).save(buffer, format=kind)
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode,kind", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"),
+                                       ("P", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG")])
+def test_an_encoded_window_is_the_rgb_image_s_bilinear_resize_in_any_mode(mode, kind):
+  """Whatever the file's mode, the window is PIL's antialiased BILINEAR resize of the image as
+  RGB, to the bit: converted to RGB before the resize (a palette image would otherwise be
+  resized by nearest neighbour, CMYK in its own inks). Mutants that fail it (checked by hand):
+  no conversion, conversion to None or to another mode name, another resampling filter."""
+  encoded = _encoded(_smooth_image(60, 80), mode, kind)
+  box = (10.5, 5.25, 70.5, 50.25)
+  out = pipeline._decode_region(pipeline._open_encoded(encoded), box, 32, 48, True, encoded)
+  rgb = Image.open(io.BytesIO(encoded)).convert("RGB")
+  expected = np.asarray(rgb.resize((48, 32), Image.Resampling.BILINEAR, box=box))
+  assert out.dtype == np.uint8
+  np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("height,width", [(120, 160), (160, 120)], ids=["landscape", "portrait"])
+def test_the_center_crop_is_the_middle_of_the_short_side_resize_by_hand(height, width):
+  """size 64, crop_fraction 0.875: the short side resized to round(64 / 0.875) = 73, the long
+  one to round(160 * 73 / 120) = 97 (the aspect kept), then rows 4:68 and columns 16:80 (or
+  transposed), worked out by hand. An encoded image is resized from that window of the original
+  directly, antialiased by default; `size` defaults to 224. Mutants that fail it (checked by
+  hand): either branch of the orientation test taken always, the long side's formula changed,
+  another divisor of the margins, the encoded path not antialiased, another default size."""
+  image = _smooth_image(height, width)
+  landscape = width > height
+  new_size = (97, 73) if landscape else (73, 97)  # PIL's (width, height).
+  resized = np.asarray(Image.fromarray(image).resize(new_size, Image.Resampling.BILINEAR))
+  rows, columns = (slice(4, 68), slice(16, 80)) if landscape else (slice(16, 80), slice(4, 68))
+  np.testing.assert_array_equal(pipeline.resize_center_crop(image, 64), resized[rows, columns])
+  encoded = _encoded(image, "RGB", "PNG")
+  scale_y, scale_x = height / resized.shape[0], width / resized.shape[1]
+  box = (columns.start * scale_x, rows.start * scale_y, columns.stop * scale_x,
+         rows.stop * scale_y)
+  expected = Image.fromarray(image).resize((64, 64), Image.Resampling.BILINEAR, box=box)
+  np.testing.assert_array_equal(pipeline.resize_center_crop(encoded, 64), np.asarray(expected))
+  assert pipeline.resize_center_crop(_smooth_image(256, 320)).shape == (224, 224, 3)

@@ -175,10 +175,10 @@ def _bilinear_box(
   cv2 = _opencv()
   left, top, right, bottom = box
   scale_x, scale_y = (right - left) / width, (bottom - top) / height
-  # Output pixel centre x + 1/2 samples the input at left + (x + 1/2) scale_x - 1/2.
+  # Output pixel centre x + 1/2 samples the input at left + (x + 1/2) scale_x - 1/2. In float64,
+  # the precision OpenCV computes the map in.
   matrix = np.asarray(
-    [[scale_x, 0, left + 0.5 * scale_x - 0.5], [0, scale_y, top + 0.5 * scale_y - 0.5]],
-    np.float32,
+    [[scale_x, 0.0, left + 0.5 * scale_x - 0.5], [0.0, scale_y, top + 0.5 * scale_y - 0.5]]
   )
   return cv2.warpAffine(
     np.ascontiguousarray(pixels),
@@ -214,8 +214,8 @@ def _decode_region(
   box: tuple[float, float, float, float],
   height: int,
   width: int,
-  antialias: bool = True,
-  data: bytes | None = None,
+  antialias: bool,
+  data: bytes | None,
 ) -> np.ndarray:
   """The box (left, top, right, bottom) of an encoded image resized to height x width, RGB.
 
