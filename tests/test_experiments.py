@@ -502,3 +502,26 @@ def test_write_replaces_both_files_in_an_existing_folder_with_readable_json(tmp_
   assert json.loads(text) == json.loads(json.dumps(results))
   assert open(markdown_path).read() == report.markdown(results, suite)
   assert sorted(os.listdir(folder)) == ["results.json", "results.md"]
+
+
+def test_aggregate_keeps_the_runs_statistics_per_seed_where_every_finished_run_has_them():
+  """Early-stopping runs carry their best step, the training split's accuracy and the MixupE
+  term's active fraction over training: the table keeps each per seed (in seed order, finished
+  runs only) with its mean, and leaves out a statistic some finished run lacks (Mixup's active
+  fraction here). Mutant that fails it (checked by hand): the per-seed values not kept."""
+  suite, outcome = toy_suite_and_outcome()
+  for run in outcome["runs"]:
+    seed = run["seed"]
+    run["best_step"] = 100 * (seed + 1)
+    run["metrics"]["train_eval"] = {"accuracy": 0.9 + 0.01 * seed}
+    if run["method"] == "mixupe":
+      run["curves"]["active_fraction"] = [[1, 0.1 * seed], [2, 0.1 * seed + 0.2]]
+  toy = report.aggregate(suite, outcome)["results"]["toy"]
+  mixupe, mixup = toy["mixupe"], toy["mixup"]
+  assert mixupe["per_seed"]["best_step"] == [100, 200, 300, 400]
+  np.testing.assert_allclose(mixupe["per_seed"]["train_accuracy"], [0.9, 0.91, 0.92, 0.93])
+  np.testing.assert_allclose(mixupe["per_seed"]["active_fraction"], [0.1, 0.2, 0.3, 0.4])
+  np.testing.assert_allclose(mixupe["active_fraction"]["mean"], 0.25)
+  assert mixup["per_seed"]["best_step"] == [100, 200, 300]  # Seed 3 diverged.
+  assert mixup["best_step"]["mean"] == 200.0
+  assert "active_fraction" not in mixup["per_seed"] and "active_fraction" not in mixup

@@ -12,6 +12,7 @@ from flax import nnx
 
 from mixupe_jax import losses, mixing, parallel
 from mixupe_jax.models import flax_apply_fn, nnx_apply_fn
+from mixupe_jax.models.apply import couples_examples, maybe_transform
 
 NUM_CLASSES = 3
 
@@ -137,3 +138,43 @@ def test_nnx_model_trains_under_jit_on_eight_devices(key):
     losses_seen.append(float(loss))
   assert all(np.isfinite(losses_seen))
   assert np.mean(losses_seen[-5:]) < np.mean(losses_seen[:5])
+
+
+class CountingMLP(nnx.Module):
+  """Linear - tanh - linear with hidden layer 1 open to the manifold methods, counting its calls
+  in a state variable of its own."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(4, 5, rngs=rngs)
+    self.out = nnx.Linear(5, NUM_CLASSES, rngs=rngs)
+    self.calls = nnx.Variable(jnp.zeros((), jnp.int32))
+
+  def __call__(self, x, hidden_layer=None, hidden_transform=None):
+    self.calls[...] += 1
+    h = maybe_transform(jnp.tanh(self.hidden(x)), 1, hidden_layer, hidden_transform)
+    return self.out(h)
+
+
+def test_nnx_apply_passes_hidden_keywords_keeps_state_in_eval_and_honours_the_declaration():
+  """The hidden-layer keywords reach the module (Manifold Mixup mixes there): doubling layer 1
+  gives the readout of twice the hidden features, by hand. Eval mode returns the state it was
+  given (a variable the module changes on every call stays put), train mode the updated one. An
+  explicit `couples_examples` overrides the inference from BatchNorm. Mutants that fail it
+  (checked by hand): the keywords dropped, eval returning the updated state, the declaration
+  ignored."""
+  model = CountingMLP(nnx.Rngs(0))
+  inputs = jax.random.normal(jax.random.key(1), (3, 4))
+  apply_fn, params, state = nnx_apply_fn(model)
+  logits, new_state = apply_fn(params, state, inputs, hidden_layer=1,
+                               hidden_transform=lambda h: 2 * h)
+  by_hand = 2 * jnp.tanh(inputs @ model.hidden.kernel[...] + model.hidden.bias[...])
+  np.testing.assert_allclose(logits, by_hand @ model.out.kernel[...] + model.out.bias[...],
+                             rtol=1e-5, atol=1e-6)
+  assert int(new_state["calls"][...]) == 1
+  eval_fn, params, state = nnx_apply_fn(model, train=False)
+  assert int(eval_fn(params, state, inputs)[1]["calls"][...]) == 0
+  cnn = NNXSmallCNN(nnx.Rngs(0))
+  for declared in (False, True):
+    declared_fn, _, cnn_state = nnx_apply_fn(cnn, couples_examples=declared)
+    assert couples_examples(declared_fn, cnn_state) is declared
+  assert couples_examples(apply_fn, state) is False  # No BatchNorm: inferred per example.

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
+from scipy import stats
 
 from mixupe_jax.data import pipeline
 
@@ -511,3 +512,76 @@ def test_the_center_crop_is_the_middle_of_the_short_side_resize_by_hand(height, 
   expected = Image.fromarray(image).resize((64, 64), Image.Resampling.BILINEAR, box=box)
   np.testing.assert_array_equal(pipeline.resize_center_crop(encoded, 64), np.asarray(expected))
   assert pipeline.resize_center_crop(_smooth_image(256, 320)).shape == (224, 224, 3)
+
+
+def test_inception_windows_follow_the_documented_distributions():
+  """Area fraction ~ U(scale) and log aspect ~ U(log ratio) (Kolmogorov-Smirnov at a fixed seed,
+  on windows that always fit), the position uniform over every place the window fits (each of the
+  5 rows and 5 columns a 6-pixel window has in 10 pixels). Mutants that fail it (checked by hand):
+  the area divided by the draw, one end of the ratio for both, the width from area / aspect, a
+  position range one short or one long at either end."""
+  rng = np.random.default_rng(0)
+  square = [pipeline.inception_window(1000, 1000, rng, ratio=(1.0, 1.0)) for _ in range(500)]
+  fractions = [h * w / 1e6 for _, _, h, w in square]
+  assert stats.kstest(fractions, stats.uniform(0.08, 0.92).cdf).pvalue > 1e-3
+  thin = [pipeline.inception_window(1000, 1000, rng, scale=(0.05, 0.05)) for _ in range(500)]
+  log_aspects = [np.log(w / h) for _, _, h, w in thin]
+  low, high = np.log(3 / 4), np.log(4 / 3)
+  # Rounding the sides to whole pixels blurs the aspect by about 1/224: compare coarsely.
+  assert stats.kstest(log_aspects, stats.uniform(low, high - low).cdf).pvalue > 1e-3
+  assert min(log_aspects) > low - 0.01 and max(log_aspects) < high + 0.01
+  windows = [pipeline.inception_window(10, 10, rng, scale=(0.36, 0.36), ratio=(1.0, 1.0))
+             for _ in range(400)]
+  assert {(h, w) for _, _, h, w in windows} == {(6, 6)}
+  for positions in ([t for t, _, _, _ in windows], [l for _, l, _, _ in windows]):
+    counts = np.bincount(positions, minlength=5)
+    assert len(counts) == 5 and stats.chisquare(counts).pvalue > 1e-3, counts
+
+
+def test_inception_window_bounds_and_the_central_square_after_ten_failed_draws():
+  """A 1-pixel window is accepted, a 0-pixel one is not; a window the whole image's size is
+  accepted; 10 failed draws (two uniforms each) give the central square, in whole pixels.
+  Mutants that fail it (checked by hand): each bound of the fit test moved by one (1 <, 0 <=,
+  <), 11 tries, the central square's side or its offsets changed (+, // 3, / 2)."""
+  one_pixel = pipeline.inception_window(4, 4, np.random.default_rng(0), (1 / 16, 1 / 16), (1, 1))
+  assert one_pixel[2:] == (1, 1)
+  for ratio in (1 / 16, 16.0):  # One side rounds to 0 pixels (the other to 4): never accepted.
+    rng, reference = np.random.default_rng(1), np.random.default_rng(1)
+    assert pipeline.inception_window(4, 4, rng, (1 / 16, 1 / 16), (ratio, ratio)) == (0, 0, 4, 4)
+    reference.uniform(size=20)
+    assert rng.random() == reference.random()  # Exactly 10 draws of (area, aspect) were made.
+  whole = pipeline.inception_window(4, 8, np.random.default_rng(0), (1.0, 1.0), (2.0, 2.0))
+  assert whole == (0, 0, 4, 8)
+  for height, width, expected in ((10, 15, (0, 2, 10, 10)), (15, 10, (2, 0, 10, 10))):
+    window = pipeline.inception_window(height, width, np.random.default_rng(0), (2.0, 3.0))
+    assert window == expected and all(type(v) is int for v in window), window
+
+
+def test_random_resized_crop_resizes_the_window_its_draws_pick_and_flips_half_of_them():
+  """The crop is the window `inception_window` draws from the same generator (with the caller's
+  scale and ratio), resized by PIL's antialiased bilinear filter by default, to 224 by default,
+  and flipped when the next draw is below 1/2; from pixels or from the encoded file alike.
+  Mutants that fail it (checked by hand): the ratio not passed on (either input), the encoded
+  path or the default not antialiased, another default size."""
+  image = _smooth_image(60, 80)
+  encoded = _encoded(image, "RGB", "PNG")
+  flips = []
+  for seed in range(6):
+    rng = np.random.default_rng(seed)
+    top, left, height, width = pipeline.inception_window(60, 80, rng, (0.3, 0.6), (1.5, 2.0))
+    box = (left, top, left + width, top + height)
+    expected = np.asarray(Image.fromarray(image).resize((32, 32), Image.Resampling.BILINEAR,
+                                                        box=box))
+    flips.append(rng.random() < 0.5)
+    expected = expected[:, ::-1] if flips[-1] else expected
+    from_bytes = pipeline.random_resized_crop(encoded, np.random.default_rng(seed), 32,
+                                              (0.3, 0.6), (1.5, 2.0))
+    np.testing.assert_array_equal(from_bytes, expected)
+    from_pixels = pipeline.random_resized_crop(image, np.random.default_rng(seed), 32,
+                                               (0.3, 0.6), (1.5, 2.0))
+    cropped = Image.fromarray(image[top:top + height, left:left + width])
+    by_pixels = np.asarray(cropped.resize((32, 32), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(from_pixels, by_pixels[:, ::-1] if flips[-1] else by_pixels)
+  assert 0 < sum(flips) < 6
+  assert pipeline.random_resized_crop(_smooth_image(256, 320), np.random.default_rng(0)).shape == (
+      224, 224, 3)
