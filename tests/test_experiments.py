@@ -508,7 +508,9 @@ def test_aggregate_keeps_the_runs_statistics_per_seed_where_every_finished_run_h
   """Early-stopping runs carry their best step, the training split's accuracy and the MixupE
   term's active fraction over training: the table keeps each per seed (in seed order, finished
   runs only) with its mean, and leaves out a statistic some finished run lacks (Mixup's active
-  fraction here). Mutant that fails it (checked by hand): the per-seed values not kept."""
+  fraction here); a complete suite's list of missing runs is empty (a list, as when some are
+  missing). Mutants that fail it (checked by hand): the per-seed values not kept, no list of
+  missing runs (None) for a complete suite."""
   suite, outcome = toy_suite_and_outcome()
   for run in outcome["runs"]:
     seed = run["seed"]
@@ -516,7 +518,9 @@ def test_aggregate_keeps_the_runs_statistics_per_seed_where_every_finished_run_h
     run["metrics"]["train_eval"] = {"accuracy": 0.9 + 0.01 * seed}
     if run["method"] == "mixupe":
       run["curves"]["active_fraction"] = [[1, 0.1 * seed], [2, 0.1 * seed + 0.2]]
-  toy = report.aggregate(suite, outcome)["results"]["toy"]
+  results = report.aggregate(suite, outcome)
+  assert "missing" not in outcome and results["missing_runs"] == []
+  toy = results["results"]["toy"]
   mixupe, mixup = toy["mixupe"], toy["mixup"]
   assert mixupe["per_seed"]["best_step"] == [100, 200, 300, 400]
   np.testing.assert_allclose(mixupe["per_seed"]["train_accuracy"], [0.9, 0.91, 0.92, 0.93])
