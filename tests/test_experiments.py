@@ -529,3 +529,39 @@ def test_aggregate_keeps_the_runs_statistics_per_seed_where_every_finished_run_h
   assert mixup["per_seed"]["best_step"] == [100, 200, 300]  # Seed 3 diverged.
   assert mixup["best_step"]["mean"] == 200.0
   assert "active_fraction" not in mixup["per_seed"] and "active_fraction" not in mixup
+
+
+def test_markdown_of_a_partial_suite_with_cpu_times_a_missing_choice_and_two_diverged_runs():
+  """The note that heads a partial suite's table, word for word (10 runs and 3 searches finished,
+  2 missing); a dataset without a chosen eta shows a dash; two diverged runs are listed apart;
+  the CPU time in hours: 10 runs of 30,000 s and 3 searches of 20,000 s are 100.00 CPU-hours.
+  Mutants that fail it (checked by hand): the note's words or blank line changed, the dash or the
+  separator changed, the hours computed with another divisor (3601 s gives 99.97)."""
+  suite, outcome = toy_suite_and_outcome()
+  for run in outcome["runs"]:
+    run["cpu_seconds"] = 30000.0
+    if (run["dataset"], run["method"], run["seed"]) == ("toy", "mixupe", 1):
+      run["status"] = "diverged"
+  for entries in outcome["search"].values():
+    for entry in entries["mixupe"]:
+      entry["cpu_seconds"] = 20000.0
+  outcome["missing"] = ["toy/mixupe/seed=4", "one/mixup/seed=1"]
+  outcome["chosen"] = {"toy": outcome["chosen"]["toy"], "one": {}}
+  text = report.markdown(report.aggregate(suite, outcome), suite)
+  assert text.startswith(
+      "**Partial suite**: 13 runs finished, 2 not yet; the tables show the finished ones (a "
+      "method missing at a seed is left out of that seed's pairs).\n\n**test accuracy (%)**")
+  assert "| toy | 0.1, published |\n| one | — |\n" in text
+  assert "| toy | 30000 | 30000 |\n" in text
+  assert text.endswith(
+      "Diverged (NaN loss) runs: toy/mixup seeds [3], toy/mixupe seeds [1].\n"
+      "Training time, all runs of the suite: 0.5 min (100.00 CPU-hours).\n")
+
+
+def test_mean_and_std_accumulate_in_float64_whatever_the_values_type():
+  """float32 metrics (a run's values before they pass through JSON) are summed in float64.
+  Mutants that fail it (checked by hand): the array left in the values' own dtype."""
+  values = np.float32([0.1, 0.2, 0.4, 0.7, 0.3])
+  wide = values.astype(np.float64)
+  assert report.mean_and_std(values) == {"mean": float(wide.mean()),
+                                         "std": float(wide.std(ddof=1)), "n": 5}

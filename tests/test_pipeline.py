@@ -585,3 +585,14 @@ def test_random_resized_crop_resizes_the_window_its_draws_pick_and_flips_half_of
   assert 0 < sum(flips) < 6
   assert pipeline.random_resized_crop(_smooth_image(256, 320), np.random.default_rng(0)).shape == (
       224, 224, 3)
+
+
+def test_cifar_augment_pads_by_4_by_default():
+  """The default padding is CIFAR's 4 pixels: the same crops as padding=4, not those of 5.
+  Mutant that fails it (checked by hand): a default of 5."""
+  image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  default = [pipeline.cifar_augment(image, np.random.default_rng(s)) for s in range(8)]
+  four = [pipeline.cifar_augment(image, np.random.default_rng(s), padding=4) for s in range(8)]
+  five = [pipeline.cifar_augment(image, np.random.default_rng(s), padding=5) for s in range(8)]
+  assert all(np.array_equal(a, b) for a, b in zip(default, four, strict=True))
+  assert not all(np.array_equal(a, b) for a, b in zip(default, five, strict=True))

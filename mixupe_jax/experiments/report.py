@@ -160,7 +160,7 @@ def _run_statistics(finished: list[dict[str, Any]]) -> dict[str, list[float]]:
     "best_step": lambda r: r.get("best_step"),
     "active_fraction": lambda r: (
       float(np.mean([v for _, v in r["curves"]["active_fraction"]]))
-      if r.get("curves", {}).get("active_fraction")
+      if r["curves"].get("active_fraction")
       else None
     ),
   }
@@ -212,13 +212,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(results: dict[str, Any], suite) -> str:
   """Per metric, a table of datasets x methods and one of the paired differences (mean, 95% CI,
-  p); then the per-run statistics the suite has, the time per run, and the chosen eta and sign."""
+  p); then the per-run statistics the suite has, the time per run, and the chosen eta and sign.
+  Every dataset's entry holds every method of `suite`, as `aggregate` writes it."""
   methods = list(suite.methods)
   comparisons = [f"{m} - {b}" for m, b in suite.comparisons]
   entries = results["results"]
-  seeds = {
-    d: max((len(e[m]["seeds"]) for m in methods if m in e), default=0) for d, e in entries.items()
-  }
+  seeds = {d: max(len(e[m]["seeds"]) for m in methods) for d, e in entries.items()}
   label = {
     d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})"
     for d, n in seeds.items()
@@ -253,7 +252,7 @@ def markdown(results: dict[str, Any], suite) -> str:
       ],
     )
   for name, title, scale, digits in RUN_STATISTICS:
-    shown = [m for m in methods if any(name in e.get(m, {}) for e in entries.values())]
+    shown = [m for m in methods if any(name in e[m] for e in entries.values())]
     if shown:
       lines += [f"**{title}**, mean ± std over seeds", ""]
       lines += _table(
@@ -264,7 +263,7 @@ def markdown(results: dict[str, Any], suite) -> str:
     ("seconds_per_run", "seconds per run"),
     ("cpu_seconds_per_run", "CPU seconds per run (all threads)"),
   ):
-    if any(key in e.get(m, {}) for e in entries.values() for m in methods):
+    if any(key in e[m] for e in entries.values() for m in methods):
       lines += [f"**{title}** (final runs, mean over seeds)", ""]
       lines += _table(
         ["dataset"] + methods,
