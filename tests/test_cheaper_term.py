@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec
 from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.experiments.runner import load_config_file
 from mixupe_jax.models import MLP, flax_apply_fn, init_model
-from mixupe_jax.models.apply import REMAT_POLICIES, rematerialized
+from mixupe_jax.models.apply import REMAT_POLICIES, couples_examples, rematerialized
 from mixupe_jax.train import train_and_evaluate
 from mixupe_jax.train.validation import ConfigError, validate
 
@@ -244,3 +244,24 @@ def test_train_py_runs_with_both_options(tmp_path):
   whole = train_and_evaluate(_digits_config(clean_pass_remat="dots_saveable", threshold=0.0),
                              str(tmp_path / "c"))
   assert whole["test"] != first["test"]
+
+
+def test_rematerialized_applies_the_policy_asked_for_and_keeps_an_undeclared_function_coupled():
+  """The program holds one rematerialized call, whose policy is the one named, or the one given
+  as a policy itself; a function without a coupling declaration stays declared coupled (the
+  always-correct default). Mutants that fail it (checked by hand): the policy dropped or None
+  (the call then saves nothing), a policy object not taken as one, the undeclared default None,
+  False or missing."""
+  model = MLP(num_classes=NUM_CLASSES, hidden_sizes=(8,))
+  inputs = jnp.ones((2, 4))
+  params, state = init_model(model, jax.random.key(0), inputs)
+  policies = jax.checkpoint_policies
+  for policy, expected in (("dots_saveable", policies.dots_saveable),
+                           ("everything_saveable", policies.everything_saveable),
+                           (policies.nothing_saveable, policies.nothing_saveable)):
+    remat = rematerialized(flax_apply_fn(model), policy)
+    program = jax.make_jaxpr(lambda p, remat=remat: remat(p, state, inputs)[0])(params)
+    used = [eqn.params["policy"] for eqn in program.eqns if "policy" in eqn.params]
+    assert len(used) == 1 and used[0] is expected, (policy, used)
+  undeclared = rematerialized(lambda p, s, x: (x, s), "dots_saveable")
+  assert couples_examples(undeclared, {}) is True

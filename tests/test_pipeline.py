@@ -596,3 +596,53 @@ def test_cifar_augment_pads_by_4_by_default():
   five = [pipeline.cifar_augment(image, np.random.default_rng(s), padding=5) for s in range(8)]
   assert all(np.array_equal(a, b) for a, b in zip(default, four, strict=True))
   assert not all(np.array_equal(a, b) for a, b in zip(default, five, strict=True))
+
+
+def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_padded():
+  """11 examples, 2 processes, batches of 2: process 0 holds examples 0, 2, ..., 10 and process
+  1 examples 1, 3, ..., 9, both in ceil(ceil(11 / 2) / 2) = 3 batches, process 1's last one
+  padded (mask 1, 0); 9 examples in batches of 4 give process 1 (4 examples) a second batch
+  that is all padding. The preprocessing and normalization are applied. Mutants that fail it
+  (checked by hand): the batch count from N x P, the preprocessing or normalization not passed
+  on."""
+  preprocess = lambda image: image + 100
+  normalize = lambda images: images.astype(np.float32) / 2
+
+  def read(count, batch_size, process_index):
+    return list(pipeline.padded_eval_batches(
+        _indexed_source(count), num_examples=count, local_batch_size=batch_size,
+        process_index=process_index, process_count=2, preprocess=preprocess, normalize=normalize))
+
+  for process_index, expected, mask in ((0, [0, 2, 4, 6, 8, 10], [1] * 6),
+                                        (1, [1, 3, 5, 7, 9, 0], [1] * 5 + [0])):
+    batches = read(11, 2, process_index)
+    assert len(batches) == 3 and all(len(b[1]) == 2 for b in batches)
+    images = np.concatenate([b[0] for b in batches]).reshape(-1)
+    masks = np.concatenate([b[2] for b in batches])
+    np.testing.assert_array_equal(masks, mask)
+    np.testing.assert_array_equal(images[masks == 1], (np.asarray(expected)[masks == 1] + 100) / 2)
+    np.testing.assert_array_equal(images[masks == 0], 0)
+  short = read(9, 4, 1)
+  assert [b[2].tolist() for b in short] == [[1, 1, 1, 1], [0, 0, 0, 0]]
+
+
+def test_a_source_of_pil_images_is_augmented_as_its_arrays():
+  """A user's source may hold PIL images (as torchvision datasets do): the augmentation receives
+  each as its array, so the batches equal those of the same images as arrays. Mutant that fails
+  it (checked by hand): images other than bytes handed on as they are."""
+  images = np.random.default_rng(0).integers(0, 256, (8, 6, 6, 3), dtype=np.uint8)
+  labels = np.arange(8) % 2
+
+  class PILSource(pipeline.ArraySource):
+    def __getitem__(self, index):
+      return {"image": Image.fromarray(self.inputs[index]), "label": self.labels[index]}
+
+  def batches(source):
+    return first(pipeline.train_batches(source, batch_size=4, seed=1, process_index=0,
+                                        process_count=1, augment=pipeline.cifar_augment), 2)
+
+  for (a_images, a_labels), (b_images, b_labels) in zip(
+      batches(PILSource(images, labels)), batches(pipeline.ArraySource(images, labels)),
+      strict=True):
+    np.testing.assert_array_equal(a_images, b_images)
+    np.testing.assert_array_equal(a_labels, b_labels)

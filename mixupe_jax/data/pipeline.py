@@ -480,9 +480,10 @@ def padded_eval_batches(
     batch = next(batches, None)
     if batch is None:  # This process's shard is one example short: a fully masked batch.
       assert template is not None, "the first batch of every process holds examples"
-      batch = np.zeros_like(template[0]), np.zeros_like(template[1])
-    inputs, labels = batch
-    count = len(labels)
+      inputs, labels, count = np.zeros_like(template[0]), np.zeros_like(template[1]), 0
+    else:
+      inputs, labels = batch
+      count = len(labels)
     mask = np.zeros(local_batch_size, np.float32)
     mask[:count] = 1.0
     pad = local_batch_size - count
