@@ -602,9 +602,11 @@ def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_pad
   """11 examples, 2 processes, batches of 2: process 0 holds examples 0, 2, ..., 10 and process
   1 examples 1, 3, ..., 9, both in ceil(ceil(11 / 2) / 2) = 3 batches, process 1's last one
   padded (mask 1, 0); 9 examples in batches of 4 give process 1 (4 examples) a second batch
-  that is all padding. The preprocessing and normalization are applied. Mutants that fail it
-  (checked by hand): the batch count from N x P, the preprocessing or normalization not passed
-  on."""
+  that is all padding. Every batch is 2 long with the normalized float32 inputs, padding
+  included, and a float32 mask. Fewer examples than processes is an error. Mutants that fail it
+  (checked by hand): the batch count from N x P, the preprocessing, the normalization or the
+  process not passed on, the padding or the mask in NumPy's default float64, the mask 2 for
+  examples."""
   preprocess = lambda image: image + 100
   normalize = lambda images: images.astype(np.float32) / 2
 
@@ -616,7 +618,9 @@ def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_pad
   for process_index, expected, mask in ((0, [0, 2, 4, 6, 8, 10], [1] * 6),
                                         (1, [1, 3, 5, 7, 9, 0], [1] * 5 + [0])):
     batches = read(11, 2, process_index)
-    assert len(batches) == 3 and all(len(b[1]) == 2 for b in batches)
+    assert len(batches) == 3 and all(len(b[0]) == len(b[1]) == 2 for b in batches)
+    assert {(b[0].dtype, b[1].dtype, b[2].dtype) for b in batches} == {
+        (np.dtype(np.float32), np.dtype(np.int32), np.dtype(np.float32))}
     images = np.concatenate([b[0] for b in batches]).reshape(-1)
     masks = np.concatenate([b[2] for b in batches])
     np.testing.assert_array_equal(masks, mask)
@@ -624,6 +628,9 @@ def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_pad
     np.testing.assert_array_equal(images[masks == 0], 0)
   short = read(9, 4, 1)
   assert [b[2].tolist() for b in short] == [[1, 1, 1, 1], [0, 0, 0, 0]]
+  assert [b[0].shape for b in short] == [(4, 1, 1, 1)] * 2 and not short[1][0].any()
+  with pytest.raises(ValueError, match="1 evaluation examples leave some of the 2 processes"):
+    read(1, 4, 1)
 
 
 def test_a_source_of_pil_images_is_augmented_as_its_arrays():

@@ -465,7 +465,14 @@ def padded_eval_batches(
   normalize=None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """This process's shard in order as (inputs, labels, mask), every batch `local_batch_size`
-  long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size)."""
+  long, and as many batches on every process: ceil(ceil(N / P) / local_batch_size). Padding rows
+  are zeros of the batch's dtypes with mask 0 (float32); a shard one example short of another's
+  may end with a batch of padding only."""
+  if num_examples < process_count:
+    raise ValueError(
+      f"{num_examples} evaluation examples leave some of the {process_count} processes without "
+      "any: each needs at least one."
+    )
   num_batches = math.ceil(math.ceil(num_examples / process_count) / local_batch_size)
   batches = eval_batches(
     source,
@@ -475,19 +482,16 @@ def padded_eval_batches(
     process_index=process_index,
     process_count=process_count,
   )
-  template: tuple[np.ndarray, np.ndarray] | None = None
+  batch = next(batches)  # Every process holds an example (checked above).
+  empty = batch[0][:0], batch[1][:0]
   for _ in range(num_batches):
-    batch = next(batches, None)
-    if batch is None:  # This process's shard is one example short: a fully masked batch.
-      assert template is not None, "the first batch of every process holds examples"
-      inputs, labels, count = np.zeros_like(template[0]), np.zeros_like(template[1]), 0
-    else:
-      inputs, labels = batch
-      count = len(labels)
+    inputs, labels = batch
+    count = len(labels)
     mask = np.zeros(local_batch_size, np.float32)
     mask[:count] = 1.0
     pad = local_batch_size - count
     inputs = np.concatenate([inputs, np.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
     labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-    template = (inputs, labels)
     yield inputs, labels, mask
+    # A shard one example short of another's ends with a batch of padding only.
+    batch = next(batches, empty)
