@@ -653,3 +653,27 @@ def test_a_source_of_pil_images_is_augmented_as_its_arrays():
       strict=True):
     np.testing.assert_array_equal(a_images, b_images)
     np.testing.assert_array_equal(a_labels, b_labels)
+
+
+def test_augmented_eval_batches_draw_per_example_from_the_seed_whatever_the_process_count():
+  """With `augment` (x_bar over augmented training inputs), every example is augmented once from
+  (seed, its index in the whole source): the pass differs from the originals, is the default
+  seed 0's, differs for seed 1, and process p of 3 reads exactly examples p, p + 3, ... of it.
+  Mutants that fail it (checked by hand): the augmented image not stored under "image", the
+  augmentation handed no image or no generator, the seed not passed or another default, the
+  process not passed on."""
+  images = np.random.default_rng(0).integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+  source = pipeline.ArraySource(images, np.arange(12) % 3)
+  augment = functools.partial(pipeline.cifar_augment, padding=2)
+
+  def read(process_count, process_index, **seed):
+    return np.concatenate([b[0] for b in pipeline.eval_batches(
+        source, batch_size=4, augment=augment, process_index=process_index,
+        process_count=process_count, **seed)])
+
+  whole = read(1, 0)
+  assert whole.shape == images.shape and not np.array_equal(whole, images)
+  np.testing.assert_array_equal(whole, read(1, 0, seed=0))
+  assert not np.array_equal(whole, read(1, 0, seed=1))
+  for process_index in range(3):
+    np.testing.assert_array_equal(read(3, process_index), whole[process_index::3])

@@ -427,6 +427,10 @@ def test_a_run_s_keys_come_from_its_seed_alone_one_stream_each():
 
   runs = {seed: data(step_lib.run_keys(seed, dropout=True)) for seed in range(20)}
   assert data(step_lib.run_keys(3, dropout=True)) == runs[3]
+  # The documented derivation, which the committed runs with dropout were trained with (a change
+  # of its constants would change them; mutant that fails it: fold_in(init, 2)).
+  init, step = jax.random.split(jax.random.key(3))
+  assert runs[3] == data([init, jax.random.fold_in(init, 1), step])
   assert len({key for keys in runs.values() for key in keys}) == 60
   without = data(step_lib.run_keys(3, dropout=False))
   assert without[1] is None and without[::2] == runs[3][::2]
