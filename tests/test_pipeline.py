@@ -677,3 +677,21 @@ def test_augmented_eval_batches_draw_per_example_from_the_seed_whatever_the_proc
   assert not np.array_equal(whole, read(1, 0, seed=1))
   for process_index in range(3):
     np.testing.assert_array_equal(read(3, process_index), whole[process_index::3])
+
+
+def test_the_process_is_jax_s_unless_both_are_given_and_must_be_one_of_the_count():
+  """Given neither or only one of process_index and process_count, the stream is JAX's process's
+  (here 0 of 1: the whole source); an index outside [0, count) is an error; batches of one
+  example are allowed. Mutants that fail it (checked by hand): JAX's process taken only when
+  both are missing, or never set; the index allowed to equal the count; batch_size 1 refused."""
+  source = _indexed_source(6)
+  for given in ({}, {"process_count": 3}, {"process_index": 2}):
+    batches = list(pipeline.eval_batches(source, batch_size=6, **given))
+    assert _indices(batches[0]) == list(range(6)), given
+  with pytest.raises(ValueError, match=r"process_index 2 is not in \[0, 2\)"):
+    list(pipeline.eval_batches(source, batch_size=2, process_index=2, process_count=2))
+  ones = first(pipeline.train_batches(source, batch_size=1, seed=0, process_index=0,
+                                      process_count=1), 6)
+  assert sorted(sum(map(_indices, ones), [])) == list(range(6))
+  with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+    pipeline.train_batches(source, batch_size=0, seed=0, process_index=0, process_count=1)

@@ -357,3 +357,10 @@ def test_eval_step_splits_the_batch_and_returns_replicated_sums():
   for name, value in sums.items():
     assert value.sharding.is_fully_replicated, name
     np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
+  # The step's `preprocess` (the on-device normalization) maps the inputs before the model
+  # (mutants that fail this, checked by hand: the inputs, or preprocess's argument, None).
+  doubled = step_lib.make_eval_step(flax_apply_fn(module, train=False), mesh, lambda x: 2 * x)
+  expected = evaluation.batch_sums(module.apply({"params": params}, 2 * inputs, train=False),
+                                   labels, mask)
+  for name, value in doubled(state, inputs, labels, mask).items():
+    np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
