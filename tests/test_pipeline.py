@@ -695,3 +695,27 @@ def test_the_process_is_jax_s_unless_both_are_given_and_must_be_one_of_the_count
   assert sorted(sum(map(_indices, ones), [])) == list(range(6))
   with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
     pipeline.train_batches(source, batch_size=0, seed=0, process_index=0, process_count=1)
+
+
+def test_train_batches_hand_grain_its_threads_prefetch_and_worker_processes(monkeypatch):
+  """The reader threads asked for (2 by default) and a prefetch buffer of 4 batches reach
+  grain's ReadOptions; worker processes are used exactly when asked for (none by default, one
+  when num_workers=1), with that many workers. A source of exactly one global batch is enough.
+  Mutants that fail it (checked by hand): ReadOptions not passed, or without the threads or the
+  buffer, another buffer; workers by default, for 0 or not for 1, their options dropped; a source
+  of one global batch refused."""
+  import grain
+  read_options, worker_options = [], []
+  real = grain.ReadOptions
+  monkeypatch.setattr(grain, "ReadOptions", lambda **k: read_options.append(k) or real(**k))
+  monkeypatch.setattr(grain.IterDataset, "mp_prefetch",
+                      lambda self, options: worker_options.append(options) or self)
+  source = _indexed_source(8)
+  for given in ({}, {"num_threads": 3}, {"num_workers": 1}, {"num_workers": 0}):
+    batches = first(pipeline.train_batches(source, batch_size=8, seed=0, process_index=0,
+                                           process_count=1, **given), 2)
+    assert sorted(_indices(batches[0])) == list(range(8)), given
+  assert read_options == [{"num_threads": 2, "prefetch_buffer_size": 32},
+                          {"num_threads": 3, "prefetch_buffer_size": 32}] + [
+                              {"num_threads": 2, "prefetch_buffer_size": 32}] * 2
+  assert [options.num_workers for options in worker_options] == [1]

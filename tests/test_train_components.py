@@ -158,18 +158,20 @@ def test_unknown_config_field_is_an_error():
     config.learning_rat = 0.1
 
 
-def _sharded_step(devices, inputs, labels):
+def _sharded_step(devices, inputs, labels, preprocess=None):
   module = SmallCNN(4, channels=(4, 8))
   params, model_state = init_model(module, jax.random.key(1), inputs[:1])
   loss_fn = losses.make_loss_fn("mixupe", apply_fn=flax_apply_fn(module), num_classes=4,
-                                alpha=1.0, eta=1.0, variant="v1", x_bar=inputs.mean(0))
+                                alpha=1.0, eta=1.0, variant="v1",
+                                x_bar=(preprocess or (lambda x: x))(inputs).mean(0))
   config = default_config()
   schedule = optax.constant_schedule(0.05)
   optimizer = optim.make_optimizer(config, schedule)
   mesh = parallel.data_mesh(devices)
   state = parallel.replicate(step_lib.TrainState(jnp.zeros((), jnp.int32), params, model_state,
                                                  optimizer.init(params)), mesh)
-  train_step = step_lib.make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(2))
+  train_step = step_lib.make_train_step(loss_fn, optimizer, schedule, mesh, jax.random.key(2),
+                                        preprocess)
   global_inputs, global_labels = step_lib.global_batch((inputs, labels), mesh)
   for _ in range(2):
     state, metrics = train_step(state, global_inputs, global_labels)
@@ -198,6 +200,21 @@ def test_mixupe_train_step_on_8_devices_equals_1_device():
       eight_metrics)
   np.testing.assert_allclose(one_metrics["gradient_norm"], eight_metrics["gradient_norm"],
                              rtol=1e-4)
+
+
+def test_the_train_step_maps_its_inputs_with_preprocess_before_the_loss():
+  """`preprocess` (the on-device normalization) maps the inputs as they arrive: two steps on 2 x
+  with preprocess x / 2 train exactly what two plain steps on x train. Mutants that fail it
+  (checked by hand): the inputs, or preprocess's argument, None."""
+  rng = np.random.default_rng(1)
+  inputs = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+  labels = rng.integers(0, 4, 16).astype(np.int32)
+  plain_state, plain_metrics, _ = _sharded_step(jax.devices(), inputs, labels)
+  mapped_state, mapped_metrics, _ = _sharded_step(jax.devices(), 2 * inputs, labels,
+                                                  lambda x: x / 2)
+  assert float(mapped_metrics["loss"]) == float(plain_metrics["loss"])
+  for plain, mapped in zip(jax.tree.leaves(plain_state), jax.tree.leaves(mapped_state)):
+    np.testing.assert_array_equal(plain, mapped)
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(tmp_path):
