@@ -383,8 +383,8 @@ def train_batches(
   (seed, position in that global stream). So the same seed gives the same global batches on 1 or
   N processes, and resuming with `start_step=s` continues exactly where step s - 1 left off.
   `num_threads` reader threads per process, with a prefetch buffer of 4 batches; `num_workers` > 0
-  reads in that many worker processes
-  (grain's `mp_prefetch`: for work that holds the GIL), the same batches in the same order.
+  reads in that many worker processes (grain's `mp_prefetch`: for work that holds the GIL), the
+  same batches in the same order.
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
