@@ -1,6 +1,7 @@
 """The training system's models: shapes, hidden layers, mixed precision, and the GCN's graph
 convolution against a dense NumPy computation."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +77,50 @@ def test_node_apply_fn_is_the_full_graph_restricted_to_the_nodes():
   full = module.apply({"params": params}, features, hidden_layer=1,
                       hidden_transform=lambda h: h.at[ids].set(2 * h[ids]))
   np.testing.assert_allclose(doubled, full[ids], atol=1e-6)
+
+
+def test_logits_leave_every_model_in_float32_or_float64_whatever_the_compute_dtype():
+  """`output_dtype`: float32 for bfloat16, float16 and float32 compute, float64 for float64 (by
+  hand). Mutants that fail it (checked by hand): either argument of the promotion None (NumPy
+  reads None as float64)."""
+  from mixupe_jax.models.apply import output_dtype
+  expected = {jnp.bfloat16: jnp.float32, jnp.float16: jnp.float32, jnp.float32: jnp.float32,
+              jnp.float64: jnp.float64}
+  for compute, output in expected.items():
+    assert output_dtype(compute) == output, compute
+
+
+class DropoutBatchNormNet(nn.Module):
+  """Dense - BatchNorm - ReLU - dropout - dense; `train` has no default, so the apply function
+  and the initialization must say which mode they run in."""
+
+  @nn.compact
+  def __call__(self, x, *, train):
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9)(nn.Dense(8)(x))
+    return nn.Dense(3)(nn.Dropout(0.5, deterministic=not train)(nn.relu(h)))
+
+
+def test_a_model_with_batch_norm_and_dropout_initializes_in_eval_mode_and_trains_in_train_mode():
+  """`init_model` runs the module in eval mode (dropout needs no key there); the train apply
+  function runs it in train mode with dropout's key from the state: BatchNorm's running
+  statistics move, the key advances, and the next call draws other masks; the eval apply
+  function is deterministic and leaves the state. Mutants that fail it (checked by hand):
+  init_model without the mode, the train apply without the mode or without dropout's key.
+  (Initializing in train mode gives the same variables: listed as equivalent.)"""
+  from mixupe_jax.models.apply import DROPOUT_RNG
+  module = DropoutBatchNormNet()
+  inputs = jax.random.normal(jax.random.key(0), (6, 4))
+  params, state = init_model(module, jax.random.key(1), inputs[:1], jax.random.key(2))
+  assert set(state) == {"batch_stats", DROPOUT_RNG}
+  train_apply = flax_apply_fn(module)
+  first_logits, first_state = train_apply(params, state, inputs)
+  second_logits, second_state = train_apply(params, first_state, inputs)
+  assert not np.allclose(first_logits, second_logits)  # Fresh dropout masks.
+  assert not np.array_equal(first_state[DROPOUT_RNG], state[DROPOUT_RNG])
+  assert not np.allclose(first_state["batch_stats"]["BatchNorm_0"]["mean"],
+                         state["batch_stats"]["BatchNorm_0"]["mean"])
+  np.testing.assert_array_equal(train_apply(params, state, inputs)[0], first_logits)
+  eval_apply = flax_apply_fn(module, train=False)
+  eval_logits, eval_state = eval_apply(params, second_state, inputs)
+  np.testing.assert_array_equal(eval_apply(params, second_state, inputs)[0], eval_logits)
+  jax.tree.map(np.testing.assert_array_equal, eval_state, second_state)
