@@ -159,7 +159,9 @@ def mutated_lines(name: str) -> list[str]:
   """The '-' and '+' lines of a mutant's diff."""
   diff = mutmut("show", name)
   return [
-    line for line in diff.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    line
+    for line in diff.splitlines()
+    if line.startswith(("+", "-")) and not line.startswith(("+++", "---"))
   ]
 
 

@@ -603,10 +603,10 @@ def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_pad
   1 examples 1, 3, ..., 9, both in ceil(ceil(11 / 2) / 2) = 3 batches, process 1's last one
   padded (mask 1, 0); 9 examples in batches of 4 give process 1 (4 examples) a second batch
   that is all padding. Every batch is 2 long with the normalized float32 inputs, padding
-  included, and a float32 mask. Fewer examples than processes is an error. Mutants that fail it
-  (checked by hand): the batch count from N x P, the preprocessing, the normalization or the
-  process not passed on, the padding or the mask in NumPy's default float64, the mask 2 for
-  examples."""
+  included, and a float32 mask. As many examples as processes is allowed (one each); fewer is an
+  error. Mutants that fail it (checked by hand): N = P refused, the batch count from N x P, the
+  preprocessing, the normalization or the process not passed on, the padding or the mask in
+  NumPy's default float64, the mask 2 for examples."""
   preprocess = lambda image: image + 100
   normalize = lambda images: images.astype(np.float32) / 2
 
@@ -629,6 +629,8 @@ def test_padded_eval_batches_give_every_process_as_many_batches_masked_where_pad
   short = read(9, 4, 1)
   assert [b[2].tolist() for b in short] == [[1, 1, 1, 1], [0, 0, 0, 0]]
   assert [b[0].shape for b in short] == [(4, 1, 1, 1)] * 2 and not short[1][0].any()
+  (one,) = read(2, 4, 1)  # As many examples as processes: one each, the least that is allowed.
+  assert one[2].tolist() == [1, 0, 0, 0] and one[0].reshape(-1).tolist() == [50.5, 0, 0, 0]
   with pytest.raises(ValueError, match="1 evaluation examples leave some of the 2 processes"):
     read(1, 4, 1)
 
