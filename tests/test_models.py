@@ -10,6 +10,7 @@ import scipy.sparse
 
 from mixupe_jax.models import (GCN, ResNet, WideResNet, flax_apply_fn, init_model, node_apply_fn,
                                normalized_edges)
+from mixupe_jax.models.apply import DROPOUT_RNG, output_dtype
 
 
 @pytest.mark.parametrize("module,layers", [
@@ -83,7 +84,6 @@ def test_logits_leave_every_model_in_float32_or_float64_whatever_the_compute_dty
   """`output_dtype`: float32 for bfloat16, float16 and float32 compute, float64 for float64 (by
   hand). Mutants that fail it (checked by hand): either argument of the promotion None (NumPy
   reads None as float64)."""
-  from mixupe_jax.models.apply import output_dtype
   expected = {jnp.bfloat16: jnp.float32, jnp.float16: jnp.float32, jnp.float32: jnp.float32,
               jnp.float64: jnp.float64}
   for compute, output in expected.items():
@@ -107,7 +107,6 @@ def test_a_model_with_batch_norm_and_dropout_initializes_in_eval_mode_and_trains
   function is deterministic and leaves the state. Mutants that fail it (checked by hand):
   init_model without the mode, the train apply without the mode or without dropout's key.
   (Initializing in train mode gives the same variables: listed as equivalent.)"""
-  from mixupe_jax.models.apply import DROPOUT_RNG
   module = DropoutBatchNormNet()
   inputs = jax.random.normal(jax.random.key(0), (6, 4))
   params, state = init_model(module, jax.random.key(1), inputs[:1], jax.random.key(2))

@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from mixupe_jax import losses, parallel
+from mixupe_jax import evaluation, losses, parallel
 from mixupe_jax.experiments.runner import load_config_file
-from mixupe_jax.models import SmallCNN, flax_apply_fn, init_model
+from mixupe_jax.models import MLP, SmallCNN, flax_apply_fn, init_model
 from mixupe_jax.models.registry import build_model
 from mixupe_jax.train import optim, step as step_lib
 from mixupe_jax.train.defaults import default_config
@@ -213,7 +213,8 @@ def test_the_train_step_maps_its_inputs_with_preprocess_before_the_loss():
   mapped_state, mapped_metrics, _ = _sharded_step(jax.devices(), 2 * inputs, labels,
                                                   lambda x: x / 2)
   assert float(mapped_metrics["loss"]) == float(plain_metrics["loss"])
-  for plain, mapped in zip(jax.tree.leaves(plain_state), jax.tree.leaves(mapped_state)):
+  for plain, mapped in zip(jax.tree.leaves(plain_state), jax.tree.leaves(mapped_state),
+                           strict=True):
     np.testing.assert_array_equal(plain, mapped)
 
 
@@ -356,8 +357,6 @@ def test_eval_step_splits_the_batch_and_returns_replicated_sums():
   """The eval step takes the batch split over the 8 devices (params replicated) and returns the
   batch's metric sums replicated, so every process can read them; the sums are those of
   evaluation.batch_sums on the whole batch."""
-  from mixupe_jax import evaluation
-  from mixupe_jax.models import MLP, flax_apply_fn, init_model
   mesh = parallel.data_mesh()
   module = MLP(3, hidden_sizes=(4,))
   inputs = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
@@ -390,7 +389,6 @@ def test_the_train_step_shards_the_batch_donates_the_state_and_reports_the_gradi
   that of jax.grad of the loss with step 0's key, fold_in(base_key, 0), computed here.
   Mutants that fail it (checked by hand): in_shardings dropped or None, donate_argnums dropped,
   None or 1, the norm taken of None."""
-  from mixupe_jax.models import MLP
   mesh = parallel.data_mesh()
   module = MLP(3, hidden_sizes=(4,))
   inputs = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
