@@ -37,6 +37,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from mixupe_jax import parallel
 from mixupe_jax.models.apply import ApplyFn, ModelState, Params
 
 # (params, model_state, inputs, target, t [B]) -> (logits, new model state): the batch's logits
@@ -112,9 +113,13 @@ def _per_example(t: jax.Array, like: jax.Array) -> jax.Array:
   return t.reshape((-1,) + (1,) * (like.ndim - 1)).astype(like.dtype)
 
 
-def _zero_shift(batch_size: int) -> jax.Array:
-  """t = 0 in the default float dtype (float64 under x64, so the per-example values keep it)."""
-  return jnp.zeros(batch_size, jax.dtypes.canonicalize_dtype(jnp.float64))
+def _zero_shift(batch_size: int, axis_name: str | None = None) -> jax.Array:
+  """t = 0 in the default float dtype (float64 under x64, so the per-example values keep it).
+
+  Inside `jax.shard_map` over `axis_name`, t is this shard's (varying over the axis): a
+  derivative in t is then each example's own, where an invariant t would sum its shards'."""
+  zeros = jnp.zeros(batch_size, jax.dtypes.canonicalize_dtype(jnp.float64))
+  return zeros if axis_name is None else jax.lax.pcast(zeros, axis_name, to="varying")
 
 
 def logit_directional_derivative(
@@ -184,13 +189,15 @@ def input_shift(apply_fn: ApplyFn) -> Shift:
   return logits_of
 
 
-def hidden_shift(apply_fn: ApplyFn, layer: int) -> Shift:
+def hidden_shift(apply_fn: ApplyFn, layer: int, axis_name: str | None = None) -> Shift:
   """h_i + t_i d_i injected at hidden layer `layer`, d_i = stopgrad(h_bar - h_i); h_bar (the
   target) None is the batch mean of H, the estimate of E_r[h(r)] available at a hidden layer.
 
   Args:
     apply_fn: an apply function taking `hidden_layer` and `hidden_transform` keywords.
     layer: the hidden layer k.
+    axis_name: inside `jax.shard_map`, the mesh axis the batch is split over: the batch mean of
+      H is the global batch's (`parallel.batch_mean`).
 
   Returns:
     A `Shift`: (params, model_state, inputs, h_bar or None, t [B]) -> (logits, new state).
@@ -209,7 +216,7 @@ def hidden_shift(apply_fn: ApplyFn, layer: int) -> Shift:
 
   def logits_of(params, model_state, inputs, h_bar, t):
     def shift(h):
-      mean = jnp.mean(h, axis=0) if h_bar is None else h_bar
+      mean = parallel.batch_mean(h, axis_name) if h_bar is None else h_bar
       return h + _per_example(t, h) * jax.lax.stop_gradient(mean - h)
 
     return apply_fn(params, model_state, inputs, hidden_layer=layer, hidden_transform=shift)
@@ -224,6 +231,7 @@ def hidden_directional_derivative(
   inputs: jax.Array,
   layer: int,
   h_bar: jax.Array | None = None,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array, ModelState]:
   """(F(X), J_g(H) D, new state) at hidden layer `layer` (see `hidden_shift`), the joint form:
   one `jax.jvp` in t at t = 0 with tangent 1 for every example.
@@ -235,6 +243,7 @@ def hidden_directional_derivative(
     inputs: X, [B, ...].
     layer: the hidden layer k.
     h_bar: the target at layer k; None: the batch mean of H.
+    axis_name: as for `hidden_shift`.
 
   Returns:
     (logits [B, C], their tangents along D at layer k [B, C], the model state after the pass).
@@ -252,8 +261,9 @@ def hidden_directional_derivative(
   >>> bool(jnp.allclose(at_layer_0, at_input, atol=1e-5))
   True
   """
-  logits_of = functools.partial(hidden_shift(apply_fn, layer), params, model_state, inputs, h_bar)
-  zeros = _zero_shift(inputs.shape[0])
+  shift = hidden_shift(apply_fn, layer, axis_name)
+  logits_of = functools.partial(shift, params, model_state, inputs, h_bar)
+  zeros = _zero_shift(inputs.shape[0], axis_name)
   logits, logit_tangents, new_state = jax.jvp(
     logits_of, (zeros,), (jnp.ones_like(zeros),), has_aux=True
   )
@@ -296,6 +306,7 @@ def official_weighted_term(
   target: Any,
   soft_labels: jax.Array,
   weights_of: Callable[[jax.Array], jax.Array],
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
   """(F(X), official r [B], sum_i w_i r_i, new state), with w = weights_of(r) held constant.
 
@@ -313,6 +324,10 @@ def official_weighted_term(
     target: x_bar for `input_shift`; h_bar or None for `hidden_shift`.
     soft_labels: Y, [B, C].
     weights_of: r -> w, [B] (the threshold's mask; for v2, sign(r)).
+    axis_name: inside `jax.shard_map`, the mesh axis the batch is split over: the arrays are
+      this shard's, the model's batch-coupled layers reduce over the axis, and r_i is still
+      example i's (its effect on every example's logits, on every device); the weighted sum is
+      the shard's part.
 
   Returns:
     (logits [B, C], the official r [B], sum_i w_i r_i, the model state after the pass).
@@ -332,7 +347,7 @@ def official_weighted_term(
   (True, True)
   """
   logits, values, weighted_sum, new_state = _official_term(
-    shift, weights_of, params, model_state, inputs, target, soft_labels
+    shift, weights_of, axis_name, params, model_state, inputs, target, soft_labels
   )
   stop = jax.lax.stop_gradient
   return stop(logits), stop(values), weighted_sum, stop(new_state)
@@ -345,10 +360,10 @@ def _residual(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
   return jax.lax.stop_gradient(probabilities - soft_labels).astype(logits.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _official_term(shift, weights_of, params, model_state, inputs, target, soft_labels):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _official_term(shift, weights_of, axis_name, params, model_state, inputs, target, soft_labels):
   """Without differentiation: one reverse pass in t for the values, then their weighted sum."""
-  zeros = _zero_shift(inputs.shape[0])
+  zeros = _zero_shift(inputs.shape[0], axis_name)
   logits, backward, new_state = jax.vjp(
     lambda t: shift(params, model_state, inputs, target, t), zeros, has_aux=True
   )
@@ -357,9 +372,11 @@ def _official_term(shift, weights_of, params, model_state, inputs, target, soft_
   return logits, values, jnp.sum(weights_of(values) * values), new_state
 
 
-def _official_term_forward(shift, weights_of, params, model_state, inputs, target, soft_labels):
+def _official_term_forward(
+  shift, weights_of, axis_name, params, model_state, inputs, target, soft_labels
+):
   """The same values and sum, and the sum's parameter gradient for a unit cotangent."""
-  zeros = _zero_shift(inputs.shape[0])
+  zeros = _zero_shift(inputs.shape[0], axis_name)
 
   def weighted_sum(p):
     logits, linear, new_state = jax.linearize(
@@ -379,11 +396,11 @@ def _official_term_forward(shift, weights_of, params, model_state, inputs, targe
   return outputs, gradient
 
 
-def _official_term_backward(shift, weights_of, gradient, cotangents):
+def _official_term_backward(shift, weights_of, axis_name, gradient, cotangents):
   """Only the weighted sum carries a gradient, and only to the parameters: the state, inputs,
   target and labels are constants of the term (None: JAX's zero cotangent of a whole argument,
   float0 for its integer leaves)."""
-  del shift, weights_of
+  del shift, weights_of, axis_name
   sum_cotangent = cotangents[2]
   parameter_cotangent = jax.tree.map(lambda g: (sum_cotangent * g).astype(g.dtype), gradient)
   return parameter_cotangent, None, None, None, None

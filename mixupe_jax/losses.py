@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixupe_jax import analysis, directional, mixing, regularizers
+from mixupe_jax import analysis, directional, mixing, parallel, regularizers
 from mixupe_jax.models.apply import (
   ApplyFn,
   ModelState,
@@ -54,12 +54,16 @@ class LossAux(NamedTuple):
   metrics: dict[str, jax.Array]
 
 
-def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
+def cross_entropy(
+  logits: jax.Array, soft_labels: jax.Array, axis_name: str | None = None
+) -> jax.Array:
   """Mean over the batch of l(x, y) = logsumexp(f(x)) - y . f(x).
 
   Args:
     logits: f(x), [B, C].
     soft_labels: y, [B, C].
+    axis_name: inside `jax.shard_map`, the mesh axis the batch is split over: the mean is then
+      over the global batch (`parallel.batch_mean`). None: the arrays are the whole batch.
 
   Returns:
     A scalar, in float32 (float64 for float64 logits).
@@ -71,11 +75,12 @@ def cross_entropy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
   """
   directional.check_labels_match_logits(logits, soft_labels)
   logits = logits.astype(directional.result_dtype(logits.dtype))
-  return jnp.mean(optax.softmax_cross_entropy(logits, soft_labels.astype(logits.dtype)))
+  losses = optax.softmax_cross_entropy(logits, soft_labels.astype(logits.dtype))
+  return parallel.batch_mean(losses, axis_name)
 
 
-def _accuracy(logits: jax.Array, soft_labels: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(soft_labels, -1))
+def _accuracy(logits: jax.Array, soft_labels: jax.Array, axis_name: str | None) -> jax.Array:
+  return parallel.batch_mean(jnp.argmax(logits, -1) == jnp.argmax(soft_labels, -1), axis_name)
 
 
 def erm_loss_fn(
@@ -86,6 +91,7 @@ def erm_loss_fn(
   *,
   apply_fn: ApplyFn,
   num_classes: int | None = None,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """L_std = (1/B) sum_i l(x_i, y_i).
 
@@ -96,6 +102,8 @@ def erm_loss_fn(
     labels: integer ids [B] (with `num_classes`) or soft labels [B, C].
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
     num_classes: C, for integer labels.
+    axis_name: inside `jax.shard_map`, the mesh axis the batch is split over (the arrays are
+      this device's shard; every mean is over the global batch). None: the whole batch.
 
   Returns:
     (loss, LossAux(model_state, {"cross_entropy", "accuracy"})).
@@ -111,12 +119,18 @@ def erm_loss_fn(
   """
   soft = mixing.to_soft_labels(labels, num_classes)
   logits, model_state = apply_fn(params, model_state, inputs)
-  loss = cross_entropy(logits, soft)
-  return loss, LossAux(model_state, {"cross_entropy": loss, "accuracy": _accuracy(logits, soft)})
+  loss = cross_entropy(logits, soft, axis_name)
+  accuracy = _accuracy(logits, soft, axis_name)
+  return loss, LossAux(model_state, {"cross_entropy": loss, "accuracy": accuracy})
 
 
 def mixup_loss_fn(
-  params: Params, model_state: ModelState, mixed: mixing.MixedBatch, *, apply_fn: ApplyFn
+  params: Params,
+  model_state: ModelState,
+  mixed: mixing.MixedBatch,
+  *,
+  apply_fn: ApplyFn,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch.
 
@@ -125,6 +139,7 @@ def mixup_loss_fn(
     model_state: its non-trainable state (`{}` if none).
     mixed: the mixed batch (`mixing.mixup`, `mixing.cutmix`, ...).
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    axis_name: as for `erm_loss_fn`.
 
   Returns:
     (L_mix, LossAux(model_state, {"mixup_loss"})).
@@ -140,7 +155,7 @@ def mixup_loss_fn(
   True
   """
   logits, model_state = apply_fn(params, model_state, mixed.inputs)
-  loss = cross_entropy(logits, mixed.labels)
+  loss = cross_entropy(logits, mixed.labels, axis_name)
   return loss, LossAux(model_state, {"mixup_loss": loss})
 
 
@@ -156,6 +171,7 @@ def _term(
   soft: jax.Array,
   x_bar: jax.Array | None,
   layer: int,
+  axis_name: str | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
   """The per-variant term on the clean batch: (logits, the statistic s_i [B], sum_i w_i s_i with
   the variant's constant weights, the model state after the clean pass).
@@ -183,10 +199,10 @@ def _term(
     shift = (
       directional.input_shift(apply_fn)
       if x_bar is not None
-      else directional.hidden_shift(apply_fn, layer)
+      else directional.hidden_shift(apply_fn, layer, axis_name)
     )
     return directional.official_weighted_term(
-      shift, params, model_state, clean_inputs, x_bar, soft, weights_of
+      shift, params, model_state, clean_inputs, x_bar, soft, weights_of, axis_name
     )
   # The joint form: one jvp, as fast as it gets.
   if x_bar is not None:
@@ -196,7 +212,7 @@ def _term(
     )
   else:
     logits, tangents, model_state = directional.hidden_directional_derivative(
-      apply_fn, params, model_state, clean_inputs, layer
+      apply_fn, params, model_state, clean_inputs, layer, axis_name=axis_name
     )
   directional.check_labels_match_logits(logits, soft)
   statistic = directional.directional_term(logits, tangents, soft)
@@ -209,12 +225,16 @@ def _penalized(
   weighted_sum: jax.Array,
   options: regularizers.MixupEOptions,
   alpha: float,
+  axis_name: str | None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """L = stopgrad(|L_mix| / |L|) (L_mix + eta m_1 P), P = sign (1/B) sum_i w_i s_i: the penalty,
-  its weight and the official rescaling, whatever the variant's term; (loss, metrics)."""
+  its weight and the official rescaling, whatever the variant's term; (loss, metrics). With
+  `axis_name`, `statistic` and `weighted_sum` are this shard's and B, the statistics of s and the
+  active fraction are the global batch's."""
   chosen = options.chosen_variant
   _, selected = regularizers.selection_weights(statistic, chosen, options.threshold_in_effect)
-  penalty = regularizers.penalty_sign(chosen, options.flip_sign) * weighted_sum / len(statistic)
+  sign = regularizers.penalty_sign(chosen, options.flip_sign)
+  penalty = sign * parallel.across(weighted_sum / len(statistic), axis_name)
   weight = options.eta * (analysis.first_order_moment(alpha) if options.scale_by_moment else 1.0)
   regularizer = weight * penalty
   total = mix_loss + regularizer
@@ -224,17 +244,19 @@ def _penalized(
     scale = jax.lax.stop_gradient(
       jnp.where(magnitude > 0, jnp.abs(mix_loss) / jnp.where(magnitude > 0, magnitude, 1), 1)
     )
+  term_mean = parallel.batch_mean(statistic, axis_name)
   metrics = {
     "mixup_loss": mix_loss,
     "regularizer": regularizer,
     "penalty": penalty,
     "unscaled_loss": total,
     "rescale_factor": scale,
-    "term_mean": jnp.mean(statistic),
-    "term_std": jnp.std(statistic),
-    "term_min": jnp.min(statistic),
-    "term_max": jnp.max(statistic),
-    "active_fraction": jnp.mean(selected.astype(jnp.float32)),
+    "term_mean": term_mean,
+    "term_std": jnp.sqrt(parallel.batch_mean(jnp.square(statistic - term_mean), axis_name)),
+    # Metrics only (pmin and pmax have no derivative).
+    "term_min": parallel.across(jnp.min(jax.lax.stop_gradient(statistic)), axis_name, jax.lax.pmin),
+    "term_max": parallel.across(jnp.max(jax.lax.stop_gradient(statistic)), axis_name, jax.lax.pmax),
+    "active_fraction": parallel.batch_mean(selected.astype(jnp.float32), axis_name),
   }
   return scale * total, metrics
 
@@ -252,6 +274,7 @@ def _regularized(
   alpha: float,
   options: regularizers.MixupEOptions,
   num_classes: int | None,
+  axis_name: str | None,
 ) -> tuple[jax.Array, LossAux]:
   """L_mix + eta m_1 P on the clean batch, rescaled; the shared part of every MixupE loss.
 
@@ -267,10 +290,11 @@ def _regularized(
     _, model_state = apply_fn(params, model_state, clean_inputs)
     return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
   logits, statistic, weighted_sum, model_state = _term(
-    options, apply_fn, params, model_state, clean_inputs, soft, x_bar, layer
+    options, apply_fn, params, model_state, clean_inputs, soft, x_bar, layer, axis_name
   )
-  loss, metrics = _penalized(mix_loss, statistic, weighted_sum, options, alpha)
-  return loss, LossAux(model_state, {**metrics, "clean_accuracy": _accuracy(logits, soft)})
+  loss, metrics = _penalized(mix_loss, statistic, weighted_sum, options, alpha, axis_name)
+  accuracy = _accuracy(logits, soft, axis_name)
+  return loss, LossAux(model_state, {**metrics, "clean_accuracy": accuracy})
 
 
 def mixupe_loss_fn(
@@ -293,6 +317,7 @@ def mixupe_loss_fn(
   num_classes: int | None = None,
   clean_pass_remat: str | RematPolicy | None = None,
   options: regularizers.MixupEOptions | None = None,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to abs(L_mix) when `rescale`.
 
@@ -324,6 +349,10 @@ def mixupe_loss_fn(
       policy does not keep, trading FLOPs for memory; the loss and gradient are unchanged.
     options: all of the above at once (`regularizers.MixupEOptions`, validated when built); when
       given, the keywords eta ... clean_pass_remat are not read.
+    axis_name: inside `jax.shard_map`, the mesh axis the batch is split over: the arrays are this
+      device's shard (partners local to it), and every mean over the batch, the penalty, the
+      rescaling factor and the metrics are the global batch's. The model's batch-coupled layers
+      must reduce over the same axis (BatchNorm's `axis_name`). None: the whole batch.
 
   Returns:
     (loss, LossAux(model_state after both passes, metrics)). The metrics: the Mixup loss, the
@@ -357,7 +386,7 @@ def mixupe_loss_fn(
   )
   if mixupe.chosen_variant.uses_derivative and x_bar is None:
     raise ValueError(f"Variant {mixupe.variant!r} needs x_bar, the training-set mean input.")
-  mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
+  mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn, axis_name=axis_name)
   return _regularized(
     mix_loss,
     aux.model_state,
@@ -370,6 +399,7 @@ def mixupe_loss_fn(
     alpha=alpha,
     options=mixupe,
     num_classes=num_classes,
+    axis_name=axis_name,
   )
 
 
@@ -381,6 +411,7 @@ def manifold_mixup_loss_fn(
   *,
   apply_fn: ApplyFn,
   layer: int,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup (Verma et al. 2019) at hidden layer k.
 
@@ -395,6 +426,7 @@ def manifold_mixup_loss_fn(
     apply_fn: an apply function taking `hidden_layer` and `hidden_transform` keywords (every
       model of `mixupe_jax.models` through `flax_apply_fn`).
     layer: k.
+    axis_name: as for `erm_loss_fn` (the partners are then local to the shard).
 
   Returns:
     (L_mix, LossAux(model_state, {"mixup_loss"})).
@@ -415,7 +447,7 @@ def manifold_mixup_loss_fn(
   logits, model_state = apply_fn(
     params, model_state, clean_inputs, hidden_layer=layer, hidden_transform=mix_at_layer
   )
-  mix_loss = cross_entropy(logits, mixed.labels)
+  mix_loss = cross_entropy(logits, mixed.labels, axis_name)
   return mix_loss, LossAux(model_state, {"mixup_loss": mix_loss})
 
 
@@ -439,6 +471,7 @@ def manifold_mixupe_loss_fn(
   num_classes: int | None = None,
   clean_pass_remat: str | RematPolicy | None = None,
   options: regularizers.MixupEOptions | None = None,
+  axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
   """Manifold Mixup at hidden layer k plus the MixupE term at the same layer.
 
@@ -452,7 +485,7 @@ def manifold_mixupe_loss_fn(
     alpha: the Beta concentration, for m_1.
     eta, variant, threshold, term_split: as for `mixupe_loss_fn`.
     rescale, scale_by_moment, flip_sign: as for `mixupe_loss_fn`.
-    num_classes, clean_pass_remat, options: as for `mixupe_loss_fn`.
+    num_classes, clean_pass_remat, options, axis_name: as for `mixupe_loss_fn`.
 
   Returns:
     (loss, LossAux(model_state after both passes, metrics)), as `mixupe_loss_fn`.
@@ -481,7 +514,7 @@ def manifold_mixupe_loss_fn(
     clean_pass_remat=clean_pass_remat,
   )
   mix_loss, aux = manifold_mixup_loss_fn(
-    params, model_state, mixed, clean_inputs, apply_fn=apply_fn, layer=layer
+    params, model_state, mixed, clean_inputs, apply_fn=apply_fn, layer=layer, axis_name=axis_name
   )
   return _regularized(
     mix_loss,
@@ -495,6 +528,7 @@ def manifold_mixupe_loss_fn(
     alpha=alpha,
     options=mixupe,
     num_classes=num_classes,
+    axis_name=axis_name,
   )
 
 
@@ -556,6 +590,7 @@ def make_loss_fn(
   term_subsample: Subsampler | None = None,
   clean_pass_remat: str | RematPolicy | None = None,
   mixupe: regularizers.MixupEOptions | None = None,
+  axis_name: str | None = None,
 ) -> LossFn:
   """The uniform loss a training loop calls: loss_fn(params, model_state, inputs, labels, key).
 
@@ -585,6 +620,10 @@ def make_loss_fn(
     term_fraction: rho, the fraction of the clean batch the MixupE term is computed on.
     term_subsample: (key, inputs, labels) -> the term's examples and labels.
     mixupe: a `regularizers.MixupEOptions`, replacing the keywords above.
+    axis_name: for a loss computed per shard inside `jax.shard_map` (the train step of
+      `train.make_train_step(..., axis_name=...)`): the mesh axis the batch is split over. The
+      mixer and `term_subsample` then work on the shard (`parallel.shard_mixer`,
+      `parallel.shard_subsample`), and every loss reduces over the axis (see `mixupe_loss_fn`).
 
   Returns:
     loss_fn(params, model_state, inputs, labels, key) -> (loss, LossAux).
@@ -624,18 +663,24 @@ def make_loss_fn(
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
   # eta is read from the options (the keyword is required by the public signatures).
   regularizer_options: dict[str, Any] = dict(
-    alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes
+    alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes, axis_name=axis_name
   )
 
   def loss_fn(params, model_state, inputs, labels, key):
     if method == "erm":
       return erm_loss_fn(
-        params, model_state, inputs, labels, apply_fn=apply_fn, num_classes=num_classes
+        params,
+        model_state,
+        inputs,
+        labels,
+        apply_fn=apply_fn,
+        num_classes=num_classes,
+        axis_name=axis_name,
       )
     mix_key, layer_key = jax.random.split(key)
     mixed = mixer(mix_key, inputs, labels)
     if method == "mixup":
-      return mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn)
+      return mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn, axis_name=axis_name)
     if method == "mixupe":
       term_inputs, term_labels = inputs, labels
       if term_fraction < 1:
@@ -652,7 +697,9 @@ def make_loss_fn(
       )
     if method == "manifold_mixup":
       branches = [
-        functools.partial(manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer)
+        functools.partial(
+          manifold_mixup_loss_fn, apply_fn=apply_fn, layer=layer, axis_name=axis_name
+        )
         for layer in manifold_layers
       ]
       operands: tuple[Any, ...] = (params, model_state, mixed, inputs)

@@ -73,14 +73,7 @@ def test_the_compiled_train_step_receives_uint8(tmp_path):
   config = image_config(tmp_path, True)
   config.method = "mixup"  # The input side is the method's business only after the entry.
   experiment = loop.set_up(config)
-  train_step = step_lib.make_train_step(
-    experiment.loss_fn,
-    experiment.optimizer,
-    experiment.schedule,
-    experiment.mesh,
-    experiment.step_key,
-    experiment.data.device_preprocess,
-  )
+  train_step = experiment.train_step()
   batch = step_lib.global_batch(next(experiment.data.train_batches(0)), experiment.mesh)
   lowered = train_step.lower(experiment.state, *batch)
   # args_info is (args, kwargs); the args are (state, images, labels).

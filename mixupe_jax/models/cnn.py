@@ -28,6 +28,9 @@ class SmallCNN(nn.Module):
   # which spectrograms need (a frequency band's position is its meaning).
   readout: str = "average"
   dtype: jnp.dtype = jnp.float32
+  # Inside a per-shard train step (`train.make_train_step(..., axis_name=...)`): the mesh axis
+  # the batch is split over, so that BatchNorm's batch statistics are the global batch's.
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(
@@ -42,7 +45,9 @@ class SmallCNN(nn.Module):
     h = maybe_transform(h, 0, hidden_layer, hidden_transform)
     for stage, width in enumerate(self.channels, start=1):
       h = nn.Conv(width, (3, 3), use_bias=False, dtype=self.dtype)(h)
-      h = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(h)
+      h = nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, dtype=self.dtype, axis_name=self.axis_name
+      )(h)
       h = nn.max_pool(nn.relu(h), (2, 2), strides=(2, 2))
       h = maybe_transform(h, stage, hidden_layer, hidden_transform)
     if self.readout not in ("average", "flatten"):

@@ -15,6 +15,39 @@ from mixupe_jax.models.apply import (
   output_dtype,
 )
 
+
+class Dropout(nn.Module):
+  """`nn.Dropout` (the same mask from the same key: x / (1 - rate) where kept, else 0) whose mask,
+  on a shard of a batch split over the mesh axis `axis_name`, is the shard's rows of the GLOBAL
+  batch's mask: every device draws the mask of all B rows from the shared key and keeps its own
+  B / N, so a run's masks are the same on any number of devices."""
+
+  rate: float
+  deterministic: bool | None = None
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
+    if self.rate == 0.0 or deterministic:
+      return inputs
+    if self.rate == 1.0:
+      return jnp.zeros_like(inputs)
+    keep = 1.0 - self.rate
+    key = self.make_rng("dropout")
+    if self.axis_name is None:
+      mask = jax.random.bernoulli(key, p=keep, shape=inputs.shape)
+    else:
+      rows = inputs.shape[0]
+      shape = (rows * jax.lax.axis_size(self.axis_name),) + inputs.shape[1:]
+      mask = jax.lax.dynamic_slice_in_dim(
+        jax.random.bernoulli(key, p=keep, shape=shape),
+        jax.lax.axis_index(self.axis_name) * rows,
+        rows,
+      )
+    return jax.lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
 ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh, "gelu": nn.gelu, "softplus": nn.softplus}
 
 
@@ -32,6 +65,9 @@ class MLP(nn.Module):
   use_bias: bool = True
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.float32
+  # Inside a per-shard train step (`train.make_train_step(..., axis_name=...)`): the mesh axis
+  # the batch is split over, so that dropout's masks are the global batch's (see `Dropout`).
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(
@@ -49,7 +85,7 @@ class MLP(nn.Module):
     for layer, size in enumerate(self.hidden_sizes, start=1):
       h = ACTIVATIONS[self.activation](nn.Dense(size, use_bias=self.use_bias, dtype=self.dtype)(h))
       if self.dropout_rate:
-        h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        h = Dropout(self.dropout_rate, deterministic=not train, axis_name=self.axis_name)(h)
       h = maybe_transform(h, layer, hidden_layer, hidden_transform)
     logits = nn.Dense(self.num_classes, use_bias=self.use_bias, dtype=self.dtype)(h)
     return logits.astype(output_dtype(self.dtype))

@@ -22,12 +22,20 @@ from mixupe_jax.models.apply import (
 )
 
 
-def conv_and_norm(dtype: jnp.dtype, train: bool) -> tuple[functools.partial, functools.partial]:
+def conv_and_norm(
+  dtype: jnp.dtype, train: bool, axis_name: str | None = None
+) -> tuple[functools.partial, functools.partial]:
   """The residual networks' layers: bias-free SAME convolutions and BatchNorm (momentum 0.9, as
-  PyTorch's 0.1), both computing in `dtype`."""
+  PyTorch's 0.1), both computing in `dtype`; BatchNorm's batch statistics are averaged over the
+  mesh axis `axis_name` when the batch is split over it."""
   conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=dtype)
   norm = functools.partial(
-    nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype
+    nn.BatchNorm,
+    use_running_average=not train,
+    momentum=0.9,
+    epsilon=1e-5,
+    dtype=dtype,
+    axis_name=axis_name,
   )
   return conv, norm
 
@@ -97,6 +105,9 @@ class PreActResNet(nn.Module):
   bottleneck: bool = False
   width: int = 64
   dtype: jnp.dtype = jnp.float32
+  # Inside a per-shard train step (`train.make_train_step(..., axis_name=...)`): the mesh axis
+  # the batch is split over, so that BatchNorm's batch statistics are the global batch's.
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(
@@ -107,7 +118,7 @@ class PreActResNet(nn.Module):
     hidden_transform: HiddenTransform | None = None,
   ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "PreActResNet")
-    conv, norm = conv_and_norm(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train, self.axis_name)
     block = PreActBottleneck if self.bottleneck else PreActBlock
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(self.width, (3, 3))(h)

@@ -33,7 +33,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 
 
 # Module fields that are not options: set by the training system (classes, dtype, graph edges).
-_NOT_OPTIONS = ("parent", "name", "num_classes", "dtype", "edges")
+_NOT_OPTIONS = ("parent", "name", "num_classes", "dtype", "edges", "axis_name")
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -72,17 +72,31 @@ def compute_dtype(name: str) -> Any:
 
 
 def build_model(
-  name: str, *, num_classes: int, dtype: str = "float32", **options: Any
+  name: str,
+  *,
+  num_classes: int,
+  dtype: str = "float32",
+  axis_name: str | None = None,
+  **options: Any,
 ) -> nn.Module:
   """The model `name` with `options` as its fields; parameters stay float32 whatever `dtype`
-  (the compute dtype: "bfloat16" is mixed precision on accelerators)."""
+  (the compute dtype: "bfloat16" is mixed precision on accelerators). `axis_name`, the mesh axis
+  of a per-shard train step, reaches the models whose layers reduce over the batch (BatchNorm,
+  dropout's global masks); the others compute nothing across examples and take none."""
   if name not in MODELS:
     raise ValueError(f"Unknown model {name!r}; valid models are {', '.join(MODELS)}.")
-  valid = set(model_options(name)) | {"edges"}
+  valid = set(model_options(name)) | {"edges", "axis_name"}
   unknown = sorted(set(options) - valid)
   if unknown:
     raise ValueError(
       f"Model {name!r} has no option {', '.join(unknown)}; its options are "
-      f"{', '.join(sorted(valid - {'edges'}))}."
+      f"{', '.join(sorted(valid - {'edges', 'axis_name'}))}."
     )
+  if axis_name is not None and "axis_name" in _fields(MODELS[name]):
+    options["axis_name"] = axis_name
   return MODELS[name](num_classes=num_classes, dtype=compute_dtype(dtype), **options)
+
+
+def _fields(target: Any) -> set[str]:
+  target = target.func if isinstance(target, functools.partial) else target
+  return {field.name for field in dataclasses.fields(target)}

@@ -48,6 +48,9 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   dtype: jnp.dtype = jnp.float32
+  # Inside a per-shard train step (`train.make_train_step(..., axis_name=...)`): the mesh axis
+  # the batch is split over, so that BatchNorm's batch statistics are the global batch's.
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(
@@ -58,7 +61,7 @@ class ResNet(nn.Module):
     hidden_transform: HiddenTransform | None = None,
   ) -> jax.Array:
     check_hidden_layer(hidden_layer, len(self.stage_sizes), "ResNet")
-    conv, norm = conv_and_norm(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train, self.axis_name)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = nn.relu(norm()(conv(self.width, (7, 7), strides=2)(h)))
     h = nn.max_pool(h, (3, 3), strides=(2, 2), padding="SAME")

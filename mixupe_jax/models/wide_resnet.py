@@ -27,6 +27,9 @@ class WideResNet(nn.Module):
   depth: int = 28
   widen_factor: int = 10
   dtype: jnp.dtype = jnp.float32
+  # Inside a per-shard train step (`train.make_train_step(..., axis_name=...)`): the mesh axis
+  # the batch is split over, so that BatchNorm's batch statistics are the global batch's.
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(
@@ -40,7 +43,7 @@ class WideResNet(nn.Module):
       raise ValueError(f"WideResNet depth must be 6n + 4 (e.g. 16, 22, 28), got {self.depth}.")
     blocks_per_stage = (self.depth - 4) // 6
     check_hidden_layer(hidden_layer, 3, "WideResNet")
-    conv, norm = conv_and_norm(self.dtype, train)
+    conv, norm = conv_and_norm(self.dtype, train, self.axis_name)
     h = maybe_transform(x.astype(self.dtype), 0, hidden_layer, hidden_transform)
     h = conv(16, (3, 3))(h)
     h = residual_stages(

@@ -89,6 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.mixing_scope = "group"
   config.mixing_group_size = 16  # Read by mixing_scope = "group" only.
   config.manifold_layers = (0, 1, 2)
+  # On several devices each computes the loss of its shard and the gradient is all-reduced
+  # once (train.step): "float32" sums it exactly (the same run on any device count, to float
+  # rounding); "bfloat16" halves the bytes on the wire and rounds each device's part to 8 bits.
+  config.gradient_all_reduce_dtype = "float32"
 
   # Optimization (see mixupe_jax.train.optim).
   config.batch_size = 128  # Global, over all devices and hosts.

@@ -170,12 +170,26 @@ class Experiment:
   total_steps: int
   state: TrainState
   loss_fn: Any
+  axis_name: str | None  # The train step's per-shard axis (`parallel.step_axis`), or None.
   optimizer: Any
   schedule: Any
   step_key: jax.Array
   eval_sources: dict[str, Callable]  # split -> one padded pass; TRAIN_EVAL included.
   eval_steps: dict[str, Callable]
   evaluated_splits: tuple[str, ...]  # Evaluated every eval_every_epochs.
+
+  def train_step(self) -> Callable:
+    """The jitted train step of this experiment (`make_train_step`, per shard over its axis)."""
+    return make_train_step(
+      self.loss_fn,
+      self.optimizer,
+      self.schedule,
+      self.mesh,
+      self.step_key,
+      self.data.device_preprocess,
+      axis_name=self.axis_name,
+      gradient_dtype=self.config.gradient_all_reduce_dtype,
+    )
 
   def evaluate(self, state: TrainState, splits=None) -> dict[str, dict[str, float]]:
     """Accuracy, NLL and ECE of `state` on each split (default: the evaluated splits)."""
@@ -212,25 +226,26 @@ def make_loss_and_optimizer(
   steps_per_epoch: int,
   total_steps: int,
   mixing_scope: str | None = None,
+  axis_name: str | None = None,
 ) -> tuple[losses.LossFn, optax.Schedule, optax.GradientTransformation]:
   """(loss_fn, schedule, optimizer) a config trains with on `mesh`: its method's loss with the
-  mixer and term subset of its mixing scope (`mixing_scope`, default the config's), and its
-  optimizer over its learning-rate schedule."""
-  scope = config.mixing_scope if mixing_scope is None else mixing_scope
-  mixer = parallel.mixer_for_scope(
-    losses.make_mixer(
-      config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
-    ),
-    mesh,
-    scope,
-    group_size=config.mixing_group_size,
+  mixer and term subset of its mixing scope (`mixing_scope`, default the config's), per shard
+  over `axis_name` when set (see `parallel.step_axis`), and its optimizer over its learning-rate
+  schedule."""
+  scope = parallel.resolve_mixing_scope(
+    config.mixing_scope if mixing_scope is None else mixing_scope, mesh
   )
-  term_subsample = parallel.subsample_for_scope(
-    functools.partial(regularizers.subsample_examples, fraction=config.term_fraction),
-    mesh,
-    scope,
-    group_size=config.mixing_group_size,
+  mixer = losses.make_mixer(
+    config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
   )
+  subsample = functools.partial(regularizers.subsample_examples, fraction=config.term_fraction)
+  group_size = config.mixing_group_size
+  if axis_name is None:
+    mixer = parallel.mixer_for_scope(mixer, mesh, scope, group_size=group_size)
+    term_subsample = parallel.subsample_for_scope(subsample, mesh, scope, group_size=group_size)
+  else:
+    mixer = parallel.shard_mixer(mixer, scope, axis_name, group_size)
+    term_subsample = parallel.shard_subsample(subsample, scope, axis_name, group_size)
   loss_fn = losses.make_loss_fn(
     config.method,
     apply_fn=apply_fn,
@@ -241,6 +256,7 @@ def make_loss_and_optimizer(
     manifold_layers=tuple(config.manifold_layers),
     term_subsample=term_subsample,
     mixupe=regularizers.MixupEOptions.from_config(config),
+    axis_name=axis_name,
   )
   schedule = optim.learning_rate_schedule(config, steps_per_epoch, total_steps)
   return loss_fn, schedule, optim.make_optimizer(config, schedule)
@@ -283,12 +299,14 @@ def set_up(config) -> Experiment:
       f"examples of {data.name}."
     )
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
+  axis_name = parallel.step_axis(mesh, mixing_scope)
 
   model_options = {k: v for k, v in config.model.items() if k != "name"}
   model = build_model(
     config.model.name,
     num_classes=data.num_classes,
     dtype=config.dtype,
+    axis_name=axis_name,
     **model_options,
     **data.model_options,
   )
@@ -316,6 +334,7 @@ def set_up(config) -> Experiment:
     steps_per_epoch,
     total_steps,
     mixing_scope=mixing_scope,
+    axis_name=axis_name,
   )
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
   return Experiment(
@@ -327,6 +346,7 @@ def set_up(config) -> Experiment:
     total_steps=total_steps,
     state=parallel.replicate(state, mesh),
     loss_fn=loss_fn,
+    axis_name=axis_name,
     optimizer=optimizer,
     schedule=schedule,
     step_key=keys.step,
@@ -488,14 +508,7 @@ def _run_steps(
   config, data, mesh = experiment.config, experiment.data, experiment.mesh
   total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
   start_step = int(state.step)
-  train_step = make_train_step(
-    experiment.loss_fn,
-    experiment.optimizer,
-    experiment.schedule,
-    mesh,
-    experiment.step_key,
-    data.device_preprocess,
-  )
+  train_step = experiment.train_step()
   evaluate = experiment.evaluate
 
   pending: list[tuple[int, dict]] = []

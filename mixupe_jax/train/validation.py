@@ -10,6 +10,7 @@ from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.data import audio, pipeline, registry
 from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
+from mixupe_jax.train.step import GRADIENT_DTYPES
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,7 @@ def validate(config) -> None:
     _fail(error.field, error.value, error.expected)
   _choice(config, "mixer", losses.MIXERS)
   _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
+  _choice(config, "gradient_all_reduce_dtype", tuple(GRADIENT_DTYPES))
   _integer(config, "mixing_group_size", 1)
   _integer(config, "heartbeat_timeout_seconds", 1)
   for field in ("num_processes", "process_id"):
