@@ -18,11 +18,12 @@ code) and every collective of the optimized program by kind and dtype, and the c
     python benchmarks/pod_step.py --fit --targets tpu:v4:2x2x2 --out ...  # largest batch per chip
     python benchmarks/pod_step.py --from_json benchmarks/results/pod_step.json  # the tables
 
-Rows already in `--out` are skipped, so an interrupted run resumes. `--fit` finds, per target,
-method and `clean_pass_remat`, the largest per-chip batch (a multiple of the mixing group, 16)
-whose program fits the chip's memory: from two compilations (128 and 256 per chip) it
-extrapolates the memory linearly in the batch, then compiles at the predicted largest batch and
-steps down by 16 until one fits (the compiled figure decides, never the extrapolation).
+Rows already in `--out` are skipped, so an interrupted run resumes. `--fit` brackets, per
+target, method and `clean_pass_remat`, the largest per-chip batch (a multiple of the mixing
+group, 16) whose program fits the chip's memory: from compilations at 128 and 256 per chip it
+interpolates the peak memory linearly to guess the next batch to compile, until a batch that fits
+and one that does not are at most 32 apart (or after 6 more compilations); only compiled figures
+decide.
 
 From the compiled counts it ESTIMATES, on paper, the step time on each accelerator: the FLOPs at
 the dense bfloat16 peak (a lower bound) plus a ring all-reduce of the all-reduced bytes at the
@@ -32,12 +33,10 @@ interconnect's bandwidth, with no overlap (so the communication share is an uppe
 from __future__ import annotations
 
 import argparse
-import datetime
 import functools
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -66,6 +65,8 @@ INTERCONNECT = {
 }
 IMAGENET_TRAIN = 1_281_167
 FIT_GROUP = 16  # configs/imagenet_resnet50.py's mixing group: per-chip batches are multiples.
+FIT_TOLERANCE = 32  # The fit's bracket: the largest batch that fits is known to this many.
+FIT_COMPILATIONS = 6  # At most this many compilations per bracket beyond 128 and 256.
 
 
 def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, per_chip: int):
@@ -173,18 +174,6 @@ def run_child(target: str, method: str, form: str, gradient_dtype: str, per_chip
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def provenance() -> dict:
-  commit = subprocess.run(
-    ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=os.path.dirname(__file__)
-  ).stdout.strip()
-  return {
-    "commit": commit,
-    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-    "config": "configs/imagenet_resnet50.py",
-  }
-
-
 def load(path: str | None) -> dict:
   if path and os.path.exists(path):
     with open(path) as file:
@@ -196,14 +185,20 @@ def load(path: str | None) -> dict:
 
 def save(path: str | None, results: dict) -> None:
   if path:
-    results.update(provenance=provenance())
+    from provenance import provenance
+
+    results.update(provenance={**provenance(), "config": "configs/imagenet_resnet50.py"})
     with open(f"{path}.tmp", "w") as file:
       json.dump(results, file, indent=2)
     os.replace(f"{path}.tmp", path)
 
 
 def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtype: str, out):
-  """The largest per-chip batch (a multiple of FIT_GROUP) whose per_shard program fits."""
+  """Brackets the largest per-chip batch (a multiple of FIT_GROUP) whose per_shard program fits
+  the chip: `fits` (compiled, fits) and `does_not_fit` (compiled, does not), at most
+  FIT_TOLERANCE apart or after FIT_COMPILATIONS compilations. Each guess interpolates the
+  compiled peak memory linearly between the nearest batches compiled on either side (from 128
+  and 256 per chip to begin with); only compiled figures decide."""
   rows = {row_key(r): r for r in results["rows"]}
 
   def compiled(per_chip: int) -> dict:
@@ -215,20 +210,37 @@ def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtyp
       print(f"  {target} {method}: {per_chip}/chip needs {gib(rows[key]['peak_bytes'])} GiB")
     return rows[key]
 
-  low, high = compiled(128), compiled(256)
-  slope = (high["peak_bytes"] - low["peak_bytes"]) / 128
-  memory = low["chip_memory_bytes"]
-  predicted = 128 + (memory - low["peak_bytes"]) / slope
-  batch = max(FIT_GROUP, int(predicted) // FIT_GROUP * FIT_GROUP)
-  while batch > FIT_GROUP and not compiled(batch)["fits"]:
-    batch -= FIT_GROUP
+  memory = compiled(128)["chip_memory_bytes"]
+  points = {b: compiled(b)["peak_bytes"] for b in (128, 256)}
+  for _ in range(FIT_COMPILATIONS):
+    fitting = [b for b, peak in points.items() if peak <= memory]
+    failing = [b for b, peak in points.items() if peak > memory]
+    low, high = max(fitting, default=None), min(failing, default=None)
+    if low is not None and high is not None and high - low <= FIT_TOLERANCE:
+      break
+    # The two compiled batches nearest the chip's memory: a line through them.
+    a, b = sorted(points, key=lambda x: abs(points[x] - memory))[:2]
+    slope = (points[b] - points[a]) / (b - a)
+    guess = a + (memory - points[a]) / slope if slope > 0 else 2 * max(points)
+    guess = int(guess) // FIT_GROUP * FIT_GROUP
+    # Inside the bracket, never on a compiled batch.
+    lower = low + FIT_GROUP if low is not None else FIT_GROUP
+    upper = high - FIT_GROUP if high is not None else 1 << 20
+    guess = min(max(guess, lower), upper)
+    while guess in points and guess + FIT_GROUP <= upper:
+      guess += FIT_GROUP
+    if guess in points or guess < FIT_GROUP:
+      break
+    points[guess] = compiled(guess)["peak_bytes"]
+  fitting = [b for b, peak in points.items() if peak <= memory]
+  failing = [b for b, peak in points.items() if peak > memory]
   fit = {
     "target": target,
     "method": method,
     "gradient_dtype": gradient_dtype,
-    "largest_per_chip_batch": batch if compiled(batch)["fits"] else None,
-    "bytes_per_example": slope,
-    "extrapolated_batch": predicted,
+    "fits": max(fitting, default=None),
+    "does_not_fit": min(failing, default=None),
+    "peak_bytes_by_batch": {str(b): points[b] for b in sorted(points)},
     "chip_memory_bytes": memory,
   }
   results["fits"] = [
@@ -282,13 +294,14 @@ def print_tables(results: dict) -> None:
   print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     c = r["collectives"]
+    wire = r["gradient_dtype"] if r["form"] == "per_shard" else "(XLA's)"
     dtypes = ", ".join(f"{d} {mb(b)}" for d, b in sorted(c["all-reduce"]["by_dtype"].items()))
     flops = "-" if r["flops"] is None else f"{r['flops'] / 1e9:,.0f}"
     hbm = "" if r["chip_memory_bytes"] is None else f" of {gib(r['chip_memory_bytes'])}"
     others = " / ".join(mb(c[k]["bytes"]) for k in ("all-gather", "all-to-all", "reduce-scatter"))
     print(
       f"| {r['target']} ({r['compiler']}) | {r['chips']} | {r['per_chip_batch']} | {r['method']} "
-      f"| {r['form']} | {r['gradient_dtype']} | {flops} | {gib(r['argument_bytes'])} "
+      f"| {r['form']} | {wire} | {flops} | {gib(r['argument_bytes'])} "
       f"| {gib(r['temp_bytes'])} | {gib(r['peak_bytes'])}{hbm} "
       f"| {mb(c['all-reduce']['bytes'])} ({c['all-reduce']['ops']}; {dtypes}) "
       f"| {mb(r['gradient_bytes'])} | {others} | {r['compile_seconds']:.0f} |"
@@ -311,19 +324,19 @@ def print_tables(results: dict) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r, e in estimated:
+      wire = r["gradient_dtype"] if r["form"] == "per_shard" else "(XLA's)"
       print(
         f"| {r['chip']} | {r['chips']} | {r['per_chip_batch']} | {r['method']} | {r['form']} "
-        f"| {r['gradient_dtype']} | {e['compute_ms']:.1f} | {e['all_reduce_ms']:.1f} "
+        f"| {wire} "
+        f"| {e['compute_ms']:.1f} | {e['all_reduce_ms']:.1f} "
         f"| {100 * e['share']:.0f}% |"
       )
   if results.get("fits"):
-    print("\n| target | method | largest per-chip batch that fits | MiB per example |")
-    print("|---|---|---|---|")
+    print("\n| target | method | fits (per chip) | does not fit | peak GiB by batch |")
+    print("|---|---|---|---|---|")
     for f in results["fits"]:
-      print(
-        f"| {f['target']} | {f['method']} | {f['largest_per_chip_batch']} "
-        f"| {f['bytes_per_example'] / 2**20:,.1f} |"
-      )
+      peaks = ", ".join(f"{b}: {gib(p)}" for b, p in f["peak_bytes_by_batch"].items())
+      print(f"| {f['target']} | {f['method']} | {f['fits']} | {f['does_not_fit']} | {peaks} |")
 
 
 def main():
@@ -352,7 +365,7 @@ def main():
       for dtype in args.gradient_dtypes:
         if args.fit:
           fit = largest_fitting_batch(results, target, method, dtype, args.out)
-          print(f"{target} {method}: {fit['largest_per_chip_batch']} per chip fits", flush=True)
+          print(f"{target} {method}: {fit['fits']} fits, {fit['does_not_fit']} not", flush=True)
           continue
         for form in args.forms:
           key = (target, method, form, dtype, args.per_chip_batch)

@@ -413,8 +413,11 @@ def main():
       f"{result['median_s']:.3f} | {own['median']:.2f}x ({own['low']:.2f}-{own['high']:.2f}) "
       f"| {versus_text} |"
     )
+  from provenance import provenance
+
   report = dict(
     benchmark="vs_pytorch",
+    provenance=provenance(),
     model="PreActResNet-18",
     batch_shape=list(shape),
     jax_version=jax.__version__,

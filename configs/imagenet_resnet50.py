@@ -28,6 +28,10 @@ def get_config():
   config.input_threads = 16
   config.model = model_config("resnet50")
   config.dtype = "bfloat16"
+  # The gradient is computed in bfloat16 (the cotangents of the bfloat16 compute), so summing it
+  # across devices in bfloat16 rounds little, and halves the step's one all-reduce: every method
+  # then moves Mixup's bytes under the earlier, compiler-partitioned step (docs/benchmarks.md).
+  config.gradient_all_reduce_dtype = "bfloat16"
   config.method, config.alpha, config.eta, config.variant = "mixupe", 0.2, 0.1, "fast"
   config.batch_size = 1024
   config.eval_batch_size = 1024

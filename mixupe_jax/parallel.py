@@ -1,9 +1,18 @@
 """Data parallelism with `jax.jit` over a device `Mesh`: batch sharded, parameters replicated.
 
-Under `jax.jit`, a loss of a batch-sharded array is the loss of the GLOBAL batch: XLA inserts the
-collectives (the mean over the batch, BatchNorm's batch statistics, a permutation that pairs
-examples across devices), so the result equals the single-device one up to float reassociation.
-`mix_per_shard` instead mixes within each device's shard (no cross-device traffic for the pairing).
+Two forms of the same computation:
+
+  global     Under `jax.jit`, a loss of a batch-sharded array is the loss of the GLOBAL batch: XLA
+             inserts the collectives (the mean over the batch, BatchNorm's batch statistics, a
+             permutation that pairs examples across devices), so the result equals the
+             single-device one up to float reassociation. `mix_per_shard` and `mix_per_group`
+             mix within a device's shard or a group (no cross-device traffic for the pairing).
+  per shard  Inside `jax.shard_map` over the batch's axis, each device computes on its shard and
+             reduces over the axis where the global batch is meant (`batch_mean`, `across`;
+             BatchNorm's `axis_name`); `shard_mixer` and `shard_subsample` pair and subsample
+             within the shard. The train step's per-shard form (`train.step`) differentiates
+             this and all-reduces the gradient once; `step_axis` says where the training system
+             uses it.
 
 The mixing scope (`config.mixing_scope`, `mixer_for_scope`)::
 

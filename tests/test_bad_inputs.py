@@ -462,6 +462,8 @@ def test_integer_images_are_mixed_in_float32(mixer):
 
 
 CONFIG_CASES = [
+    ("gradient_all_reduce_dtype", "float16",
+     r"config.gradient_all_reduce_dtype = 'float16': valid values are float32, bfloat16"),
     ("num_epochs", 0, r"config.num_epochs = 0: expected an integer >= 1"),
     ("num_epochs", -3, r"config.num_epochs = -3: expected an integer >= 1"),
     ("batch_size", 0, r"config.batch_size = 0: expected an integer >= 1"),

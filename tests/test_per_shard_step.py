@@ -42,8 +42,22 @@ def batch():
   return np.asarray(x), (np.arange(BATCH) % NUM_CLASSES).astype(np.int32)
 
 
+RUNS = {}
+
+
 def train(devices, per_shard, method, options, *, steps=3, module=None, dtype=None):
-  """(state, metrics per step) after `steps` steps of SGD with momentum on `devices` devices."""
+  """(state, metrics per step) after `steps` steps of SGD with momentum on `devices` devices
+  (the runs of the default module are kept: several tests compare against the same run)."""
+  key = (devices, per_shard, method, repr(options), steps, dtype)
+  if module is None and key in RUNS:
+    return RUNS[key]
+  run = _train(devices, per_shard, method, options, steps=steps, module=module, dtype=dtype)
+  if module is None:
+    RUNS[key] = run
+  return run
+
+
+def _train(devices, per_shard, method, options, *, steps, module, dtype):
   x, y = batch()
   mesh = parallel.data_mesh(jax.devices()[:devices])
   axis = AXIS if per_shard else None
@@ -87,18 +101,6 @@ def train(devices, per_shard, method, options, *, steps=3, module=None, dtype=No
   return jax.device_get(state), history
 
 
-@pytest.fixture(scope="module")
-def references():
-  """The global form on one device, per case: the step as it was before the per-shard form."""
-  return {}
-
-
-def reference(references, case):
-  if case not in references:
-    references[case] = train(1, False, *CASES[case])
-  return references[case]
-
-
 def assert_same_run(run, expected, rtol=2e-5, atol=2e-6):
   (state, history), (expected_state, expected_history) = run, expected
   for name, leaf, wanted in zip(["params", "model_state"], (state.params, state.model_state),
@@ -113,13 +115,14 @@ def assert_same_run(run, expected, rtol=2e-5, atol=2e-6):
 
 @pytest.mark.parametrize("devices", [1, 2, 4, 8])
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_per_shard_step_trains_what_the_global_step_trains(references, case, devices):
+def test_the_per_shard_step_trains_what_the_global_step_trains(case, devices):
   """Parameters, BatchNorm's running statistics and every metric after 3 steps equal the global
   form's on one device (float32 rounding), for every method. The official split's r_i must be
   example i's own (a shift t shared across shards sums them: the selected fraction moves), the
   penalty, the term's statistics and the rescaling factor the global batch's."""
   run = train(devices, True, *CASES[case])
-  assert_same_run(run, reference(references, case))
+  # The reference: the global form on one device, the step as it was before the per-shard form.
+  assert_same_run(run, train(1, False, *CASES[case]))
   if case == "exact_official_split":  # The threshold selects some examples, not all.
     assert 0.2 < run[1][0]["active_fraction"] < 0.8
 
@@ -174,7 +177,7 @@ def test_the_gradient_is_summed_once_in_the_named_dtype():
 def test_the_bfloat16_all_reduce_trains_close_to_the_float32_one():
   """With the gradient summed in bfloat16 the run stays within bfloat16's rounding of the float32
   run after 3 steps (and is not identical to it: the option does act)."""
-  expected = train(8, True, "mixup", {})
+  expected = train(8, True, *CASES["mixup"])
   run = train(8, True, "mixup", {}, dtype="bfloat16")
   leaves = zip(jax.tree.leaves(run[0].params), jax.tree.leaves(expected[0].params), strict=True)
   differences = [np.max(np.abs(a - b)) for a, b in leaves]

@@ -131,7 +131,8 @@ def make_train_step(
       (`losses.make_loss_fn(..., axis_name=...)`).
     optimizer: the optax transformation.
     schedule: the learning-rate schedule, for the metrics.
-    mesh: the device mesh; the batch is split over its `parallel.DATA_AXIS` (or `axis_name`).
+    mesh: the device mesh; the batch is split over its axis `axis_name` (default
+      `parallel.DATA_AXIS`).
     base_key: the loss's key at step t is fold_in(base_key, t).
     preprocess: maps the inputs as they arrive (e.g. uint8 images to normalized float32)
       before the loss sees them.
@@ -163,7 +164,8 @@ def make_train_step(
     new_state = TrainState(state.step + 1, params, aux.model_state, opt_state)
     return new_state, metrics
 
-  replicated, batch = parallel.replicated_sharding(mesh), parallel.batch_sharding(mesh)
+  replicated = parallel.replicated_sharding(mesh)
+  batch = parallel.batch_sharding(mesh, axis_name or parallel.DATA_AXIS)
   return jax.jit(
     train_step,
     in_shardings=(replicated, batch, batch),
