@@ -600,6 +600,9 @@ def make_loss_fn(
   `regularizers.MixupEOptions`, as the training loop passes them from its config), or else the
   keywords eta ... clean_pass_remat.
 
+  With `axis_name`, the default mixer and subset are per device (`parallel.shard_mixer` and
+  `parallel.shard_subsample` in the "device" scope).
+
   `term_fraction` rho < 1 ("mixupe" only) computes the MixupE term, clean pass included, on
   round(rho B) clean examples drawn by `term_subsample(key, inputs, labels)` (default:
   `regularizers.subsample_examples`, uniform without replacement; `parallel.subsample_per_shard`
@@ -659,8 +662,12 @@ def make_loss_fn(
   term_fraction = mixupe.term_fraction
   if term_subsample is None:
     term_subsample = functools.partial(regularizers.subsample_examples, fraction=term_fraction)
+    if axis_name is not None:  # Each shard draws its own rows.
+      term_subsample = parallel.shard_subsample(term_subsample, "device", axis_name)
   if mixer is None:
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
+    if axis_name is not None:  # Each shard pairs its own examples (the "device" scope).
+      mixer = parallel.shard_mixer(mixer, "device", axis_name)
   # eta is read from the options (the keyword is required by the public signatures).
   regularizer_options: dict[str, Any] = dict(
     alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes, axis_name=axis_name

@@ -247,3 +247,32 @@ def test_the_training_system_steps_per_shard_exactly_where_the_batch_is_split():
   assert [parallel.step_axis(eight, s) for s in ("group", "device", "auto", "global")] == [
     AXIS, AXIS, AXIS, None]
   assert [parallel.step_axis(one, s) for s in ("group", "device", "global")] == [None] * 3
+
+
+def test_a_per_shard_loss_mixes_and_subsamples_each_shard_by_default():
+  """`make_loss_fn(axis_name=...)` without a mixer or subset pairs and subsamples within each
+  device with the device's index folded into the key (the "device" scope), not the same draw on
+  every shard: its loss equals the explicit per-device mixer's, and differs from the loss whose
+  mixer ignores the shard."""
+  x, y = batch()
+  mesh = parallel.data_mesh(jax.devices()[:8])
+  module = SmallCNN(NUM_CLASSES, channels=(4, 8), axis_name=AXIS)
+  params, model_state = init_model(SmallCNN(NUM_CLASSES, channels=(4, 8)), jax.random.key(1),
+                                   x[:1])
+  plain = losses.make_mixer("mixup", alpha=1.0, num_classes=NUM_CLASSES)
+  options = regularizers.MixupEOptions(eta=0.5, threshold=0.0, term_fraction=0.5)
+
+  def loss_of(**mixing):
+    loss_fn = losses.make_loss_fn("mixupe", apply_fn=flax_apply_fn(module),
+                                  num_classes=NUM_CLASSES, x_bar=x.mean(0), mixupe=options,
+                                  axis_name=AXIS, **mixing)
+    gradients = step_lib.per_shard_gradients(loss_fn, mesh, AXIS)
+    (loss, _), _ = jax.jit(gradients)(params, model_state,
+                                      *step_lib.global_batch((x, y), mesh), jax.random.key(4))
+    return float(loss)
+
+  subsample = functools.partial(regularizers.subsample_examples, fraction=0.5)
+  per_device = loss_of(mixer=parallel.shard_mixer(plain, "device", AXIS),
+                       term_subsample=parallel.shard_subsample(subsample, "device", AXIS))
+  assert loss_of() == per_device
+  assert loss_of(mixer=plain, term_subsample=subsample) != per_device
