@@ -21,7 +21,7 @@ from mixupe_jax import xla_cpu
 
 xla_cpu.configure()  # Before JAX's first computation: XLA reads its flags once.
 
-from mixupe_jax.experiments import report, runner, suites  # noqa: E402
+from mixupe_jax.experiments import pooled, report, runner, suites  # noqa: E402
 from mixupe_jax.train import reporting  # noqa: E402
 
 flags.DEFINE_string("suite", "cpu", f"One of: {', '.join(suites.SUITES)}.")
@@ -74,6 +74,8 @@ def main(argv):
   with open(markdown_path) as file:
     print(file.read())
   print(f"Wrote {json_path} and {markdown_path}; runs are in {workdir}.")
+  if len(results["results"]) > 1:  # Contrasts pooled over the datasets (`pooled`).
+    print(f"Wrote {', '.join(pooled.write(results, suite, results_dir))}.")
 
 
 if __name__ == "__main__":
