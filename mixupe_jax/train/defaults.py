@@ -22,6 +22,12 @@ def default_config() -> ml_collections.ConfigDict:
   # (the same subset for every run seed and method), before any validation split is carved.
   config.train_subset = 0
   config.train_subset_seed = 0
+  # > 0: this fraction of the training labels made wrong (symmetric noise: each moved to another
+  # class uniformly), drawn with its own seed (the same noisy labels for every run seed and
+  # method), after the subset and before the validation split (whose labels are then noisy too;
+  # the test labels never are). Datasets loaded into memory only.
+  config.label_noise = 0.0
+  config.label_noise_seed = 0
   config.validation_fraction = 0.0  # Stratified, seeded validation split carved from train.
   config.standardize = False  # Float inputs: zero mean, unit variance per position (train fit).
   config.graph_row_normalize = False  # Graphs: each node's features divided by their sum (Kipf).

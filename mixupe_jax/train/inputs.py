@@ -177,12 +177,12 @@ def build_inputs(
   data_dir = config.get("data_dir") or None
   tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
-    if config.train_subset:
-      raise ValueError(
-        f"train_subset = {config.train_subset}: {spec} is streamed from TFDS, "
-        "and subsets are for datasets loaded into memory (e.g. imagefolder:, "
-        "idx:, cifar_pickle:); use a TFDS split slice instead."
-      )
+    for field in ("train_subset", "label_noise"):
+      if config[field]:
+        raise ValueError(
+          f"{field} = {config[field]}: {spec} is streamed from TFDS, and this option is for "
+          "datasets loaded into memory (e.g. imagefolder:, idx:, cifar_pickle:)."
+        )
     name = tfds_name
     image_size = config.get("image_size") or None
     # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes them at the lowest DCT
@@ -251,14 +251,17 @@ def build_inputs(
 
   dataset = _load_dataset(spec, data_dir if tfds_name else None)
   if isinstance(dataset, data_lib.GraphDataset):
-    if config.train_subset:
-      raise ValueError(
-        f"train_subset = {config.train_subset}: {spec} is a graph, whose "
-        "training nodes are its split's."
-      )
+    for field in ("train_subset", "label_noise"):
+      if config[field]:
+        raise ValueError(
+          f"{field} = {config[field]}: {spec} is a graph, whose training nodes are its split's."
+        )
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
   splits = splits_lib.train_subset(
     dataset.splits, config.train_subset, config.train_subset_seed, spec
+  )
+  splits = splits_lib.noisy_train_labels(
+    splits, config.label_noise, dataset.num_classes, config.label_noise_seed
   )
   splits = splits_lib.split_for_validation(splits, config.validation_fraction, config.seed)
   if splits is not dataset.splits:

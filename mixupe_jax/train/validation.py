@@ -68,6 +68,8 @@ def validate(config) -> None:
   _integer(config, "image_size", 0)
   _integer(config, "train_subset", 0)
   _integer(config, "train_subset_seed", 0)
+  _number(config, "label_noise", 0.0, 1.0)
+  _integer(config, "label_noise_seed", 0)
   _number(config, "validation_fraction", 0.0, 1.0, high_open=True)
   _choice(config, "augment", inputs.AUGMENTATIONS)
   _integer(config, "crop_padding", 0)
