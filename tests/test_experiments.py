@@ -433,6 +433,24 @@ def test_the_cora_dropout_control_extends_the_converged_runs_with_more_seeds():
   assert (clean_pass["method"], clean_pass["eta"]) == ("manifold_mixupe", 0.0)  # Hidden mixing.
 
 
+def test_the_power_suite_extends_the_converged_runs_with_more_seeds():
+  """converged_power reuses the converged suite's search (the same search runs) and its runs at
+  the seeds converged has (same config, same store); every other run is one of them with only the
+  seed changed; the five methods run on every dataset at the planned seed counts."""
+  power, converged = suites.CONVERGED_POWER, suites.CONVERGED
+  assert power.runs_of == converged.name and power.store == converged.store
+  assert set(power.methods) == {"erm", "mixup", "mixup_clean_pass", "mixupe_exact", "mixupe_fast"}
+  for dataset, entry in power.datasets.items():
+    assert runner.search_runs(power, dataset) == [
+      run for run in runner.search_runs(converged, dataset) if run.method in power.methods]
+    runs = runner.final_runs(power, dataset)
+    assert len(runs) == 5 * len(entry.seeds) and len(entry.seeds) >= 5
+    for run in runs:
+      expected = _config_of(converged, dataclasses.replace(run, seed=0)) | {"seed": run.seed}
+      assert _config_of(power, run) == expected, run
+  assert len(power.datasets["uci_iris"].seeds) == 20 and len(power.datasets["cifar10"].seeds) == 5
+
+
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)
 def test_every_run_of_every_suite_has_a_valid_config(suite):
   for dataset in suite.datasets:

@@ -75,7 +75,7 @@ def minimum_detectable_effect(
   delta = TTestPower().solve_power(
     effect_size=None, nobs=seeds, alpha=alpha, power=power, alternative="two-sided"
   )
-  return float(delta) * std
+  return float(np.squeeze(delta)) * std  # A one-element array for some seed counts.
 
 
 def random_effects(means: Sequence[float], variances: Sequence[float]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ method's eta and sign are not set here: the runner picks them per dataset on a v
     tiny         two datasets, two methods, one seed, a few steps: for tests and a first try
     converged    models that fit their data, trained until validation accuracy stops improving
     cora_dropout Mixup and its clean pass on Cora at 15 seeds: is converged's gap systematic?
+    converged_power  converged's five main methods at the seeds that resolve a 1-point effect
 """
 
 from __future__ import annotations
@@ -383,7 +384,53 @@ CORA_DROPOUT = Suite(
   store="results/runs/converged",
 )
 
-SUITES = {suite.name: suite for suite in (CPU, BN_ABLATION, TINY, CONVERGED, CORA_DROPOUT)}
+# Seeds with the power to mean it: on the datasets whose runs cost under a minute, seeds until the
+# minimum detectable effect (80% power, `experiments.pooled`) of exact - clean pass and of fast -
+# clean pass is at most 1 point, or 20 seeds: the count each needs at the seed-to-seed spread of
+# its first 5 converged seeds (digits 8, abalone 18, htru2 and phishing 5 already, arcene,
+# arrhythmia and iris would need 43-73 and stop at 20; Cora 6, where exact and the clean pass are
+# the same computation); CIFAR-10 and FSDD at 5 seeds. The five methods the contrasts need; seeds
+# 0-4 (0-2 for CIFAR-10) and the eta search are the converged suite's own runs.
+_POWER_SEEDS = {
+  "cifar10": 5,
+  "fsdd": 5,
+  "cora": 6,
+  "digits": 8,
+  "uci_abalone": 18,
+  "uci_arcene": 20,
+  "uci_arrhythmia": 20,
+  "uci_htru2": 5,
+  "uci_iris": 20,
+  "uci_phishing": 5,
+}
+CONVERGED_POWER = Suite(
+  name="converged_power",
+  datasets={
+    name: dataclasses.replace(CONVERGED.datasets[name], seeds=tuple(range(count)), methods=None)
+    for name, count in _POWER_SEEDS.items()
+  },
+  methods={
+    name: CONVERGED_METHODS[name]
+    for name in ("erm", "mixup", "mixup_clean_pass", "mixupe_exact", "mixupe_fast")
+  },
+  seeds=(0, 1, 2, 3, 4),
+  comparisons=(
+    ("mixup", "erm"),
+    ("mixup_clean_pass", "mixup"),
+    ("mixupe_exact", "mixup_clean_pass"),
+    ("mixupe_fast", "mixup_clean_pass"),
+    ("mixupe_fast", "erm"),
+    ("mixupe_exact", "mixup"),
+    ("mixupe_fast", "mixup"),
+  ),
+  runs_of="converged",
+  results_dir="results/converged_power",
+  store="results/runs/converged",
+)
+
+SUITES = {
+  suite.name: suite for suite in (CPU, BN_ABLATION, TINY, CONVERGED, CORA_DROPOUT, CONVERGED_POWER)
+}
 
 
 def dataset_seeds(suite: Suite, dataset: str) -> tuple[int, ...]:
