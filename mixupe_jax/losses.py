@@ -161,6 +161,60 @@ def mixup_loss_fn(
 
 TERM_SPLITS = regularizers.TERM_SPLITS
 
+# The MixupE keywords of the loss functions and their defaults (eta has none: it is required
+# unless an options object is passed instead).
+_MIXUPE_KEYWORDS = {
+  "eta": None,
+  "variant": "v1",
+  "threshold": None,
+  "term_split": "official",
+  "rescale": True,
+  "scale_by_moment": True,
+  "flip_sign": False,
+  "term_fraction": 1.0,
+  "clean_pass_remat": None,
+}
+
+
+def mixupe_options(
+  options: regularizers.MixupEOptions | None, **keywords: Any
+) -> regularizers.MixupEOptions:
+  """The MixupE options of a loss function's call: `options`, or the object its keywords make.
+
+  Two doors, one at a time: with `options` every MixupE keyword must keep its default (else the
+  object would silently win over it), and without it `eta` is required.
+
+  Args:
+    options: a `regularizers.MixupEOptions`, or None.
+    **keywords: the call's MixupE keywords (eta, variant, threshold, term_split, rescale,
+      scale_by_moment, flip_sign, term_fraction, clean_pass_remat).
+
+  Returns:
+    The options.
+
+  >>> from mixupe_jax import losses, regularizers
+  >>> losses.mixupe_options(None, eta=0.5, variant="v3").variant
+  'v3'
+  >>> losses.mixupe_options(regularizers.MixupEOptions(eta=0.5), eta=0.1)
+  Traceback (most recent call last):
+  ValueError: options= and eta=0.1 were both passed; ...
+  """
+  if options is None:
+    if keywords.get("eta") is None:
+      raise ValueError("eta is required (or pass options=regularizers.MixupEOptions(...)).")
+    return regularizers.MixupEOptions(**keywords)
+  changed = [
+    f"{name}={value!r}"
+    for name, value in keywords.items()
+    if not (value is _MIXUPE_KEYWORDS[name] or value == _MIXUPE_KEYWORDS[name])
+  ]
+  if changed:
+    raise ValueError(
+      f"options= and {', '.join(changed)} were both passed; give the MixupE settings one way: "
+      "options=regularizers.MixupEOptions(...), or the keywords alone."
+    )
+  return options
+
 
 def _term(
   options: regularizers.MixupEOptions,
@@ -307,7 +361,7 @@ def mixupe_loss_fn(
   *,
   apply_fn: ApplyFn,
   alpha: float,
-  eta: float,
+  eta: float | None = None,
   variant: str = "v1",
   threshold: float | None = None,
   term_split: str = "official",
@@ -330,8 +384,9 @@ def mixupe_loss_fn(
     x_bar: the training-set mean input (per-example shape); needed by v1/v2.
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
     alpha: the Beta(alpha, alpha) parameter of the mixing, for m_1 = alpha / (2 alpha + 1).
-    eta: the weight of the regularizer, >= 0. With 0 the clean pass still runs (as officially),
-      so BatchNorm's running statistics see the clean batch; the loss is L_mix.
+    eta: the weight of the regularizer, >= 0 (required unless `options` is given). With 0 the
+      clean pass still runs (as officially), so BatchNorm's running statistics see the clean
+      batch; the loss is L_mix.
     variant: "v1" (= "exact"), "v2", "v3" (= "fast") or "v4"; see `regularizers`.
     threshold: tau; None uses the variant's default (-1 for v1, 1.0 for v3). v2 and v4 have none
       (the official code ignores it): a finite threshold for them is an error.
@@ -347,8 +402,9 @@ def mixupe_loss_fn(
     clean_pass_remat: None, or a `jax.checkpoint` policy (a name in `models.apply.REMAT_POLICIES`
       such as "dots_saveable", or a policy) for the clean pass: its backward recomputes what the
       policy does not keep, trading FLOPs for memory; the loss and gradient are unchanged.
-    options: all of the above at once (`regularizers.MixupEOptions`, validated when built); when
-      given, the keywords eta ... clean_pass_remat are not read.
+    options: all of the above at once (`regularizers.MixupEOptions`, validated when built), the
+      other door to the keywords eta ... clean_pass_remat: passing both is an error
+      (`mixupe_options`).
     axis_name: inside `jax.shard_map`, the mesh axis the batch is split over: the arrays are this
       device's shard (partners local to it), and every mean over the batch, the penalty, the
       rescaling factor and the metrics are the global batch's. The model's batch-coupled layers
@@ -374,7 +430,8 @@ def mixupe_loss_fn(
   >>> float(aux.metrics["regularizer"]) != 0  # while the gradient carries the penalty
   True
   """
-  mixupe = options or regularizers.MixupEOptions(
+  mixupe = mixupe_options(
+    options,
     eta=eta,
     variant=variant,
     threshold=threshold,
@@ -461,7 +518,7 @@ def manifold_mixupe_loss_fn(
   apply_fn: ApplyFn,
   layer: int,
   alpha: float,
-  eta: float,
+  eta: float | None = None,
   variant: str = "v1",
   threshold: float | None = None,
   term_split: str = "official",
@@ -503,7 +560,8 @@ def manifold_mixupe_loss_fn(
   >>> float(aux.metrics["active_fraction"])  # tau = +inf: every example's r_i enters
   1.0
   """
-  mixupe = options or regularizers.MixupEOptions(
+  mixupe = mixupe_options(
+    options,
     eta=eta,
     variant=variant,
     threshold=threshold,
@@ -576,7 +634,7 @@ def make_loss_fn(
   apply_fn: ApplyFn,
   num_classes: int,
   alpha: float = 1.0,
-  eta: float = 0.0,
+  eta: float | None = None,
   variant: str = "v1",
   threshold: float | None = None,
   term_split: str = "official",
@@ -598,7 +656,7 @@ def make_loss_fn(
   batch and a random permutation). Manifold methods draw the layer uniformly from
   `manifold_layers` for every batch. The MixupE options are `mixupe` (a
   `regularizers.MixupEOptions`, as the training loop passes them from its config), or else the
-  keywords eta ... clean_pass_remat.
+  keywords eta ... clean_pass_remat; not both (`mixupe_options`).
 
   With `axis_name`, the default mixer and subset are per device (`parallel.shard_mixer` and
   `parallel.shard_subsample` in the "device" scope).
@@ -616,13 +674,14 @@ def make_loss_fn(
     num_classes: C.
     alpha: the Beta concentration of the mixing.
     eta, variant, threshold, term_split, rescale, scale_by_moment, flip_sign, clean_pass_remat:
-      the MixupE options, as for `mixupe_loss_fn` (read only when `mixupe` is None).
+      the MixupE options, as for `mixupe_loss_fn`, when `mixupe` is None (eta then defaults
+      to 0: Mixup with the clean pass).
     x_bar: the training-set mean input; needed by MixupE v1/v2 at the input layer.
     mixer: (key, inputs, labels) -> MixedBatch (`make_mixer`).
     manifold_layers: the layers the manifold methods draw from.
     term_fraction: rho, the fraction of the clean batch the MixupE term is computed on.
     term_subsample: (key, inputs, labels) -> the term's examples and labels.
-    mixupe: a `regularizers.MixupEOptions`, replacing the keywords above.
+    mixupe: a `regularizers.MixupEOptions`, instead of the keywords above.
     axis_name: for a loss computed per shard inside `jax.shard_map` (the train step of
       `train.make_train_step(..., axis_name=...)`): the mesh axis the batch is split over. The
       mixer and `term_subsample` then work on the shard (`parallel.shard_mixer`,
@@ -646,18 +705,20 @@ def make_loss_fn(
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
   alpha = mixing.check_alpha(alpha)
-  if mixupe is None:
-    mixupe = regularizers.MixupEOptions(
-      eta=eta,
-      variant=variant,
-      threshold=threshold,
-      term_split=term_split,
-      rescale=rescale,
-      scale_by_moment=scale_by_moment,
-      flip_sign=flip_sign,
-      term_fraction=term_fraction,
-      clean_pass_remat=clean_pass_remat,
-    )
+  if mixupe is None and eta is None:
+    eta = 0.0  # No MixupE settings: "mixupe" is Mixup with the clean pass.
+  mixupe = mixupe_options(
+    mixupe,
+    eta=eta,
+    variant=variant,
+    threshold=threshold,
+    term_split=term_split,
+    rescale=rescale,
+    scale_by_moment=scale_by_moment,
+    flip_sign=flip_sign,
+    term_fraction=term_fraction,
+    clean_pass_remat=clean_pass_remat,
+  )
   regularizers.check_method_options(method, mixupe)
   term_fraction = mixupe.term_fraction
   if term_subsample is None:
@@ -668,9 +729,8 @@ def make_loss_fn(
     mixer = make_mixer("mixup", alpha=alpha, num_classes=num_classes)
     if axis_name is not None:  # Each shard pairs its own examples (the "device" scope).
       mixer = parallel.shard_mixer(mixer, "device", axis_name)
-  # eta is read from the options (the keyword is required by the public signatures).
   regularizer_options: dict[str, Any] = dict(
-    alpha=alpha, eta=mixupe.eta, options=mixupe, num_classes=num_classes, axis_name=axis_name
+    alpha=alpha, options=mixupe, num_classes=num_classes, axis_name=axis_name
   )
 
   def loss_fn(params, model_state, inputs, labels, key):

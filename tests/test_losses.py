@@ -557,3 +557,40 @@ def test_mixupe_logs_the_documented_metrics_and_the_clean_accuracy_by_hand():
         "mixup_loss", "regularizer", "penalty", "unscaled_loss", "rescale_factor", "term_mean",
         "term_std", "term_min", "term_max", "active_fraction", "clean_accuracy"}, variant
     np.testing.assert_allclose(aux.metrics["clean_accuracy"], expected, rtol=1e-6)
+
+
+def test_the_mixupe_options_have_one_door(cnn_problem):
+  """An options object and a MixupE keyword set away from its default are an error naming the
+  keyword, in `mixupe_loss_fn`, `manifold_mixupe_loss_fn` and `make_loss_fn` (before, the object
+  silently won); the object alone, or the keywords alone, work; without either eta is required
+  by the loss functions, and `make_loss_fn` takes 0 (Mixup with the clean pass)."""
+  inputs, labels, x_bar, apply_fn, params, state = cnn_problem
+  options = regularizers.MixupEOptions(eta=0.3)
+  mixed = mixing.mixup(jax.random.key(1), inputs, labels, alpha=1.0, num_classes=NUM_CLASSES)
+  common = dict(apply_fn=apply_fn, alpha=1.0, num_classes=NUM_CLASSES)
+  for keyword in (dict(eta=0.1), dict(variant="v3"), dict(flip_sign=True),
+                  dict(clean_pass_remat="dots_saveable"), dict(threshold=0.5)):
+    name = next(iter(keyword))
+    with pytest.raises(ValueError, match=f"options= and {name}=.* were both passed"):
+      losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar, options=options,
+                            **common, **keyword)
+    with pytest.raises(ValueError, match=f"options= and {name}="):
+      losses.manifold_mixupe_loss_fn(params, state, mixed, inputs, labels, layer=1,
+                                     options=options, **common, **keyword)
+    with pytest.raises(ValueError, match=f"options= and {name}="):
+      losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES, x_bar=x_bar,
+                          mixupe=options, **keyword)
+  with pytest.raises(ValueError, match="options= and term_fraction=0.5"):
+    losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES, x_bar=x_bar,
+                        mixupe=options, term_fraction=0.5)
+  by_object = losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar,
+                                    options=options, **common)[0]
+  by_keyword = losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar, eta=0.3,
+                                     **common)[0]
+  assert float(by_object) == float(by_keyword)
+  with pytest.raises(ValueError, match="eta is required"):
+    losses.mixupe_loss_fn(params, state, mixed, inputs, labels, x_bar, **common)
+  loss_fn = losses.make_loss_fn("mixupe", apply_fn=apply_fn, num_classes=NUM_CLASSES,
+                                x_bar=x_bar)
+  _, aux = loss_fn(params, state, inputs, labels, jax.random.key(2))
+  assert set(aux.metrics) == {"mixup_loss"}  # eta 0: the clean pass, nothing else.
