@@ -92,6 +92,8 @@ def main(argv):
     _stop(str(error))
   except CheckpointError as error:
     _stop(str(error), status=1)
+  except FloatingPointError as error:  # A non-finite loss: the message names the step.
+    _stop(str(error), status=1)
   for split, metrics in summary.items():
     if isinstance(metrics, dict):
       print(f"{split}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from mixupe_jax.experiments.runner import load_config_file
@@ -171,9 +172,23 @@ def test_a_second_run_on_a_workdir_in_use_fails_at_once(tmp_path):
     (["--config=configs/none.py"], "error: cannot load the config file"),
     (["--config.dataset=idx:/nowhere"], "error: Missing idx dataset directory: /nowhere does not "
                                         "exist."),
-], ids=["a bad value", "a misspelled field", "a missing config file", "missing data"])
+    (["--config.batch_size=4096"], "error: batch_size 4096 is larger than the 1347 training "
+                                   "examples of sklearn:digits."),
+    (["--config.eval_splits=('valid',)"], "error: eval_splits ['valid'] not in sklearn:digits's "
+                                          "splits ['test']"),
+    (["--config.dataset=npz:{images}", "--config.standardize=True"],
+     "error: config.standardize = True: standardize=True is for float features"),
+    (["--config.train_subset=5000"], "error: train_subset = 5000 is more than the 1347 training "
+                                     "examples of sklearn:digits."),
+], ids=["a bad value", "a misspelled field", "a missing config file", "missing data",
+        "a batch larger than the data", "an unknown split", "standardized images",
+        "a subset larger than the data"])
 def test_config_and_data_mistakes_print_one_line_not_a_traceback(arguments, message, tmp_path):
-  result = subprocess.run([sys.executable, "train.py", f"--workdir={tmp_path}", *arguments],
+  images = tmp_path / "images.npz"  # uint8 images, for the cases that need them.
+  pixels = np.zeros((16, 4, 4, 3), np.uint8)
+  np.savez(images, x_train=pixels, y_train=np.arange(16) % 2, x_test=pixels, y_test=np.arange(16) % 2)
+  arguments = [a.replace("{images}", str(images)) for a in arguments]
+  result = subprocess.run([sys.executable, "train.py", f"--workdir={tmp_path / 'run'}", *arguments],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
   assert message in result.stderr

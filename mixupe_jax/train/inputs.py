@@ -26,6 +26,7 @@ from mixupe_jax.data import audio, graphs, pipeline, statistics
 from mixupe_jax.data import splits as splits_lib
 from mixupe_jax.models import flax_apply_fn, node_apply_fn, normalized_edges
 from mixupe_jax.models.apply import ApplyFn
+from mixupe_jax.train.errors import ConfigError
 
 Batch = tuple[np.ndarray, np.ndarray]
 EvalBatch = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -91,7 +92,7 @@ def _x_bar_augmentation(config, augment):
   """The augmentation x_bar's pass applies (None: the plain training inputs) and what it adds to
   the cache fingerprint."""
   if config.x_bar_inputs not in X_BAR_INPUTS:
-    raise ValueError(
+    raise ConfigError(
       f"Unknown x_bar_inputs {config.x_bar_inputs!r}; valid: {', '.join(X_BAR_INPUTS)}."
     )
   if augment is None or config.x_bar_inputs == "unaugmented":
@@ -113,12 +114,12 @@ def _normalization_side(config, normalization: pipeline.ChannelNormalization | N
 
 def _augmentation(config, image_size: int | None):
   if config.augment not in AUGMENTATIONS:
-    raise ValueError(f"Unknown augment {config.augment!r}; valid: {', '.join(AUGMENTATIONS)}.")
+    raise ConfigError(f"Unknown augment {config.augment!r}; valid: {', '.join(AUGMENTATIONS)}.")
   if config.augment == "crop_flip":
     return functools.partial(pipeline.cifar_augment, padding=config.crop_padding, flip=config.flip)
   if config.augment == "inception":
     if image_size is None:
-      raise ValueError("augment='inception' crops to config.image_size; set it (e.g. 224).")
+      raise ConfigError("augment='inception' crops to config.image_size; set it (e.g. 224).")
     return functools.partial(
       pipeline.random_resized_crop, size=image_size, antialias=config.resize_antialias
     )
@@ -179,7 +180,7 @@ def build_inputs(
   if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
     for field in ("train_subset", "label_noise"):
       if config[field]:
-        raise ValueError(
+        raise ConfigError(
           f"{field} = {config[field]}: {spec} is streamed from TFDS, and this option is for "
           "datasets loaded into memory (e.g. imagefolder:, idx:, cifar_pickle:)."
         )
@@ -253,23 +254,29 @@ def build_inputs(
   if isinstance(dataset, data_lib.GraphDataset):
     for field in ("train_subset", "label_noise"):
       if config[field]:
-        raise ValueError(
+        raise ConfigError(
           f"{field} = {config[field]}: {spec} is a graph, whose training nodes are its split's."
         )
     return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
-  splits = splits_lib.train_subset(
-    dataset.splits, config.train_subset, config.train_subset_seed, spec
-  )
-  splits = splits_lib.noisy_train_labels(
-    splits, config.label_noise, dataset.num_classes, config.label_noise_seed
-  )
+  try:  # Each refuses a config field the data cannot take (a subset larger than the split).
+    splits = splits_lib.train_subset(
+      dataset.splits, config.train_subset, config.train_subset_seed, spec
+    )
+    splits = splits_lib.noisy_train_labels(
+      splits, config.label_noise, dataset.num_classes, config.label_noise_seed
+    )
+  except ValueError as error:
+    raise ConfigError(str(error)) from None
   splits = splits_lib.split_for_validation(splits, config.validation_fraction, config.seed)
   if splits is not dataset.splits:
     # The carved splits must hold the same invariants (e.g. a class whose few examples all went
     # to validation): checked by building them as a dataset.
     data_lib.ArrayDataset(spec, splits, dataset.num_classes, dataset.class_names, dataset.source)
   if config.standardize:
-    splits = splits_lib.standardized(splits, spec)
+    try:
+      splits = splits_lib.standardized(splits, spec)
+    except ValueError as error:  # uint8 images: normalized per channel instead.
+      raise ConfigError(f"config.standardize = True: {error}") from None
   train_x, train_y = splits["train"]
   normalize: pipeline.ChannelNormalization | None = None
   if train_x.dtype == np.uint8:
@@ -277,7 +284,7 @@ def build_inputs(
   stream_normalize, device_preprocess = _normalization_side(config, normalize)
   augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)
   if augment is not None and train_x.ndim != 4:
-    raise ValueError(
+    raise ConfigError(
       f"augment={config.augment!r} needs images; {spec} has inputs of shape {train_x.shape[1:]}."
     )
 

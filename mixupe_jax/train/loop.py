@@ -42,6 +42,7 @@ from mixupe_jax.train import checkpoint, optim, reporting, validation
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train import workdir as workdir_lib
 from mixupe_jax.train.early_stopping import EarlyStopping
+from mixupe_jax.train.errors import ConfigError
 from mixupe_jax.train.step import (
   TrainState,
   global_batch,
@@ -70,12 +71,15 @@ def _check_batch_sizes(config, mesh) -> None:
   for name in ("batch_size", "eval_batch_size"):
     size = config[name]
     if size < 1:
-      raise ValueError(f"{name} must be >= 1, got {size}.")
+      raise ConfigError(f"{name} must be >= 1, got {size}.")
     if size % jax.process_count():
-      raise ValueError(
+      raise ConfigError(
         f"{name} {size} is not divisible by the number of processes {jax.process_count()}."
       )
-    parallel.check_divisible(size, mesh)
+    try:
+      parallel.check_divisible(size, mesh)
+    except ValueError as error:
+      raise ConfigError(f"{name}: {error}") from None
 
 
 def _truncate_log(path: str, last_step: int) -> None:
@@ -209,7 +213,7 @@ def _chosen_splits(config, data: inputs_lib.Inputs, eval_sources: dict) -> tuple
   for field in ("eval_splits", "best_eval_splits"):
     unknown = set(config[field]) - set(eval_sources)
     if unknown:
-      raise ValueError(
+      raise ConfigError(
         f"{field} {sorted(unknown)} not in {data.name}'s splits "
         f"{sorted(data.eval_batches)} (or {inputs_lib.TRAIN_EVAL!r}, the "
         "training split without augmentation)."
@@ -281,7 +285,7 @@ def set_up(config) -> Experiment:
     # Every step is the whole training set: a single device (there is no batch worth splitting),
     # so pairing across the whole batch gathers nothing and does not depend on a device count.
     if process_count > 1:
-      raise ValueError(f"{data.name}: full-batch data trains on one process.")
+      raise ConfigError(f"{data.name}: full-batch data trains on one process.")
     mesh = parallel.data_mesh(jax.local_devices()[:1])
     batch_size = data.num_train
     mixing_scope = "global"
@@ -294,7 +298,7 @@ def set_up(config) -> Experiment:
     parallel.check_group_size(batch_size, mesh, config.mixing_group_size)
   steps_per_epoch = data.num_train // batch_size
   if steps_per_epoch < 1:
-    raise ValueError(
+    raise ConfigError(
       f"batch_size {batch_size} is larger than the {data.num_train} training "
       f"examples of {data.name}."
     )

@@ -10,11 +10,8 @@ from mixupe_jax import losses, mixing, parallel, regularizers
 from mixupe_jax.data import audio, pipeline, registry
 from mixupe_jax.models.registry import DTYPES, MODELS, model_options
 from mixupe_jax.train import inputs, optim
+from mixupe_jax.train.errors import ConfigError
 from mixupe_jax.train.step import GRADIENT_DTYPES
-
-
-class ConfigError(ValueError):
-  """A config field with a value the training system cannot use."""
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
