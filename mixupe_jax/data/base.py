@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-
-class DataError(ValueError):
-  """A missing, corrupt or malformed data file; the message names the file and the expectation."""
+from mixupe_jax.data import invariants
+from mixupe_jax.data.errors import DataError
 
 
 def require_tensorflow(what: str) -> None:
@@ -101,8 +100,6 @@ class ArrayDataset:
   source: str = ""
 
   def __post_init__(self):
-    from mixupe_jax.data import invariants  # It raises this module's DataError.
-
     invariants.check_array_dataset(
       self.name, self.splits, self.num_classes, self.class_names, self.source
     )
@@ -133,8 +130,6 @@ class GraphDataset:
   source: str = ""
 
   def __post_init__(self):
-    from mixupe_jax.data import invariants
-
     invariants.check_graph_dataset(
       self.name, self.features, self.labels, self.split_indices, self.num_classes, self.source
     )

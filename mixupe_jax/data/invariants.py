@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mixupe_jax.data.base import DataError
+from mixupe_jax.data.errors import DataError
 
 
 def _where(name: str, split: str, source: str) -> str:
