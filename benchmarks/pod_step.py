@@ -21,9 +21,10 @@ code) and every collective of the optimized program by kind and dtype, and the c
 Rows already in `--out` are skipped, so an interrupted run resumes. `--fit` brackets, per
 target, method and `clean_pass_remat`, the largest per-chip batch (a multiple of the mixing
 group, 16) whose program fits the chip's memory: from compilations at 128 and 256 per chip it
-interpolates the peak memory linearly to guess the next batch to compile, until a batch that fits
-and one that does not are at most 32 apart (or after 6 more compilations); only compiled figures
-decide.
+extrapolates the peak memory linearly to the chip's, then bisects between the largest batch that
+fitted and the smallest that did not, until they are at most 32 apart (or after 8 more
+compilations); only compiled figures decide (the TPU compiler refuses a program that does not
+fit, naming what its temporaries need).
 
 From the compiled counts it ESTIMATES, on paper, the step time on each accelerator: the FLOPs at
 the dense bfloat16 peak (a lower bound) plus a ring all-reduce of the all-reduced bytes at the
@@ -37,6 +38,7 @@ import functools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -66,7 +68,7 @@ INTERCONNECT = {
 IMAGENET_TRAIN = 1_281_167
 FIT_GROUP = 16  # configs/imagenet_resnet50.py's mixing group: per-chip batches are multiples.
 FIT_TOLERANCE = 32  # The fit's bracket: the largest batch that fits is known to this many.
-FIT_COMPILATIONS = 6  # At most this many compilations per bracket beyond 128 and 256.
+FIT_COMPILATIONS = 8  # At most this many compilations per bracket beyond 128 and 256.
 
 
 def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, per_chip: int):
@@ -131,9 +133,17 @@ def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, p
   images = jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.uint8, sharding=batch)
   labels = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32, sharding=batch)
   started = time.perf_counter()
-  compiled = step.lower(state, images, labels).compile()
+  lowered = step.lower(state, images, labels)
+  try:
+    row = aot.report(lowered.compile())
+  except jax.errors.JaxRuntimeError as error:
+    # The TPU compiler refuses a program that does not fit the chip, saying what it needed.
+    needed = re.search(r"required for HLO temporaries \(([\d.]+)G\)", str(error))
+    if "RESOURCE_EXHAUSTED" not in str(error) or not needed:
+      raise
+    row = {"refused": str(error).splitlines()[0][:300], "temp_bytes": float(needed[1]) * 2**30}
+    row.update(argument_bytes=0, output_bytes=0, alias_bytes=0)
   compile_seconds = time.perf_counter() - started
-  row = aot.report(compiled)
   row.update(
     target=target.name,
     compiler=target.compiler,
@@ -151,6 +161,8 @@ def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, p
     jax_version=jax.__version__,
   )
   row["fits"] = None if target.chip is None else row["peak_bytes"] <= target.chip.memory_bytes
+  if "refused" in row:  # Its temporaries alone: a lower bound on what it needs.
+    row["fits"] = False
   return row
 
 
@@ -207,22 +219,27 @@ def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtyp
       rows[key] = run_child(target, method, "per_shard", gradient_dtype, per_chip)
       results["rows"].append(rows[key])
       save(out, results)
-      print(f"  {target} {method}: {per_chip}/chip needs {gib(rows[key]['peak_bytes'])} GiB")
+      refused = " (the compiler refused it; its temporaries)" if "refused" in rows[key] else ""
+      needs = gib(rows[key]["peak_bytes"])
+      print(f"  {target} {method}: {per_chip}/chip needs {needs} GiB{refused}")
     return rows[key]
 
   memory = compiled(128)["chip_memory_bytes"]
   points = {b: compiled(b)["peak_bytes"] for b in (128, 256)}
+  fits = {b: rows[(target, method, "per_shard", gradient_dtype, b)]["fits"] for b in points}
   for _ in range(FIT_COMPILATIONS):
-    fitting = [b for b, peak in points.items() if peak <= memory]
-    failing = [b for b, peak in points.items() if peak > memory]
+    fitting = [b for b in points if fits[b]]
+    failing = [b for b in points if not fits[b]]
     low, high = max(fitting, default=None), min(failing, default=None)
     if low is not None and high is not None and high - low <= FIT_TOLERANCE:
       break
-    # The two compiled batches nearest the chip's memory: a line through them.
-    a, b = sorted(points, key=lambda x: abs(points[x] - memory))[:2]
-    slope = (points[b] - points[a]) / (b - a)
-    guess = a + (memory - points[a]) / slope if slope > 0 else 2 * max(points)
-    guess = int(guess) // FIT_GROUP * FIT_GROUP
+    if low is not None and high is not None:  # Bisect the bracket.
+      guess = (low + high) // 2 // FIT_GROUP * FIT_GROUP
+    else:  # Extrapolate the line through the two batches compiled nearest the chip's memory.
+      a, b = sorted(points, key=lambda x: abs(points[x] - memory))[:2]
+      slope = (points[b] - points[a]) / (b - a)
+      guess = a + (memory - points[a]) / slope if slope > 0 else 2 * max(points)
+      guess = int(guess) // FIT_GROUP * FIT_GROUP
     # Inside the bracket, never on a compiled batch.
     lower = low + FIT_GROUP if low is not None else FIT_GROUP
     upper = high - FIT_GROUP if high is not None else 1 << 20
@@ -231,9 +248,10 @@ def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtyp
       guess += FIT_GROUP
     if guess in points or guess < FIT_GROUP:
       break
-    points[guess] = compiled(guess)["peak_bytes"]
-  fitting = [b for b, peak in points.items() if peak <= memory]
-  failing = [b for b, peak in points.items() if peak > memory]
+    row = compiled(guess)
+    points[guess], fits[guess] = row["peak_bytes"], row["fits"]
+  fitting = [b for b in points if fits[b]]
+  failing = [b for b in points if not fits[b]]
   fit = {
     "target": target,
     "method": method,
@@ -284,7 +302,8 @@ def estimate(row: dict, flops: float | None) -> dict | None:
 
 def print_tables(results: dict) -> None:
   rows = sorted(
-    results["rows"], key=lambda r: (r["target"], r["per_chip_batch"], r["method"], r["form"])
+    (r for r in results["rows"] if "refused" not in r),
+    key=lambda r: (r["target"], r["per_chip_batch"], r["method"], r["form"]),
   )
   print(
     "\n| target (compiler) | chips | per chip | method | step | all-reduce dtype | GFLOP/chip |"

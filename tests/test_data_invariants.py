@@ -358,3 +358,34 @@ def test_a_later_non_finite_loss_names_the_last_good_checkpoint():
                      "diverged (a smaller learning_rate or eta may help). Training stopped; the "
                      "last good checkpoint is step 5 in /w/checkpoints.")
   assert invariants.check_labels_in(np.array([0, 1]), {0, 1}, (), "x") is None
+
+
+def test_a_named_uci_set_of_another_layout_is_refused_naming_file_expected_and_found(tmp_path):
+  """uci:iris read from a CSV whose label is the first column (the last is then petal width):
+  150 rows, 4 columns, but 22 "classes", refused with the file, the 3 classes expected and the 22
+  found; a column too many is refused the same way. The generic csv: form stays free."""
+  rng = np.random.default_rng(1)
+  widths = [f"{w:.1f}" for w in rng.choice(np.arange(0.1, 2.3, 0.1), 150)]
+  species = [f"c{i % 3}" for i in range(150)]
+  rows = [[name] + [f"{v:.2f}" for v in rng.normal(5, 1, 3)] + [width]
+          for name, width in zip(species, widths, strict=True)]
+  (tmp_path / "iris.csv").write_text("\n".join(",".join(row) for row in rows) + "\n")
+  found = len(set(widths))
+  assert found > 3
+  with pytest.raises(DataError, match=rf"iris.csv: UCI iris has 3 classes, found {found}"):
+    data.load(f"uci:iris:{tmp_path}")
+  assert data.load(f"csv:{tmp_path / 'iris.csv'}").num_classes == found
+  wide = tmp_path / "wide"
+  wide.mkdir()
+  iris_folder(wide, lambda rows: [row.insert(0, "1.0") for row in rows])
+  with pytest.raises(DataError, match=r"wide/iris.csv: UCI iris has 4 features, found 5"):
+    data.load(f"uci:iris:{wide}")
+
+
+def test_an_empty_recording_is_refused_naming_it(tmp_path):
+  """A wav with no samples in the FSDD folder is a DataError naming the file, not a dataset."""
+  fsdd_folder(tmp_path, names=("1_bob_0.wav", "2_bob_7.wav"))
+  import scipy.io.wavfile
+  scipy.io.wavfile.write(tmp_path / "3_bob_8.wav", 8000, np.zeros(0, np.int16))
+  with pytest.raises(DataError, match=r"3_bob_8.wav holds no samples"):
+    data.load(f"fsdd:{tmp_path}")

@@ -78,6 +78,8 @@ def read_wav(data: bytes, where: str, sample_rate: int) -> np.ndarray:
     raise DataError(f"{where} has sample rate {rate} Hz; expected {sample_rate} Hz.")
   if samples.ndim != 1:
     raise DataError(f"{where} has {samples.shape[1]} channels; expected mono.")
+  if not samples.size:
+    raise DataError(f"{where} holds no samples (an empty recording).")
   if np.issubdtype(samples.dtype, np.integer):
     return samples.astype(np.float32) / np.iinfo(samples.dtype).max
   return samples.astype(np.float32)

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from mixupe_jax.data import invariants
 from mixupe_jax.data.base import ArrayDataset, DataError, require_file
 
 MISSING = ("?", "", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL")
@@ -35,20 +36,28 @@ class UCISpec:
   delimiter: str | None  # None: any whitespace.
   label_files: tuple[str, ...] = ()  # Labels in separate files (ARCENE).
   expected_rows: int | None = None
+  # The published shape: columns besides the label, and the classes present in the data.
+  features: int | None = None
+  classes: int | None = None
 
 
 UCI_DATASETS = {
-  "abalone": UCISpec(("abalone.csv",), ",", expected_rows=4177),
+  "abalone": UCISpec(("abalone.csv",), ",", expected_rows=4177, features=8, classes=28),
   "arcene": UCISpec(
     ("arcene_train.data", "arcene_valid.data"),
     None,
     label_files=("arcene_train.labels", "arcene_valid.labels"),
     expected_rows=200,
+    features=10000,
+    classes=2,
   ),
-  "arrhythmia": UCISpec(("arrhythmia.data",), ",", expected_rows=452),
-  "htru2": UCISpec(("HTRU_2.csv",), ",", expected_rows=17898),
-  "iris": UCISpec(("iris.csv",), ",", expected_rows=150),
-  "phishing": UCISpec(("phishing_training_dataset.arff",), ",", expected_rows=11055),
+  # Labels 1-16 are defined, 13 occur.
+  "arrhythmia": UCISpec(("arrhythmia.data",), ",", expected_rows=452, features=279, classes=13),
+  "htru2": UCISpec(("HTRU_2.csv",), ",", expected_rows=17898, features=8, classes=2),
+  "iris": UCISpec(("iris.csv",), ",", expected_rows=150, features=4, classes=3),
+  "phishing": UCISpec(
+    ("phishing_training_dataset.arff",), ",", expected_rows=11055, features=30, classes=2
+  ),
 }
 
 
@@ -269,13 +278,22 @@ def load_uci(
     test_labels = [labels[0][i] for i in test_index]
   train_x, test_x = preprocess_columns(train_rows, test_rows, f"UCI {name}")
   to_ids = lambda values: np.asarray([label_ids[v] for v in values], np.int32)
-  return ArrayDataset(
+  dataset = ArrayDataset(
     f"uci:{name}",
     {"train": (train_x, to_ids(train_labels)), "test": (test_x, to_ids(test_labels))},
     len(classes),
     tuple(classes),
     source=directory,
   )
+  # After the invariants every dataset meets: then the published shape of this one.
+  published = {"features": spec.features, "classes": spec.classes}
+  invariants.check_published(
+    f"UCI {name}",
+    paths[0],
+    {"features": len(tables[0][0]), "classes": len(classes)},
+    {key: value for key, value in published.items() if value is not None},
+  )
+  return dataset
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")
