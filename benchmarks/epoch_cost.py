@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from provenance import provenance  # benchmarks/provenance.py, beside this script.
 from train_throughput import METHODS, compiled_train_step, step_flops  # noqa: E402
 
 from mixupe_jax.experiments.runner import DEFAULT_CONFIGS_DIR, load_config_file  # noqa: E402
@@ -77,6 +78,7 @@ def main():
     with open(args.out, "w") as file:
       json.dump(
         {
+          "provenance": provenance(),
           "batch_compiled": args.batch_size,
           "backend": jax.default_backend(),
           "peaks_flops": PEAKS,

@@ -37,6 +37,7 @@ import time
 
 import numpy as np
 from PIL import Image
+from provenance import provenance  # benchmarks/provenance.py, beside this script.
 
 from mixupe_jax.data import pipeline
 
@@ -503,6 +504,7 @@ def main():
   with open(args.out, "w") as file:
     json.dump(
       dict(
+        provenance=provenance(),
         grain_pipelines=grain_rates,
         grain_per_core=per_core,
         tf_data_pipelines=tf_rates,

@@ -35,6 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import mutation_check  # noqa: E402  (scripts/ is not a package)
+from provenance import provenance  # noqa: E402  (benchmarks/provenance.py, beside this script)
 
 RATE = re.compile(r"([0-9.]+) mutations/second")
 VERDICT = re.compile(r"^(\S+) (mixupe_jax\.\S+)$")
@@ -150,7 +151,7 @@ def main() -> None:
     )
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as file:
-    json.dump(result, file, indent=2)
+    json.dump({"provenance": provenance(), **result}, file, indent=2)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from provenance import provenance  # benchmarks/provenance.py, beside this script.
 
 from mixupe_jax import losses, xla_cpu
 from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
@@ -176,6 +177,7 @@ def main():
     )
   report = dict(
     benchmark="step_cost",
+    provenance=provenance(),
     model="PreActResNet-18",
     width=args.width,
     batch_shape=[args.batch_size, args.image_size, args.image_size, 3],

@@ -22,6 +22,7 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from provenance import provenance  # benchmarks/provenance.py, beside this script.
 
 from mixupe_jax import losses, parallel, xla_cpu
 from mixupe_jax.models import flax_apply_fn, init_model
@@ -160,6 +161,7 @@ def main():
   with open(args.out, "w") as file:
     json.dump(
       dict(
+        provenance=provenance(),
         model=args.model,
         dtype=args.dtype,
         batch_size=args.batch_size,

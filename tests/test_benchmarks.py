@@ -37,3 +37,23 @@ def test_the_pod_benchmark_estimates_the_step_as_hand_computed():
   assert abs(inside["all_reduce_ms"] - 1e3 * 175e6 / 450e9) < 1e-9
   assert abs(across["all_reduce_ms"] - 1e3 * 2 * 63 / 64 * 100e6 / 50e9) < 1e-9
   assert pod_step.estimate({**row, "chip": "CPU"}, 1e9) is None
+
+
+def test_every_benchmark_json_records_its_commit_date_and_machine():
+  """provenance() gives the checkout's commit, whether it had uncommitted changes, the UTC date
+  and the machine; every benchmark that writes JSON puts it there."""
+  import datetime
+  import glob
+  import re
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  from provenance import provenance
+
+  record = provenance()
+  assert re.fullmatch(r"[0-9a-f]{40}", record["commit"]) and record["dirty"] in ("True", "False")
+  assert datetime.datetime.fromisoformat(record["date"]).tzinfo is not None
+  assert f"{os.cpu_count()} CPUs" in record["machine"]
+  for path in glob.glob(os.path.join(ROOT, "benchmarks", "*.py")):
+    with open(path) as file:
+      source = file.read()
+    if "json.dump(" in source:
+      assert "provenance()" in source, path
