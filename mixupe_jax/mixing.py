@@ -81,6 +81,27 @@ def check_alpha(alpha: float, name: str = "alpha") -> float:
   return alpha
 
 
+def check_probability(value: float, name: str) -> float:
+  """A probability: a number in [0, 1]; a ValueError names `name` and the value.
+
+  Args:
+    value: the number to check.
+    name: what the error calls it (an option's name).
+
+  Returns:
+    The value as a Python float.
+
+  >>> from mixupe_jax import mixing
+  >>> mixing.check_probability(0.5, "prob")
+  0.5
+  """
+  if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
+  if not 0.0 <= float(value) <= 1.0:
+    raise ValueError(f"{name} must be a number in [0, 1], got {value}.")
+  return float(value)
+
+
 def _check_choice(value: str, valid: tuple[str, ...], name: str) -> None:
   if value not in valid:
     raise ValueError(f"Unknown {name} {value!r}; valid values are {', '.join(valid)}.")
@@ -188,11 +209,22 @@ def sample_lambda(
   batch_size: int,
   granularity: str = "batch",
   partner: jax.Array | None = None,
+  *,
+  prob: float = 1.0,
+  larger_share: bool = False,
 ) -> jax.Array:
   """lambda ~ Beta(alpha, alpha), float32 [B]; alpha = 0 gives lambda = 1 (no mixing).
 
   For granularity "pair", lambda_i = lambda_{min(i, j(i))} so both members of a pair share it;
-  `partner` must then be given.
+  `partner` must then be given. Two options of other Mixup APIs::
+
+    larger_share (big_vision):  lambda <- max(lambda, 1 - lambda), each example keeping the
+                                larger share of itself
+    prob (timm):                lambda <- lambda if u < prob else 1, u ~ U(0, 1) drawn once per
+                                batch, pair or example as lambda is: mixing applied with
+                                probability `prob`, otherwise the clean (smoothed) labels
+
+  With prob = 1 (the default) the draws are those of the function without it.
 
   Args:
     key: a `jax.random` key.
@@ -200,9 +232,11 @@ def sample_lambda(
     batch_size: B.
     granularity: "batch" (one lambda, broadcast), "pair" or "example".
     partner: j(i), int [B]; needed for "pair".
+    prob: the probability that a batch, pair or example is mixed, in [0, 1].
+    larger_share: fold lambda to max(lambda, 1 - lambda).
 
   Returns:
-    float32 [B], every entry in [0, 1].
+    float32 [B], every entry in [0, 1] ([0.5, 1] with `larger_share`).
 
   >>> import jax
   >>> from mixupe_jax import mixing
@@ -211,14 +245,27 @@ def sample_lambda(
   ((4,), True)
   >>> mixing.sample_lambda(jax.random.key(0), 0.0, 2).tolist()
   [1.0, 1.0]
+  >>> lam = mixing.sample_lambda(jax.random.key(0), 1.0, 1000, "example", larger_share=True)
+  >>> bool((lam >= 0.5).all())
+  True
+  >>> lam = mixing.sample_lambda(jax.random.key(0), 1.0, 1000, "example", prob=0.25)
+  >>> 0.65 < float((lam == 1).mean()) < 0.85  # three quarters of the examples not mixed
+  True
   """
   alpha = check_alpha(alpha)
   _check_choice(granularity, GRANULARITIES, "granularity")
+  prob = check_probability(prob, "prob")
   shape = (1,) if granularity == "batch" else (batch_size,)
+  if prob < 1:
+    key, apply_key = jax.random.split(key)
   if alpha == 0.0:
     lam = jnp.ones(shape, jnp.float32)
   else:
     lam = jax.random.beta(key, alpha, alpha, shape, dtype=jnp.float32)
+  if larger_share:
+    lam = jnp.maximum(lam, 1 - lam)
+  if prob < 1:
+    lam = jnp.where(jax.random.uniform(apply_key, shape) < prob, lam, 1.0)
   if granularity == "batch":
     return jnp.broadcast_to(lam, (batch_size,))
   if granularity == "pair":
@@ -311,11 +358,14 @@ def mixup(
   granularity: str = "batch",
   pairing: str = "permutation",
   label_smoothing: float = 0.0,
+  prob: float = 1.0,
+  larger_share: bool = False,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """Mixup (Zhang et al. 2018): x~ = lambda x_i + (1 - lambda) x_j, y~ likewise.
 
-  lambda ~ Beta(alpha, alpha) per batch, pair or example; j = pairing(i).
+  lambda ~ Beta(alpha, alpha) per batch, pair or example; j = pairing(i); `prob` and
+  `larger_share` as in `sample_lambda`.
 
   Args:
     key: a `jax.random` key; the only source of randomness.
@@ -326,6 +376,8 @@ def mixup(
     granularity: "batch", "pair" or "example" (how many lambdas are drawn).
     pairing: "permutation", "matching", "flip" or "roll" (who j(i) is).
     label_smoothing: epsilon, applied before mixing.
+    prob: the probability that a batch, pair or example is mixed (timm's `prob`).
+    larger_share: lambda <- max(lambda, 1 - lambda) (big_vision's).
     shard_index: set by `parallel.mix_per_shard`: the pairing differs per shard, lambda does not.
 
   Returns:
@@ -347,7 +399,9 @@ def mixup(
   pair_key, example_lambda_key = jax.random.split(shard_key)
   partner = pair_indices(pair_key, batch_size, pairing)
   lambda_key = batch_key if granularity == "batch" else example_lambda_key
-  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner)
+  lam = sample_lambda(
+    lambda_key, alpha, batch_size, granularity, partner, prob=prob, larger_share=larger_share
+  )
   return MixedBatch(mix_like(inputs, lam, partner), mix_like(soft, lam, partner), lam, partner)
 
 
@@ -416,6 +470,7 @@ def cutmix(
   label_smoothing: float = 0.0,
   correct_lambda: bool = True,
   spatial_axes: tuple[int, ...] | None = None,
+  prob: float = 1.0,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """CutMix (Yun et al. 2019): x~ = M * x_i + (1 - M) * x_j for a box mask M, y~ mixed by lambda.
@@ -435,6 +490,8 @@ def cutmix(
     correct_lambda: weigh the labels by the kept area instead of the sampled lambda.
     spatial_axes: the axes the box cuts; default all between batch and channel (axis 1 for
       [B, D] and [B, T, D]).
+    prob: the probability that a batch, pair or example is cut (lambda = 1 otherwise: no box),
+      as in `sample_lambda`.
     shard_index: set by `parallel.mix_per_shard`.
 
   Returns:
@@ -460,7 +517,7 @@ def cutmix(
   partner = pair_indices(pair_key, batch_size, pairing)
   if granularity != "batch":
     lambda_key, box_key = example_lambda_key, example_box_key
-  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner)
+  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner, prob=prob)
   if granularity == "pair":
     # Both members of a pair cut the same box (each keeping its own outside of it).
     box_partner = jnp.minimum(jnp.arange(batch_size), partner)
@@ -489,6 +546,7 @@ def mixup_or_cutmix(
   label_smoothing: float = 0.0,
   correct_lambda: bool = True,
   spatial_axes: tuple[int, ...] | None = None,
+  prob: float = 1.0,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does).
@@ -502,6 +560,7 @@ def mixup_or_cutmix(
     switch_prob: the probability of CutMix, in [0, 1].
     num_classes, granularity, pairing, label_smoothing: as for `mixup`.
     correct_lambda, spatial_axes: as for `cutmix`.
+    prob: the probability that a batch, pair or example is mixed by the chosen op (timm's).
     shard_index: set by `parallel.mix_per_shard`.
 
   Returns:
@@ -524,6 +583,7 @@ def mixup_or_cutmix(
     granularity=granularity,
     pairing=pairing,
     label_smoothing=label_smoothing,
+    prob=prob,
     shard_index=shard_index,
   )
   switch_key, mix_key = jax.random.split(key)

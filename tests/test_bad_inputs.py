@@ -522,6 +522,11 @@ def test_the_config_checks_cover_the_nested_and_combined_fields():
   with pytest.raises(validation.ConfigError, match=r"mixer_options.granularity = 'pixel'"):
     validation.validate(config)
   config = default_config()
+  config.mixer_options.prob = 2.0
+  with pytest.raises(validation.ConfigError,
+                     match=r"mixer_options.prob = 2.0: expected a number in \[0, 1\]"):
+    validation.validate(config)
+  config = default_config()
   config.num_epochs, config.num_train_steps = 0, 5  # A step budget needs no epochs.
   validation.validate(config)
   validation.validate(default_config())

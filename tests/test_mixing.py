@@ -464,3 +464,54 @@ def test_the_documented_dtypes_hold_under_x64(key):
                          num_classes=2, pairing="flip")
     dtypes = [mixed.inputs.dtype, mixed.labels.dtype, mixed.lam.dtype, mixed.partner.dtype]
     assert dtypes == [jnp.float32, jnp.float32, jnp.float32, jnp.int32], dtypes
+
+
+def test_larger_share_folds_lambda_to_its_larger_half():
+  """big_vision's lambda = max(lambda, 1 - lambda): with the same key, the folded lambdas are
+  the plain ones folded by hand, and mixup's inputs follow them."""
+  key = jax.random.key(3)
+  plain = np.asarray(mixing.sample_lambda(key, 0.4, 64, "example"))
+  folded = np.asarray(mixing.sample_lambda(key, 0.4, 64, "example", larger_share=True))
+  np.testing.assert_array_equal(folded, np.maximum(plain, 1 - plain))
+  assert (plain < 0.5).any() and (folded >= 0.5).all()
+  x, y = jnp.arange(16.0).reshape(8, 2), jnp.arange(8) % 2
+  mixed = mixing.mixup(key, x, y, alpha=0.4, num_classes=2, granularity="example",
+                       larger_share=True)
+  lam = np.asarray(mixed.lam)[:, None]
+  assert (lam >= 0.5).all()
+  np.testing.assert_allclose(mixed.inputs, lam * x + (1 - lam) * np.asarray(x)[mixed.partner])
+
+
+@pytest.mark.parametrize("granularity", ["batch", "pair", "example"])
+def test_prob_mixes_that_fraction_of_batches_pairs_or_examples(granularity):
+  """timm's prob: a batch, pair or example is left unmixed (lambda = 1, its own clean label)
+  with probability 1 - prob, decided as lambda is drawn (both members of a pair alike); over
+  400 draws of 8 the unmixed fraction is 1 - prob within a binomial test; prob = 1 keeps the
+  draws of the default, prob = 0 mixes nothing."""
+  unmixed, trials = 0, 0
+  for seed in range(400):
+    key = jax.random.key(seed)
+    partner = jnp.asarray([7, 6, 5, 4, 3, 2, 1, 0])
+    lam = np.asarray(mixing.sample_lambda(key, 1.0, 8, granularity, partner, prob=0.3))
+    units = {"batch": lam[:1], "pair": lam[:4], "example": lam}[granularity]
+    unmixed += int((units == 1.0).sum())
+    trials += len(units)
+    if granularity == "pair":
+      np.testing.assert_array_equal(lam, lam[np.asarray(partner)])
+  assert scipy.stats.binomtest(unmixed, trials, 0.7).pvalue > 1e-3
+  key = jax.random.key(0)
+  np.testing.assert_array_equal(mixing.sample_lambda(key, 1.0, 8, "example", prob=1.0),
+                                mixing.sample_lambda(key, 1.0, 8, "example"))
+  assert (np.asarray(mixing.sample_lambda(key, 1.0, 8, "example", prob=0.0)) == 1).all()
+  with pytest.raises(ValueError, match="prob must be a number in \\[0, 1\\], got 1.5"):
+    mixing.sample_lambda(key, 1.0, 8, prob=1.5)
+
+
+def test_prob_reaches_cutmix_and_the_switch():
+  """With prob = 0 neither op mixes: the inputs and labels are the clean ones."""
+  x, y = jax.random.normal(jax.random.key(0), (4, 8, 8, 3)), jnp.arange(4)
+  for mixed in (mixing.cutmix(jax.random.key(1), x, y, alpha=1.0, num_classes=4, prob=0.0),
+                mixing.mixup_or_cutmix(jax.random.key(1), x, y, mixup_alpha=1.0,
+                                       cutmix_alpha=1.0, num_classes=4, prob=0.0)):
+    np.testing.assert_array_equal(mixed.inputs, x)
+    np.testing.assert_array_equal(mixed.labels, np.eye(4))

@@ -442,3 +442,17 @@ def test_a_run_s_keys_come_from_its_seed_alone_one_stream_each():
   assert data([experiment.step_key]) == [runs[3][2]]
   dropout_state = np.asarray(jax.device_get(experiment.state.model_state[DROPOUT_RNG]))
   assert dropout_state.tobytes() == runs[3][1]
+
+
+def test_the_training_path_mixes_the_fraction_of_batches_that_prob_says():
+  """`mixer_options={"prob": 0.25}` through `make_mixer`, the loss and the train step: over 120
+  steps the mixed batch equals the clean batch (the identity: nothing mixed) in about 3/4 of the
+  steps (binomial test), and with larger_share every mixed row keeps at least half of itself."""
+  records = run_steps(steps=120, mixer_options={"prob": 0.25, "larger_share": True})
+  unmixed = 0
+  for (mixed, _), *_ in records:
+    if np.array_equal(mixed, np.eye(len(mixed))):
+      unmixed += 1
+    else:
+      assert np.all(np.max(mixed, axis=1) >= 0.5 - 1e-6)
+  assert stats.binomtest(unmixed, 120, 0.75).pvalue > 1e-3

@@ -145,6 +145,11 @@ def validate(config) -> None:
     smoothing = options["label_smoothing"]
     if not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
       _fail("mixer_options.label_smoothing", smoothing, "expected a number in [0, 1)")
+  if "prob" in options:
+    try:
+      mixing.check_probability(options["prob"], "prob")
+    except ValueError:
+      _fail("mixer_options.prob", options["prob"], "expected a number in [0, 1]")
   for field, valid in (("granularity", mixing.GRANULARITIES), ("pairing", mixing.PAIRINGS)):
     if field in options and options[field] not in valid:
       _fail(f"mixer_options.{field}", options[field], f"valid values are {', '.join(valid)}")
