@@ -266,13 +266,19 @@ def sample_lambda(
     lam = jnp.maximum(lam, 1 - lam)
   if prob < 1:
     lam = jnp.where(jax.random.uniform(apply_key, shape) < prob, lam, 1.0)
+  return _spread(lam, granularity, batch_size, partner)
+
+
+def _spread(draws: jax.Array, granularity: str, batch_size: int, partner) -> jax.Array:
+  """Draws made once per batch ([1]), pair or example ([B]) as one value per example [B]: a
+  pair's members share the draw of its lower index."""
   if granularity == "batch":
-    return jnp.broadcast_to(lam, (batch_size,))
+    return jnp.broadcast_to(draws, (batch_size,))
   if granularity == "pair":
     if partner is None:
       raise ValueError("granularity='pair' needs the partner indices.")
-    lam = lam[jnp.minimum(jnp.arange(batch_size), partner)]
-  return lam
+    return draws[jnp.minimum(jnp.arange(batch_size), partner)]
+  return draws
 
 
 def as_floating(values: jax.Array) -> jax.Array:
@@ -440,14 +446,86 @@ def cutmix_mask(
   [0.0, 1.0]
   """
   batch_size = shape[0]
-  in_box = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), bool)
   side_fraction = (1.0 - lam) ** (1.0 / len(spatial_axes))
+  bounds = []
   for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes)), strict=True):
     size = shape[axis]
     cut = jnp.floor(side_fraction * size).astype(jnp.int32)
     center = jax.random.randint(axis_key, (batch_size,), 0, size)
     low = jnp.clip(center - cut // 2, 0, size)
     high = jnp.clip(center + cut // 2 + cut % 2, 0, size)
+    bounds.append((low, high))
+  return _box_mask(shape, spatial_axes, bounds)
+
+
+def check_box_minmax(box_minmax) -> tuple[float, float]:
+  """timm's `cutmix_minmax`: two fractions 0 < min <= max <= 1; a ValueError names the value.
+
+  >>> from mixupe_jax import mixing
+  >>> mixing.check_box_minmax([0.2, 0.8])
+  (0.2, 0.8)
+  """
+  try:
+    low, high = (float(v) for v in box_minmax)
+  except (TypeError, ValueError):
+    raise ValueError(f"box_minmax must be two fractions (min, max), got {box_minmax!r}.") from None
+  if not 0.0 < low <= high <= 1.0:
+    raise ValueError(f"box_minmax must satisfy 0 < min <= max <= 1, got {box_minmax!r}.")
+  return low, high
+
+
+def cutmix_minmax_mask(
+  key: jax.Array,
+  cut: jax.Array,
+  shape: tuple[int, ...],
+  spatial_axes: tuple[int, ...],
+  box_minmax: tuple[float, float],
+) -> jax.Array:
+  """Box masks with sides drawn between two fractions of the image (timm's `cutmix_minmax`).
+
+  Along each cut axis of size S the box's side is s ~ U{floor(min S), ..., floor(max S) - 1}
+  (floor(min S) when the two are equal), drawn independently per axis as timm does, and its
+  start uniformly in {0, ..., S - s}: the box lies inside the image, and the kept area
+  lambda_i = 1 - prod_axes s / S is what the labels are weighed by. (timm draws the start in
+  {0, ..., S - s - 1}, so its box never touches the last row or column.)
+
+  Args:
+    key: a `jax.random` key (the sides and the positions).
+    cut: bool [B]: whether example i is cut at all (False: no box, lambda_i = 1).
+    shape: the inputs' shape, [B, ...].
+    spatial_axes: the axes the box cuts.
+    box_minmax: (min, max) fractions of each axis's size.
+
+  Returns:
+    float32 masks of `shape`, 1 = keep own pixel, 0 = take the partner's.
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import mixing
+  >>> mask = mixing.cutmix_minmax_mask(jax.random.key(0), jnp.array([True, False]),
+  ...                                  (2, 10, 10, 1), (1, 2), (0.5, 0.5))
+  >>> mask[0].sum().tolist(), mask[1].sum().tolist()  # a 5 x 5 box cut; no box
+  (75.0, 100.0)
+  """
+  low_fraction, high_fraction = check_box_minmax(box_minmax)
+  batch_size = shape[0]
+  bounds = []
+  for axis, axis_key in zip(spatial_axes, jax.random.split(key, len(spatial_axes)), strict=True):
+    size = shape[axis]
+    side_key, start_key = jax.random.split(axis_key)
+    shortest, longest = int(low_fraction * size), int(high_fraction * size)
+    side = jax.random.randint(side_key, (batch_size,), shortest, max(longest, shortest + 1))
+    side = jnp.where(cut, side, 0)
+    start = jax.random.randint(start_key, (batch_size,), 0, size - side + 1)
+    bounds.append((start, start + side))
+  return _box_mask(shape, spatial_axes, bounds)
+
+
+def _box_mask(shape, spatial_axes, bounds) -> jax.Array:
+  """1 outside, 0 inside the boxes [low, high) of each cut axis (per example), float32."""
+  batch_size = shape[0]
+  in_box = jnp.ones((batch_size,) + (1,) * (len(shape) - 1), bool)
+  for axis, (low, high) in zip(spatial_axes, bounds, strict=True):
+    size = shape[axis]
     position_shape = [1] * len(shape)
     position_shape[axis] = size
     position = jnp.arange(size).reshape(position_shape)
@@ -471,6 +549,7 @@ def cutmix(
   correct_lambda: bool = True,
   spatial_axes: tuple[int, ...] | None = None,
   prob: float = 1.0,
+  box_minmax: tuple[float, float] | None = None,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
   """CutMix (Yun et al. 2019): x~ = M * x_i + (1 - M) * x_j for a box mask M, y~ mixed by lambda.
@@ -492,10 +571,13 @@ def cutmix(
       [B, D] and [B, T, D]).
     prob: the probability that a batch, pair or example is cut (lambda = 1 otherwise: no box),
       as in `sample_lambda`.
+    box_minmax: timm's `cutmix_minmax`: the box's sides drawn between these fractions of each
+      axis (`cutmix_minmax_mask`) instead of from lambda ~ Beta(alpha, alpha); alpha is then
+      unused and lambda is always the kept area.
     shard_index: set by `parallel.mix_per_shard`.
 
   Returns:
-    A `MixedBatch`; its `lam` is the kept area when `correct_lambda`.
+    A `MixedBatch`; its `lam` is the kept area when `correct_lambda` or `box_minmax`.
 
   >>> import jax, jax.numpy as jnp
   >>> from mixupe_jax import mixing
@@ -517,17 +599,21 @@ def cutmix(
   partner = pair_indices(pair_key, batch_size, pairing)
   if granularity != "batch":
     lambda_key, box_key = example_lambda_key, example_box_key
-  lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner, prob=prob)
+  if box_minmax is None:
+    lam = sample_lambda(lambda_key, alpha, batch_size, granularity, partner, prob=prob)
+    keep = cutmix_mask(box_key, lam, inputs.shape, axes)
+  else:
+    draws = (1,) if granularity == "batch" else (batch_size,)
+    cut = jax.random.uniform(lambda_key, draws) < check_probability(prob, "prob")
+    cut = _spread(cut, granularity, batch_size, partner)
+    keep = cutmix_minmax_mask(box_key, cut, inputs.shape, axes, box_minmax)
   if granularity == "pair":
     # Both members of a pair cut the same box (each keeping its own outside of it).
-    box_partner = jnp.minimum(jnp.arange(batch_size), partner)
-    keep = cutmix_mask(box_key, lam, inputs.shape, axes)[box_partner]
-  else:
-    keep = cutmix_mask(box_key, lam, inputs.shape, axes)
+    keep = keep[jnp.minimum(jnp.arange(batch_size), partner)]
   if granularity == "batch":
     keep = jnp.broadcast_to(keep[:1], keep.shape)
   mixed_inputs = (keep * inputs + (1 - keep) * inputs[partner]).astype(inputs.dtype)
-  if correct_lambda:
+  if correct_lambda or box_minmax is not None:
     lam = jnp.mean(keep, axis=tuple(axes)).reshape(batch_size, -1)[:, 0]
   return MixedBatch(mixed_inputs, mix_like(soft, lam, partner), lam, partner)
 
@@ -547,9 +633,16 @@ def mixup_or_cutmix(
   correct_lambda: bool = True,
   spatial_axes: tuple[int, ...] | None = None,
   prob: float = 1.0,
+  box_minmax: tuple[float, float] | None = None,
+  switch_per_lambda: bool = False,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
-  """CutMix with probability `switch_prob`, else Mixup; one choice per batch (as timm does).
+  """CutMix with probability `switch_prob`, else Mixup: one choice per batch, or, with
+  `switch_per_lambda`, one per lambda drawn (per pair or example, as timm's "pair" and "elem"
+  modes do):
+
+    use_cutmix_i ~ Bernoulli(switch_prob),  x~_i, y~_i, lambda_i = CutMix's if use_cutmix_i
+                                                                  else Mixup's
 
   Args:
     key: a `jax.random` key (the switch, then the chosen op's draws).
@@ -559,12 +652,14 @@ def mixup_or_cutmix(
     cutmix_alpha: CutMix's Beta concentration.
     switch_prob: the probability of CutMix, in [0, 1].
     num_classes, granularity, pairing, label_smoothing: as for `mixup`.
-    correct_lambda, spatial_axes: as for `cutmix`.
+    correct_lambda, spatial_axes, box_minmax: as for `cutmix`.
     prob: the probability that a batch, pair or example is mixed by the chosen op (timm's).
+    switch_per_lambda: draw the choice per pair or example (with `granularity`), not per batch.
     shard_index: set by `parallel.mix_per_shard`.
 
   Returns:
-    The `MixedBatch` of the op chosen for this batch.
+    The `MixedBatch` of the op chosen for this batch (for each example, with
+    `switch_per_lambda`).
 
   >>> import jax, jax.numpy as jnp
   >>> from mixupe_jax import mixing
@@ -575,6 +670,12 @@ def mixup_or_cutmix(
   ...                        num_classes=2)
   >>> bool(jnp.array_equal(always_cutmix.lam, cutmix.lam))
   True
+  >>> per_example = mixing.mixup_or_cutmix(jax.random.key(0), jnp.ones((8, 4, 4, 1)),
+  ...                                      jnp.arange(8) % 2, mixup_alpha=1.0, cutmix_alpha=1.0,
+  ...                                      num_classes=2, granularity="example",
+  ...                                      switch_per_lambda=True)
+  >>> per_example.lam.shape
+  (8,)
   """
   if not 0.0 <= switch_prob <= 1.0:
     raise ValueError(f"switch_prob must lie in [0, 1], got {switch_prob}.")
@@ -587,7 +688,6 @@ def mixup_or_cutmix(
     shard_index=shard_index,
   )
   switch_key, mix_key = jax.random.split(key)
-  use_cutmix = jax.random.bernoulli(switch_key, switch_prob)
   mixed_by_mixup = mixup(mix_key, inputs, labels, alpha=mixup_alpha, **common)
   mixed_by_cutmix = cutmix(
     mix_key,
@@ -596,9 +696,25 @@ def mixup_or_cutmix(
     alpha=cutmix_alpha,
     correct_lambda=correct_lambda,
     spatial_axes=spatial_axes,
+    box_minmax=box_minmax,
     **common,
   )
-  return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup)
+  if not switch_per_lambda or granularity == "batch":
+    use_cutmix = jax.random.bernoulli(switch_key, switch_prob)
+    return jax.tree.map(
+      lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup
+    )
+  batch_size = mixed_by_mixup.lam.shape[0]
+  if shard_index is not None:  # Per-example choices differ per shard, as the pairing does.
+    switch_key = jax.random.fold_in(switch_key, shard_index)
+  # Both ops pair by the same key, so each example's choice keeps a consistent (x~, y~, lambda, j).
+  use_cutmix = jax.random.bernoulli(switch_key, switch_prob, (batch_size,))
+  use_cutmix = _spread(use_cutmix, granularity, batch_size, mixed_by_mixup.partner)
+  return jax.tree.map(
+    lambda c, m: jnp.where(_broadcast_per_example(use_cutmix, c).astype(bool), c, m),
+    mixed_by_cutmix,
+    mixed_by_mixup,
+  )
 
 
 def no_mixing(inputs: jax.Array, labels: jax.Array, num_classes: int | None = None) -> MixedBatch:

@@ -527,6 +527,16 @@ def test_the_config_checks_cover_the_nested_and_combined_fields():
                      match=r"mixer_options.prob = 2.0: expected a number in \[0, 1\]"):
     validation.validate(config)
   config = default_config()
+  config.mixer_options.box_minmax = (0.8, 0.2)
+  with pytest.raises(validation.ConfigError,
+                     match=r"mixer_options.box_minmax = \(0.8, 0.2\): expected 0 < min <= max"):
+    validation.validate(config)
+  config = default_config()
+  config.mixer_options.switch_per_lambda = "yes"
+  with pytest.raises(validation.ConfigError,
+                     match=r"mixer_options.switch_per_lambda = 'yes': expected True or False"):
+    validation.validate(config)
+  config = default_config()
   config.num_epochs, config.num_train_steps = 0, 5  # A step budget needs no epochs.
   validation.validate(config)
   validation.validate(default_config())

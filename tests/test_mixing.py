@@ -515,3 +515,102 @@ def test_prob_reaches_cutmix_and_the_switch():
                                        cutmix_alpha=1.0, num_classes=4, prob=0.0)):
     np.testing.assert_array_equal(mixed.inputs, x)
     np.testing.assert_array_equal(mixed.labels, np.eye(4))
+
+
+def _cut_band(row: np.ndarray) -> tuple[int, int]:
+  """(start, length) of the one contiguous run of partner positions (value 1) in a 0/1 row."""
+  inside = np.flatnonzero(row == 1)
+  if inside.size == 0:
+    return 0, 0
+  assert np.array_equal(inside, np.arange(inside[0], inside[-1] + 1)), "the cut is not one band"
+  return int(inside[0]), int(inside.size)
+
+
+def test_box_minmax_draws_sides_uniformly_between_the_fractions():
+  """timm's cutmix_minmax: a [B, 500] input cut along its one axis (own values 0, the partner's
+  1, so the cut is visible): each cut is one band inside the row, its side fraction is uniform
+  on [0.2, 0.6) (Kolmogorov-Smirnov over 2,000 examples; the same sides are far from
+  U(0, 0.6), so the test has power), lambda is the kept area, and prob = 0.75 leaves a quarter
+  of the examples uncut (binomial test)."""
+  size, count = 500, 2000
+  x = jnp.concatenate([jnp.zeros((count // 2, size)), jnp.ones((count // 2, size))])
+  y = jnp.concatenate([jnp.zeros(count // 2, jnp.int32), jnp.ones(count // 2, jnp.int32)])
+  mixed = mixing.cutmix(jax.random.key(5), x, y, alpha=1.0, num_classes=2,
+                        granularity="example", pairing="flip", box_minmax=(0.2, 0.6), prob=0.75)
+  partner_value = np.asarray(x)[np.asarray(mixed.partner), 0]
+  own_value = np.asarray(x)[:, 0]
+  # With pairing "flip" every example's partner holds the other value.
+  assert (partner_value != own_value).all()
+  cut_from_partner = (np.asarray(mixed.inputs) != own_value[:, None]).astype(int)
+  sides = np.array([_cut_band(row)[1] for row in cut_from_partner])
+  starts = np.array([_cut_band(row)[0] for row in cut_from_partner])
+  cut = sides > 0
+  assert scipy.stats.binomtest(int((~cut).sum()), count, 0.25).pvalue > 1e-3
+  fractions = sides[cut] / size
+  assert fractions.min() >= 0.2 and fractions.max() < 0.6
+  assert (starts[cut] + sides[cut] <= size).all()
+  assert scipy.stats.kstest(fractions, scipy.stats.uniform(0.2, 0.4).cdf).pvalue > 1e-3
+  assert scipy.stats.kstest(fractions, scipy.stats.uniform(0.0, 0.6).cdf).pvalue < 1e-6
+  np.testing.assert_allclose(mixed.lam, 1 - sides / size, atol=1e-6)
+  np.testing.assert_allclose(mixed.labels[:, 0],
+                             np.where(own_value == 0, 1 - sides / size, sides / size), atol=1e-6)
+
+
+def test_box_minmax_cuts_a_rectangle_with_independent_sides_on_images():
+  """On [B, 40, 30, 1] images the cut is one rectangle inside the image, each side within
+  [floor(min S), floor(max S)) of its own axis, and lambda = 1 - area / (40 * 30)."""
+  x = jnp.concatenate([jnp.zeros((32, 40, 30, 1)), jnp.ones((32, 40, 30, 1))])
+  y = jnp.arange(64) % 2
+  mixed = mixing.cutmix(jax.random.key(2), x, y, alpha=1.0, num_classes=2, pairing="flip",
+                        granularity="example", box_minmax=(0.25, 0.75))
+  own = np.asarray(x)[:, 0, 0, 0]
+  cut = (np.asarray(mixed.inputs)[..., 0] != own[:, None, None]).astype(int)
+  heights, widths = [], []
+  for mask in cut:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    assert mask.sum() == rows.size * cols.size  # A full rectangle.
+    heights.append(rows.size)
+    widths.append(cols.size)
+  heights, widths = np.array(heights), np.array(widths)
+  assert heights.min() >= 10 and heights.max() < 30 and widths.min() >= 7 and widths.max() < 22
+  assert len(set(zip(heights.tolist(), widths.tolist()))) > 20  # Not one shared side.
+  np.testing.assert_allclose(mixed.lam, 1 - heights * widths / 1200, atol=1e-6)
+  with pytest.raises(ValueError, match=r"box_minmax must satisfy 0 < min <= max <= 1"):
+    mixing.cutmix(jax.random.key(2), x, y, alpha=1.0, num_classes=2, box_minmax=(0.5, 0.2))
+
+
+@pytest.mark.parametrize("granularity", ["pair", "example"])
+def test_switch_per_lambda_chooses_the_op_per_example(granularity):
+  """timm's "elem" and "pair" modes: each example's (x~, y~, lambda, j) is the Mixup op's or
+  the CutMix op's of the same key (each computed alone here), chosen per example (both members
+  of a pair alike); over 40 batches of 16 the CutMix fraction is switch_prob = 0.3 within a
+  binomial test, and both choices occur in one batch."""
+  x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+  y = jnp.arange(16) % 4
+  chosen_cutmix, both_in_one_batch = 0, False
+  for seed in range(40):
+    key = jax.random.key(seed)
+    mixed = mixing.mixup_or_cutmix(key, x, y, mixup_alpha=1.0, cutmix_alpha=1.0,
+                                   switch_prob=0.3, num_classes=4, granularity=granularity,
+                                   pairing="matching", switch_per_lambda=True)
+    mix_key = jax.random.split(key)[1]
+    by_mixup = mixing.mixup(mix_key, x, y, alpha=1.0, num_classes=4, granularity=granularity,
+                            pairing="matching")
+    by_cutmix = mixing.cutmix(mix_key, x, y, alpha=1.0, num_classes=4, granularity=granularity,
+                              pairing="matching")
+    is_cutmix = []
+    for i in range(16):
+      as_cutmix = all(np.array_equal(a[i], b[i]) for a, b in zip(mixed, by_cutmix))
+      as_mixup = all(np.array_equal(a[i], b[i]) for a, b in zip(mixed, by_mixup))
+      assert as_cutmix or as_mixup, (seed, i)
+      is_cutmix.append(as_cutmix and not as_mixup)
+    is_cutmix = np.array(is_cutmix)
+    if granularity == "pair":
+      np.testing.assert_array_equal(is_cutmix, is_cutmix[np.asarray(mixed.partner)])
+      chosen_cutmix += int(is_cutmix[np.arange(16) < np.asarray(mixed.partner)].sum())
+    else:
+      chosen_cutmix += int(is_cutmix.sum())
+    both_in_one_batch |= bool(is_cutmix.any() and not is_cutmix.all())
+  trials = 40 * (8 if granularity == "pair" else 16)
+  assert both_in_one_batch
+  assert scipy.stats.binomtest(chosen_cutmix, trials, 0.3).pvalue > 1e-3

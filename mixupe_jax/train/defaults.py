@@ -85,6 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.flip_sign = False
   config.mixer = "mixup"  # mixup, cutmix, mixup_or_cutmix.
   config.mixer_options = ml_collections.ConfigDict()  # E.g. granularity, pairing, switch_prob.
+  # timm's mixup_off_epoch: from this epoch on (its first step, epoch * steps per epoch) every
+  # method trains on the clean batch with the mixer's label smoothing. None: mixing throughout.
+  config.mixup_off_epoch = config_dict.placeholder(int)
   # Pair examples within consecutive groups of mixing_group_size examples of the global batch
   # ("group", the default: the same run on every device count whose per-device batch is a
   # multiple of it, and no gather of the batch), within each device's shard ("device": no

@@ -181,11 +181,27 @@ class Experiment:
   eval_sources: dict[str, Callable]  # split -> one padded pass; TRAIN_EVAL included.
   eval_steps: dict[str, Callable]
   evaluated_splits: tuple[str, ...]  # Evaluated every eval_every_epochs.
+  # config.mixup_off_epoch in steps: from this step on the loss is `unmixed_loss_fn`. None: never.
+  mixing_off_step: int | None = None
+  unmixed_loss_fn: Any = None
+  _train_steps: dict[bool, Callable] = dataclasses.field(default_factory=dict, repr=False)
 
-  def train_step(self) -> Callable:
-    """The jitted train step of this experiment (`make_train_step`, per shard over its axis)."""
+  def mixes_at(self, step: int) -> bool:
+    """Whether the step from `step` to `step + 1` mixes: step < mixing_off_step."""
+    return self.mixing_off_step is None or step < self.mixing_off_step
+
+  def train_step_at(self, step: int) -> Callable:
+    """The train step that takes the state from `step` to `step + 1` (built once per kind)."""
+    mixing = self.mixes_at(step)
+    if mixing not in self._train_steps:
+      self._train_steps[mixing] = self.train_step(mixing)
+    return self._train_steps[mixing]
+
+  def train_step(self, mixing: bool = True) -> Callable:
+    """The jitted train step of this experiment (`make_train_step`, per shard over its axis);
+    with mixing=False the one after config.mixup_off_epoch (clean batch, smoothed labels)."""
     return make_train_step(
-      self.loss_fn,
+      self.loss_fn if mixing else self.unmixed_loss_fn,
       self.optimizer,
       self.schedule,
       self.mesh,
@@ -231,16 +247,24 @@ def make_loss_and_optimizer(
   total_steps: int,
   mixing_scope: str | None = None,
   axis_name: str | None = None,
+  mixing: bool = True,
 ) -> tuple[losses.LossFn, optax.Schedule, optax.GradientTransformation]:
   """(loss_fn, schedule, optimizer) a config trains with on `mesh`: its method's loss with the
   mixer and term subset of its mixing scope (`mixing_scope`, default the config's), per shard
   over `axis_name` when set (see `parallel.step_axis`), and its optimizer over its learning-rate
-  schedule."""
+  schedule.
+
+  With mixing=False, the loss after config.mixup_off_epoch (timm's `mixup_off_epoch`): every
+  mixing method's, the MixupE term included, becomes the cross-entropy of the clean batch with
+  the mixer's label smoothing (Mixup with prob = 0: lambda = 1 for every example)."""
   scope = parallel.resolve_mixing_scope(
     config.mixing_scope if mixing_scope is None else mixing_scope, mesh
   )
+  method, mixer_options = config.method, dict(config.mixer_options)
+  if not mixing and method != "erm":
+    method, mixer_options["prob"] = "mixup", 0.0
   mixer = losses.make_mixer(
-    config.mixer, alpha=config.alpha, num_classes=num_classes, **config.mixer_options
+    config.mixer, alpha=config.alpha, num_classes=num_classes, **mixer_options
   )
   subsample = functools.partial(regularizers.subsample_examples, fraction=config.term_fraction)
   group_size = config.mixing_group_size
@@ -251,7 +275,7 @@ def make_loss_and_optimizer(
     mixer = parallel.shard_mixer(mixer, scope, axis_name, group_size)
     term_subsample = parallel.shard_subsample(subsample, scope, axis_name, group_size)
   loss_fn = losses.make_loss_fn(
-    config.method,
+    method,
     apply_fn=apply_fn,
     num_classes=num_classes,
     alpha=config.alpha,
@@ -329,17 +353,21 @@ def set_up(config) -> Experiment:
   x_bar = None
   if _needs_x_bar(config):
     x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
-  loss_fn, schedule, optimizer = make_loss_and_optimizer(
-    config,
-    mesh,
-    train_apply,
-    data.num_classes,
-    x_bar,
-    steps_per_epoch,
-    total_steps,
+  loss_options = dict(
+    mesh=mesh,
+    apply_fn=train_apply,
+    num_classes=data.num_classes,
+    x_bar=x_bar,
+    steps_per_epoch=steps_per_epoch,
+    total_steps=total_steps,
     mixing_scope=mixing_scope,
     axis_name=axis_name,
   )
+  loss_fn, schedule, optimizer = make_loss_and_optimizer(config, **loss_options)
+  mixing_off_step, unmixed_loss_fn = None, None
+  if config.mixup_off_epoch is not None:
+    mixing_off_step = config.mixup_off_epoch * steps_per_epoch
+    unmixed_loss_fn, _, _ = make_loss_and_optimizer(config, **loss_options, mixing=False)
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
   return Experiment(
     config=config,
@@ -357,6 +385,8 @@ def set_up(config) -> Experiment:
     eval_sources=eval_sources,
     eval_steps=eval_steps,
     evaluated_splits=evaluated_splits,
+    mixing_off_step=mixing_off_step,
+    unmixed_loss_fn=unmixed_loss_fn,
   )
 
 
@@ -512,7 +542,6 @@ def _run_steps(
   config, data, mesh = experiment.config, experiment.data, experiment.mesh
   total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
   start_step = int(state.step)
-  train_step = experiment.train_step()
   evaluate = experiment.evaluate
 
   pending: list[tuple[int, dict]] = []
@@ -562,6 +591,7 @@ def _run_steps(
   try:
     with checkpoint.PreemptionFlag() as preemption:
       for step in range(start_step, end_step):
+        train_step = experiment.train_step_at(step)
         state, metrics = train_step(state, *global_batch(next(batches), mesh))
         done = step + 1
         pending.append((done, metrics))

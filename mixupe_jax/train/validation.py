@@ -115,6 +115,8 @@ def validate(config) -> None:
       tuple(config.best_eval_splits),
       "it evaluates the best early-stopping checkpoint, so it needs early_stopping_patience > 0",
     )
+  if config.mixup_off_epoch is not None:
+    _integer(config, "mixup_off_epoch", 1)
   _integer(config, "batch_size", 1)
   _integer(config, "eval_batch_size", 1)
   _integer(config, "num_train_steps", 0)
@@ -150,6 +152,14 @@ def validate(config) -> None:
       mixing.check_probability(options["prob"], "prob")
     except ValueError:
       _fail("mixer_options.prob", options["prob"], "expected a number in [0, 1]")
+  if "box_minmax" in options:
+    try:
+      mixing.check_box_minmax(options["box_minmax"])
+    except ValueError:
+      _fail("mixer_options.box_minmax", options["box_minmax"], "expected 0 < min <= max <= 1")
+  for field in ("larger_share", "switch_per_lambda"):
+    if field in options and not isinstance(options[field], bool):
+      _fail(f"mixer_options.{field}", options[field], "expected True or False")
   for field, valid in (("granularity", mixing.GRANULARITIES), ("pairing", mixing.PAIRINGS)):
     if field in options and options[field] not in valid:
       _fail(f"mixer_options.{field}", options[field], f"valid values are {', '.join(valid)}")
