@@ -8,8 +8,8 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from test_train_end_to_end import final_params
 
 from mixupe_jax.experiments.runner import load_config_file
 from mixupe_jax.train import validation
@@ -30,13 +30,6 @@ def digits_config(**fields):
   for name, value in fields.items():
     config[name] = value
   return config
-
-
-def final_params(workdir):
-  checkpoints = os.path.join(workdir, "checkpoints")
-  step = max(int(name) for name in os.listdir(checkpoints) if name.isdigit())
-  restored = ocp.StandardCheckpointer().restore(os.path.join(checkpoints, str(step), "default"))
-  return step, restored["params"]
 
 
 def test_the_step_after_the_off_epoch_is_the_erm_step():
