@@ -1,4 +1,4 @@
-"""Median train-step time of ERM, Mixup, MixupE-exact (v1) and MixupE-fast (v3).
+"""Median train-step time of ERM, Mixup, MixupE-exact (v1), MixupE-fast (v3) and RegMixup.
 
 PreActResNet-18 (BatchNorm, train mode) on a CIFAR-shaped batch (default 32 x 32 x 32 x 3), SGD
 with Nesterov momentum, each step jitted and warmed up, then the methods timed round-robin
@@ -9,8 +9,12 @@ compiled step; the JSON has every sample.
 MixupE-exact runs twice: with the official per-example split (the default: the values that decide
 the threshold mask by a transposed linear map, then one jvp along the masked direction) and with
 the joint split (one jvp), which is also the path every model without batch-coupled layers takes.
+RegMixup runs MixupE's passes (mixed, then clean) with the clean pass differentiated; MixupE at
+eta = 0 (`mixup_clean_pass`) runs the same passes with the clean one forward only.
 
     python benchmarks/step_cost.py --out benchmarks/results/step_cost_cpu.json
+    python benchmarks/step_cost.py --methods erm mixup mixup_clean_pass regmixup \
+        --out benchmarks/results/step_cost_regmixup_cpu.json
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ METHODS = {
   "mixupe_exact_v1_official": dict(method="mixupe", variant="v1", eta=0.1, term_split="official"),
   "mixupe_exact_v1_joint": dict(method="mixupe", variant="v1", eta=0.1, term_split="joint"),
   "mixupe_fast_v3": dict(method="mixupe", variant="v3", eta=0.001),
+  "mixup_clean_pass": dict(method="mixupe", variant="v1", eta=0.0),
+  "regmixup": dict(method="regmixup", eta=1.0),
   # The term on a random quarter of the clean batch: about (1 + 2 rho) = 1.5x Mixup's FLOPs.
   "mixupe_exact_v1_official_rho0.25": dict(
     method="mixupe", variant="v1", eta=0.1, term_split="official", term_fraction=0.25
@@ -94,6 +100,10 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/step_cost.json")
   parser.add_argument(
+    "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+    help="The methods to time (Mixup, the reference of the ratios, always runs).",
+  )
+  parser.add_argument(
     "--xla-default",
     action="store_true",
     help="Keep XLA's own CPU convolutions (YNNPACK) instead of mixupe_jax.xla_cpu.OPTIONS.",
@@ -104,6 +114,7 @@ def main():
     help="Also XLA:CPU's memory-minimizing scheduler (mixupe_jax.xla_cpu.MEMORY_OPTIONS).",
   )
   args = parser.parse_args()
+  methods = {name: METHODS[name] for name in METHODS if name in args.methods or name == "mixup"}
   if not args.xla_default:
     xla_cpu.configure(memory_scheduler=args.memory_scheduler)
 
@@ -115,7 +126,7 @@ def main():
   # Compile and warm up every method first, then time them round-robin: one step of each per
   # round, so that drifts in machine load hit all methods alike; ratios are taken per round.
   steps, states, warmup_seconds, compiled_costs = {}, {}, {}, {}
-  for name, options in METHODS.items():
+  for name, options in methods.items():
     loss_fn = losses.make_loss_fn(
       apply_fn=flax_apply_fn(module), num_classes=10, alpha=1.0, x_bar=x_bar, **options
     )
@@ -129,9 +140,9 @@ def main():
     states[name], warmup_seconds[name] = state, time.perf_counter() - start
     print(f"  compiled and warmed up {name} ({warmup_seconds[name]:.1f} s of warm-up)", flush=True)
 
-  samples = {name: [] for name in METHODS}
+  samples = {name: [] for name in methods}
   for repeat in range(args.repeats):
-    for name in METHODS:
+    for name in methods:
       start = time.perf_counter()
       *states[name], loss = steps[name](
         *states[name], inputs, labels, jax.random.fold_in(key, repeat)
@@ -140,12 +151,12 @@ def main():
       samples[name].append(time.perf_counter() - start)
     print(
       f"  round {repeat + 1}/{args.repeats}: "
-      + ", ".join(f"{name} {samples[name][-1]:.2f} s" for name in METHODS),
+      + ", ".join(f"{name} {samples[name][-1]:.2f} s" for name in methods),
       flush=True,
     )
 
   results = {}
-  for name in METHODS:
+  for name in methods:
     round_ratios = [t / m for t, m in zip(samples[name], samples["mixup"], strict=True)]
     results[name] = dict(
       median_s=statistics.median(samples[name]),

@@ -1,4 +1,5 @@
-"""Losses with one interface: ERM, Mixup, MixupE (four official versions), Manifold Mixup(+E).
+"""Losses with one interface: ERM, Mixup, MixupE (four official versions), Manifold Mixup(+E),
+RegMixup.
 
 Every loss function returns `(loss, LossAux(model_state, metrics))`, so it composes with
 `jax.value_and_grad(..., has_aux=True)` in a plain optax loop::
@@ -30,6 +31,7 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mixupe_jax import analysis, directional, mixing, parallel, regularizers
@@ -42,7 +44,7 @@ from mixupe_jax.models.apply import (
   rematerialized,
 )
 
-METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe")
+METHODS = ("erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe", "regmixup")
 MIXERS = ("mixup", "cutmix", "mixup_or_cutmix")
 
 
@@ -157,6 +159,68 @@ def mixup_loss_fn(
   logits, model_state = apply_fn(params, model_state, mixed.inputs)
   loss = cross_entropy(logits, mixed.labels, axis_name)
   return loss, LossAux(model_state, {"mixup_loss": loss})
+
+
+def regmixup_loss_fn(
+  params: Params,
+  model_state: ModelState,
+  mixed: mixing.MixedBatch,
+  clean_inputs: jax.Array,
+  clean_labels: jax.Array,
+  *,
+  apply_fn: ApplyFn,
+  eta: float = 1.0,
+  num_classes: int | None = None,
+  axis_name: str | None = None,
+) -> tuple[jax.Array, LossAux]:
+  """RegMixup (Pinto et al., NeurIPS 2022): L = L_std(x, y) + eta L_mix(x~, y~).
+
+  The cross-entropy of the clean batch with Mixup's loss as a regularizer. The passes are
+  MixupE's: the mixed batch, then the clean batch, each its own forward (BatchNorm in train mode
+  normalizes each by its own statistics; the model state is the one after both). RegMixup's own
+  code instead runs one forward of the two batches concatenated, so its BatchNorm statistics
+  are those of both together. Unlike MixupE at eta = 0, the clean pass is differentiated.
+
+  Args:
+    params, model_state: the model's parameters and non-trainable state (`{}` if none).
+    mixed: the mixed batch (`mixing.mixup` etc.); RegMixup's paper draws lambda from
+      Beta(alpha, alpha) with a large alpha (mixed points near the middle of each pair).
+    clean_inputs, clean_labels: the unmixed batch; integer labels need `num_classes`.
+    apply_fn: (params, model_state, x) -> (logits, new_model_state).
+    eta: the weight of the Mixup loss, >= 0 (the paper's 1 by default).
+    num_classes: C, for integer labels.
+    axis_name: as for `erm_loss_fn`.
+
+  Returns:
+    (loss, LossAux(model_state after both passes, {"cross_entropy", "mixup_loss",
+    "clean_accuracy"})).
+
+  >>> import jax, jax.numpy as jnp
+  >>> from mixupe_jax import losses, mixing
+  >>> def apply_fn(params, model_state, x):  # a linear model: logits = x W
+  ...   return x @ params, model_state
+  >>> params, x, y = jnp.eye(3), jnp.eye(4, 3), jnp.array([0, 1, 2, 0])
+  >>> mixed = mixing.mixup(jax.random.key(0), x, y, alpha=10.0, num_classes=3)
+  >>> loss, aux = losses.regmixup_loss_fn(params, {}, mixed, x, y, apply_fn=apply_fn, eta=0.5,
+  ...                                     num_classes=3)
+  >>> m = aux.metrics
+  >>> bool(jnp.isclose(loss, m["cross_entropy"] + 0.5 * m["mixup_loss"]))
+  True
+  """
+  eta = float(eta)
+  if not np.isfinite(eta) or eta < 0:
+    raise ValueError(f"eta must be a finite number >= 0, got {eta}.")
+  mix_loss, aux = mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn, axis_name=axis_name)
+  soft = mixing.to_soft_labels(clean_labels, num_classes)
+  chex.assert_equal_shape_prefix([clean_inputs, soft], 1)
+  logits, model_state = apply_fn(params, aux.model_state, clean_inputs)
+  clean_loss = cross_entropy(logits, soft, axis_name)
+  metrics = {
+    "cross_entropy": clean_loss,
+    "mixup_loss": mix_loss,
+    "clean_accuracy": _accuracy(logits, soft, axis_name),
+  }
+  return clean_loss + eta * mix_loss, LossAux(model_state, metrics)
 
 
 TERM_SPLITS = regularizers.TERM_SPLITS
@@ -669,7 +733,8 @@ def make_loss_fn(
   The subset's key is fold_in(key, 2), so the mixing and the layer draw are those of rho = 1.
 
   Args:
-    method: "erm", "mixup", "mixupe", "manifold_mixup" or "manifold_mixupe".
+    method: "erm", "mixup", "mixupe", "manifold_mixup", "manifold_mixupe" or "regmixup" (its
+      weight of L_mix is eta: `mixupe.eta`, or the keyword, default 1).
     apply_fn: (params, model_state, x) -> (logits, new_model_state).
     num_classes: C.
     alpha: the Beta concentration of the mixing.
@@ -706,7 +771,8 @@ def make_loss_fn(
     raise ValueError(f"Unknown method {method!r}; valid methods are {', '.join(METHODS)}.")
   alpha = mixing.check_alpha(alpha)
   if mixupe is None and eta is None:
-    eta = 0.0  # No MixupE settings: "mixupe" is Mixup with the clean pass.
+    # No settings: "mixupe" is Mixup with the clean pass; "regmixup" weighs L_mix by 1.
+    eta = 1.0 if method == "regmixup" else 0.0
   mixupe = mixupe_options(
     mixupe,
     eta=eta,
@@ -748,6 +814,18 @@ def make_loss_fn(
     mixed = mixer(mix_key, inputs, labels)
     if method == "mixup":
       return mixup_loss_fn(params, model_state, mixed, apply_fn=apply_fn, axis_name=axis_name)
+    if method == "regmixup":
+      return regmixup_loss_fn(
+        params,
+        model_state,
+        mixed,
+        inputs,
+        labels,
+        apply_fn=apply_fn,
+        eta=mixupe.eta,
+        num_classes=num_classes,
+        axis_name=axis_name,
+      )
     if method == "mixupe":
       term_inputs, term_labels = inputs, labels
       if term_fraction < 1:

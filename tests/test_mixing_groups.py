@@ -141,6 +141,7 @@ def trained_params(devices, method, steps=3, **options):
     ("mixup", {}),
     ("mixupe", dict(eta=1.0, variant="v1", threshold=0.0)),  # Official split, thresholded.
     ("mixupe", dict(eta=0.1, variant="v3")),
+    ("regmixup", dict(eta=1.0)),
 ])
 def test_groups_train_the_same_parameters_on_1_2_4_and_8_devices(method, options):
   """Under train-mode BatchNorm (statistics over the global batch) the parameters after 3 steps

@@ -34,6 +34,7 @@ CASES = {
   "fast": ("mixupe", {"variant": "v3"}),
   "term_fraction": ("mixupe", {"variant": "v1", "threshold": 0.0, "term_fraction": 0.5}),
   "manifold_mixupe": ("manifold_mixupe", {"variant": "v1", "threshold": float("inf")}),
+  "regmixup": ("regmixup", {}),
 }
 
 
@@ -215,6 +216,7 @@ def all_reduce_bytes(per_shard, method, options):
   ("mixup", {}),
   ("mixupe", {"eta": 0.5, "variant": "v1", "threshold": 0.0}),
   ("mixupe", {"eta": 0.5, "variant": "v3"}),
+  ("regmixup", {}),
 ])
 def test_every_method_all_reduces_the_gradient_once(method, options):
   """On 8 devices (XLA:CPU) the per-shard step all-reduces the gradient's bytes once, plus

@@ -67,7 +67,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.dtype = "float32"  # Compute dtype; "bfloat16" on accelerators. Params stay float32.
 
   # Method (see mixupe_jax.losses.make_loss_fn).
-  config.method = "mixupe"  # erm, mixup, mixupe, manifold_mixup, manifold_mixupe.
+  config.method = "mixupe"  # erm, mixup, mixupe, manifold_mixup, manifold_mixupe, regmixup.
   config.alpha = 1.0
   config.eta = 1.0
   config.variant = "v1"  # v1 (= exact), v2, v3 (= fast), v4.
