@@ -100,7 +100,10 @@ def main():
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--out", default="benchmarks/step_cost.json")
   parser.add_argument(
-    "--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+    "--methods",
+    nargs="+",
+    choices=list(METHODS),
+    default=list(METHODS),
     help="The methods to time (Mixup, the reference of the ratios, always runs).",
   )
   parser.add_argument(

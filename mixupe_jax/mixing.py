@@ -701,9 +701,7 @@ def mixup_or_cutmix(
   )
   if not switch_per_lambda or granularity == "batch":
     use_cutmix = jax.random.bernoulli(switch_key, switch_prob)
-    return jax.tree.map(
-      lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup
-    )
+    return jax.tree.map(lambda c, m: jnp.where(use_cutmix, c, m), mixed_by_cutmix, mixed_by_mixup)
   batch_size = mixed_by_mixup.lam.shape[0]
   if shard_index is not None:  # Per-example choices differ per shard, as the pairing does.
     switch_key = jax.random.fold_in(switch_key, shard_index)
