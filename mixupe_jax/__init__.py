@@ -15,6 +15,7 @@ from mixupe_jax.losses import (
   manifold_mixupe_loss_fn,
   mixup_loss_fn,
   mixupe_loss_fn,
+  regmixup_loss_fn,
 )
 from mixupe_jax.mixing import MixedBatch, cutmix, mixup, mixup_or_cutmix
 
@@ -39,4 +40,5 @@ __all__ = [
   "mixup_loss_fn",
   "mixup_or_cutmix",
   "mixupe_loss_fn",
+  "regmixup_loss_fn",
 ]

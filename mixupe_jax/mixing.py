@@ -461,6 +461,12 @@ def cutmix_mask(
 def check_box_minmax(box_minmax) -> tuple[float, float]:
   """timm's `cutmix_minmax`: two fractions 0 < min <= max <= 1; a ValueError names the value.
 
+  Args:
+    box_minmax: (min, max), fractions of each cut axis's size.
+
+  Returns:
+    (min, max) as Python floats.
+
   >>> from mixupe_jax import mixing
   >>> mixing.check_box_minmax([0.2, 0.8])
   (0.2, 0.8)

@@ -6,6 +6,8 @@ validation split and standardization from it; `pipeline` batches it; `statistics
 the training-set mean input MixupE needs, in one streaming pass, cached outside the data folder.
 """
 
+# Fails with an ImportError naming the extra where the training system is not installed.
+import mixupe_jax.train_extra  # noqa: F401
 from mixupe_jax.data.base import ArrayDataset, DataError, GraphDataset
 from mixupe_jax.data.registry import dataset_path, load
 from mixupe_jax.data.statistics import x_bar

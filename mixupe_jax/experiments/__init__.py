@@ -7,6 +7,8 @@ validation split, written to results.json and a Markdown table.
     python -m mixupe_jax.experiments --suite converged    # many hours: models trained to fit
 """
 
+# Fails with an ImportError naming the extra where the training system is not installed.
+import mixupe_jax.train_extra  # noqa: F401
 from mixupe_jax.experiments.report import aggregate, markdown, paired_test
 from mixupe_jax.experiments.runner import Run, run_suite
 from mixupe_jax.experiments.suites import SUITES, Suite, get_suite
