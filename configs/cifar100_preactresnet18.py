@@ -7,5 +7,5 @@ Mixing groups of 16 examples (the default scope): the same run on 1, 2, 4 or 8 d
 from mixupe_jax.train.defaults import mixup_paper_image_config
 
 
-def get_config():
-  return mixup_paper_image_config("cifar100_preactresnet18", "tfds:cifar100")
+def get_config(mixupe_setting: str = "readme"):
+  return mixup_paper_image_config("cifar100_preactresnet18", "tfds:cifar100", mixupe_setting)

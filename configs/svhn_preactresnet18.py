@@ -8,7 +8,7 @@ run on 1, 2, 4 or 8 devices.
 from mixupe_jax.train.defaults import mixup_paper_image_config
 
 
-def get_config():
-  config = mixup_paper_image_config("svhn_preactresnet18", "tfds:svhn_cropped")
+def get_config(mixupe_setting: str = "readme"):
+  config = mixup_paper_image_config("svhn_preactresnet18", "tfds:svhn_cropped", mixupe_setting)
   config.flip = False
   return config

@@ -9,7 +9,7 @@ PreActResNet-18, the Mixup paper's CIFAR recipe. Evaluated on the labelled val s
 from mixupe_jax.train.defaults import mixup_paper_image_config
 
 
-def get_config():
+def get_config(mixupe_setting: str = "readme"):
   return mixup_paper_image_config(
-    "tinyimagenet_preactresnet18", "tinyimagenet:tiny-imagenet-200.zip"
+    "tinyimagenet_preactresnet18", "tinyimagenet:tiny-imagenet-200.zip", mixupe_setting
   )

@@ -38,7 +38,7 @@ from mixupe_jax import evaluation, losses, parallel, regularizers
 from mixupe_jax.models import init_model
 from mixupe_jax.models.apply import ApplyFn
 from mixupe_jax.models.registry import build_model
-from mixupe_jax.train import checkpoint, optim, reporting, validation
+from mixupe_jax.train import checkpoint, optim, reporting, runaway, validation
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train import workdir as workdir_lib
 from mixupe_jax.train.early_stopping import EarlyStopping
@@ -545,6 +545,7 @@ def _run_steps(
   evaluate = experiment.evaluate
 
   pending: list[tuple[int, dict]] = []
+  runaway_watch = runaway.RunawayWatch(config, data.num_classes)
   last_flush = [time.perf_counter(), start_step]
 
   def flush(step: int) -> dict[str, float]:
@@ -570,6 +571,7 @@ def _run_steps(
     mean = {name: float(np.mean([m[name] for m in fetched])) for name in fetched[-1]}
     mean["examples_per_second"] = steps * experiment.batch_size / max(elapsed, 1e-9)
     log.write(step, "train", mean)
+    runaway_watch.update(step, mean)
     return mean
 
   from tqdm.auto import tqdm
