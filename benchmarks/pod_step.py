@@ -210,7 +210,8 @@ def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtyp
   the chip: `fits` (compiled, fits) and `does_not_fit` (compiled, does not), at most
   FIT_TOLERANCE apart or after FIT_COMPILATIONS compilations. Each guess interpolates the
   compiled peak memory linearly between the nearest batches compiled on either side (from 128
-  and 256 per chip to begin with); only compiled figures decide."""
+  and 256 per chip to begin with), or bisects the bracket; above the largest fitting batch it
+  at most doubles it. Only compiled figures decide."""
   rows = {row_key(r): r for r in results["rows"]}
 
   def compiled(per_chip: int) -> dict:
@@ -235,10 +236,14 @@ def largest_fitting_batch(results: dict, target: str, method: str, gradient_dtyp
       break
     if low is not None and high is not None:  # Bisect the bracket.
       guess = (low + high) // 2 // FIT_GROUP * FIT_GROUP
-    else:  # Extrapolate the line through the two batches compiled nearest the chip's memory.
+    else:  # Extrapolate the line through the two batches compiled nearest the chip's memory,
+      # at most doubling the batch: the TPU compiler rematerializes to fit, so its peak can stay
+      # flat below the chip's memory and a line through it points far too high.
       a, b = sorted(points, key=lambda x: abs(points[x] - memory))[:2]
       slope = (points[b] - points[a]) / (b - a)
       guess = a + (memory - points[a]) / slope if slope > 0 else 2 * max(points)
+      if low is not None:
+        guess = min(guess, 2 * low)
       guess = int(guess) // FIT_GROUP * FIT_GROUP
     # Inside the bracket, never on a compiled batch.
     lower = low + FIT_GROUP if low is not None else FIT_GROUP
