@@ -51,7 +51,8 @@ def image_folder(root, splits=("train", "test"), classes=("cat", "dog"), size=4)
   return root
 
 
-def cifar_folder(root, labels=(0, 1, 2), data=None, names=(b"a", b"b", b"c")):
+def cifar_folder(root, labels=(0, 1, 2), data=None,
+                 names=tuple(bytes([c]) for c in b"abcdefghij")):
   for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
     batch = {b"data": np.zeros((3, 3072), np.uint8) if data is None else data,
              b"labels": list(labels)}
@@ -89,12 +90,13 @@ def planetoid_folder(root, name="cora", edit=None):
   """A 12-node graph in the Planetoid layout: 2 labelled training nodes, 10 'allx' nodes (of which
   the first 2 train), 500-node validation shrunk to what exists, test nodes 10 and 11."""
   rng = np.random.default_rng(0)
-  classes = 3
-  onehot = lambda ids: np.eye(classes)[np.asarray(ids) % classes]
+  # Cora's published width (1,433 features, 7 label columns), three classes present.
+  width, classes = 1433, 3
+  onehot = lambda ids: np.eye(7)[np.asarray(ids) % classes]
   parts = {
-      "x": scipy.sparse.csr_matrix(rng.random((2, 5))), "y": onehot([0, 1]),
-      "allx": scipy.sparse.csr_matrix(rng.random((10, 5))), "ally": onehot(range(10)),
-      "tx": scipy.sparse.csr_matrix(rng.random((2, 5))), "ty": onehot([1, 2]),
+      "x": scipy.sparse.csr_matrix(rng.random((2, width))), "y": onehot([0, 1]),
+      "allx": scipy.sparse.csr_matrix(rng.random((10, width))), "ally": onehot(range(10)),
+      "tx": scipy.sparse.csr_matrix(rng.random((2, width))), "ty": onehot([1, 2]),
       "graph": {node: [(node + 1) % 12] for node in range(12)},
   }
   index = [11, 10]
@@ -249,8 +251,14 @@ def loader_cases():
        lambda root: ((root / "x.tar").write_bytes(b"\0" * 1024),
                      lambda: images.load_image_folder(str(root / "x.tar")))[-1],
        DataError, r"x.tar is neither a folder nor a zip file of <split>/<class>/<image>"),
-      ("cifar: label 7 with 3 class names", cifar(labels=(0, 1, 7)), DataError,
-       r"train: label 7 is not one of the 3 classes of .*batches.meta"),
+      ("cifar: label 12 with 10 class names", cifar(labels=(0, 1, 12)), DataError,
+       r"train: label 12 is not one of the 10 classes of .*batches.meta"),
+      ("cifar: 3 class names, not CIFAR-10's 10", cifar(names=(b"a", b"b", b"c")), DataError,
+       r"batches.meta: CIFAR-10 has 10 classes, found 3; is it the published file"),
+      ("planetoid: cora with 5 features, not 1,433",
+       planetoid(lambda parts, index: parts.update(
+           {p: scipy.sparse.csr_matrix(parts[p].toarray()[:, :5]) for p in ("x", "tx", "allx")})),
+       DataError, r"ind.cora.allx: Planetoid cora has 1433 features, found 5"),
       ("cifar: data of the wrong width", cifar(data=np.zeros((3, 100), np.uint8)), DataError,
        r"data_batch_1: expected uint8 data \[N, 3072\], got uint8 \(3, 100\)"),
       ("cifar: a batch without data", cifar_missing_key, DataError,
@@ -314,7 +322,7 @@ def loader_cases():
                      lambda: tabular.load_uci("iris", str(root)))[-1],
        DataError, r"iris.csv has no data rows"),
       ("planetoid: an all-zero label row of a training node", planetoid(zero_label), DataError,
-       r"ind.cora.ally: train node 1 has label row \[0.0, 0.0, 0.0\]; expected one-hot"),
+       r"ind.cora.ally: train node 1 has label row \[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0\]; expected one-hot"),
       ("planetoid: a test node beyond the graph", planetoid(index_out_of_range), DataError,
        r"ind.cora.test.index: test node 99 is beyond the 12 nodes"),
       ("planetoid: a neighbour beyond the graph", planetoid(neighbour_out_of_range), DataError,

@@ -105,19 +105,19 @@ def nan_feature(parts, index):
 
 
 def one_training_class(parts, index):
-  parts["ally"][:2] = np.eye(3)[[0, 0]]
+  parts["ally"][:2] = np.eye(7)[[0, 0]]
 
 
 def unseen_test_class(parts, index):
-  parts["ally"] = np.eye(3)[np.arange(10) % 2]  # Training and validation nodes: classes 0, 1.
-  parts["ty"] = np.eye(3)[[2, 2]]
+  parts["ally"] = np.eye(7)[np.arange(10) % 2]  # Training and validation nodes: classes 0, 1.
+  parts["ty"] = np.eye(7)[[2, 2]]
 
 
 def no_validation_nodes(parts, index):
   """allx holds the 2 training nodes only, so the standard validation nodes (after them in
   allx) do not exist: a 4-node graph, test nodes 2 and 3."""
   parts["allx"], parts["ally"] = parts["x"], parts["y"]
-  parts["ty"] = np.eye(3)[[0, 1]]
+  parts["ty"] = np.eye(7)[[0, 1]]
   parts["graph"] = {node: [(node + 1) % 4] for node in range(4)}
   return [3, 2]
 

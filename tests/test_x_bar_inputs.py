@@ -25,7 +25,7 @@ def cifar_folder(tmp_path_factory):
     images = np.clip(ramp + rng.normal(0, 20, (count, 32, 32, 3)), 0, 255).astype(np.uint8)
     data = images.transpose(0, 3, 1, 2).reshape(count, 3072)  # CIFAR's channel-major rows.
     (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": [0, 1] * (count // 2)}))
-  (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b"]}))
+  (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [bytes([c]) for c in b"abcdefghij"]}))
   return folder
 
 
@@ -103,7 +103,7 @@ def test_a_changed_dataset_is_never_answered_with_a_stale_cached_x_bar(tmp_path,
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
       images_ = (rng.integers(0, 256, (4, 3072)) * scale).astype(np.uint8)
       (folder / name).write_bytes(pickle.dumps({b"data": images_, b"labels": [0, 1, 0, 1]}))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b"]}))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [bytes([c]) for c in b"abcdefghij"]}))
 
   def cached_x_bar():
     config_changes = dict(x_bar_inputs="unaugmented")

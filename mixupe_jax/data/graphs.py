@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 
+from mixupe_jax.data import invariants
 from mixupe_jax.data.base import DataError, GraphDataset, require_file
 
 
@@ -31,6 +32,14 @@ def _load(directory: str, name: str, part: str):
       return pickle.load(file, encoding="latin1")
   except (pickle.UnpicklingError, ValueError, EOFError) as error:
     raise DataError(f"{path} is not a readable Planetoid {part} file ({error}).") from error
+
+
+# The published feature and class counts of the Planetoid sets (Yang et al. 2016).
+PUBLISHED = {
+  "cora": {"features": 1433, "classes": 7},
+  "citeseer": {"features": 3703, "classes": 6},
+  "pubmed": {"features": 500, "classes": 3},
+}
 
 
 def _check_parts(directory: str, name: str, parts: dict) -> None:
@@ -56,6 +65,13 @@ def _check_parts(directory: str, name: str, parts: dict) -> None:
     raise DataError(
       f"{directory} ind.{name}.*: the feature widths {sorted(widths)} or the label "
       f"widths {sorted(classes)} of x/tx/allx and y/ty/ally differ."
+    )
+  if name in PUBLISHED:
+    invariants.check_published(
+      f"Planetoid {name}",
+      path("allx"),
+      {"features": next(iter(widths)), "classes": next(iter(classes))},
+      PUBLISHED[name],
     )
 
 

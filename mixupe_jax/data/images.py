@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 from PIL import Image, ImageOps
 
+from mixupe_jax.data import invariants
 from mixupe_jax.data.base import ArrayDataset, DataError, list_members, require_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -117,6 +118,14 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
     raise DataError(f"{meta_path}: expected a dict with {names_key!r}.")
   class_names = tuple(
     n.decode() if isinstance(n, bytes) else str(n) for n in meta_content[names_key]
+  )
+  # The published class count of the layout found (CIFAR-10's batches, CIFAR-100's fine labels).
+  published = 10 if "data_batch_1" in parts["train"] else 100
+  invariants.check_published(
+    "CIFAR-10" if published == 10 else "CIFAR-100",
+    meta_path,
+    {"classes": len(class_names)},
+    {"classes": published},
   )
   for split, (_, split_labels) in splits.items():
     if split_labels.size and (split_labels.min() < 0 or split_labels.max() >= len(class_names)):
