@@ -235,6 +235,7 @@ def test_the_config_fields_are_validated():
       validate(_digits_config(**fields))
 
 
+@pytest.mark.slow
 def test_train_py_runs_with_both_options(tmp_path):
   """The loop passes both options to the loss (digits MLP, 30 steps): seeded, so the same
   config gives the same result, and the subset changes the run."""

@@ -49,6 +49,7 @@ def early_stopping_config(steps=0):
   return config
 
 
+@pytest.mark.slow
 def test_an_early_stopped_run_resumes_to_the_same_result(tmp_path):
   uninterrupted = train_and_evaluate(early_stopping_config(), str(tmp_path / "a"))
   assert uninterrupted["stopped_early"] and uninterrupted["final_step"] < 60 * 18
@@ -134,6 +135,7 @@ def test_an_mlp_with_dropout_trains_with_its_key_in_the_state(tmp_path):
   assert first["test"]["accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_the_reported_model_is_the_kept_best_checkpoint(tmp_path):
   """An early-stopped run keeps the checkpoint of its best validation step besides the latest;
   restoring it and evaluating gives the summary's numbers, and `best_eval_splits` (test and the

@@ -89,6 +89,7 @@ def device_normalized_run(tmp_path_factory):
   return folder, loop.train_and_evaluate(image_config(folder, True), str(folder / "on"))
 
 
+@pytest.mark.slow
 def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(device_normalized_run):
   """Eight MixupE steps of a small CNN: the device-normalized run's summary equals the
   host-normalized one's to float tolerance (they differ in the inputs' last bits only). Fails if
@@ -100,6 +101,7 @@ def test_a_run_normalized_on_the_device_trains_the_host_normalized_model(device_
   assert abs(on["test"]["nll"] - np.log(2)) > 1e-3  # It trained: not the chance-level NLL.
 
 
+@pytest.mark.slow
 def test_a_run_reading_in_worker_processes_equals_the_threaded_run(device_normalized_run):
   """`config.input_workers = 2` trains on the threads' batches: the same summary to the bit
   (fails if the loop ignores the field's stream order); no worker process outlives the run."""

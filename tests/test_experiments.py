@@ -272,6 +272,7 @@ def _suite_command(workdir):
   return [sys.executable, "-m", "mixupe_jax.experiments", "--suite=tiny", f"--workdir={workdir}"]
 
 
+@pytest.mark.slow
 def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_path):
   workdir = tmp_path / "tiny"
   results_files = lambda: sorted(workdir.glob(f"**/{runner.RESULT_FILE}"))
@@ -347,6 +348,7 @@ def test_the_committed_store_holds_every_run_and_gives_the_committed_table(suite
     assert report.markdown(report.aggregate(suite, outcome), suite) == file.read()
 
 
+@pytest.mark.slow
 def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path, monkeypatch):
   """A fresh checkout has no workdir, only the committed store: the suite reads every run from it
   and trains nothing; a run missing from the store is trained and written there."""

@@ -15,6 +15,10 @@ from mixupe_jax.experiments.runner import load_config_file
 from mixupe_jax.train import checkpoint, workdir as workdir_lib
 from mixupe_jax.train.loop import train_and_evaluate
 
+# Subprocesses, killed and failing runs. Deselected by -m 'not slow' (docs/development.md).
+pytestmark = pytest.mark.slow
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

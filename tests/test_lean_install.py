@@ -7,6 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+# Subprocesses with packages hidden. Deselected by -m 'not slow' (docs/development.md).
+pytestmark = pytest.mark.slow
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r'''

@@ -62,6 +62,7 @@ def uninterrupted(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("resume_from", [14, 28])
 def test_a_resume_on_either_side_of_the_off_step_continues_the_uninterrupted_run(
     uninterrupted, tmp_path, resume_from):

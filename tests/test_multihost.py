@@ -23,6 +23,10 @@ from mixupe_jax.models import SmallCNN, flax_apply_fn, init_model
 from mixupe_jax.train import optim, step as step_lib
 from mixupe_jax.train.defaults import default_config
 
+# Multi-host: processes started and killed. Deselected by -m 'not slow' (docs/development.md).
+pytestmark = pytest.mark.slow
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,6 +8,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+# Notebooks executed top to bottom. Deselected by -m 'not slow' (docs/development.md).
+pytestmark = pytest.mark.slow
+
+
 NOTEBOOKS = sorted((pathlib.Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 

@@ -53,6 +53,7 @@ def test_the_watch_warns_once_naming_eta_the_variant_and_the_sign():
   assert runaway.runaway_reason({"mixup_loss": 30.0}, 10) is None  # Not MixupE: no regularizer.
 
 
+@pytest.mark.slow
 def test_the_loop_logs_the_warning_and_the_default_does_not_trigger_it(tmp_path, caplog,
                                                                         monkeypatch):
   """The default config (digits, MixupE v1, eta 1) trains 42 steps without the warning; with the
@@ -103,6 +104,7 @@ def _mixup_losses(workdir):
   return [r.get("mixup_loss", r["loss"]) for r in records if r["split"] == "train"]
 
 
+@pytest.mark.slow
 def test_the_shipped_image_setting_trains_near_mixup(tmp_path):
   """The README's recipe (the configs' default) logs Mixup losses within 10% of Mixup's own run
   at every flush. It fails for the official code's default, which climbed to 1.8 times Mixup's

@@ -17,6 +17,10 @@ import pytest
 
 from mixupe_jax.train.loop import PREEMPTED_EXIT_STATUS
 
+# train.py in subprocesses, kill and resume, whole trainings. Deselected by -m 'not slow' (docs/development.md).
+pytestmark = pytest.mark.slow
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("MIXUPE_JAX_DATA", os.path.join(ROOT, "..", "shared", "data"))
 UCI_SETS = ("abalone", "arcene", "arrhythmia", "htru2", "iris", "phishing")

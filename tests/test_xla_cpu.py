@@ -84,6 +84,7 @@ def _run_step(xla_flags: str) -> dict:
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_mixupe_step_is_the_same_with_the_options_and_off_ynnpack():
   default = _run_step("--xla_cpu_experimental_ynn_fusion_type=+individual_convolution")
   options = _run_step(f"{CONVOLUTIONS} {SCHEDULER}")
