@@ -2,6 +2,7 @@
 suite that is killed mid-way completes on rerun without repeating a finished run."""
 
 import dataclasses
+import glob
 import json
 import os
 import signal
@@ -46,7 +47,9 @@ def toy_suite_and_outcome():
   mixupe = {0: 0.81, 1: 0.73, 2: 0.77, 3: 0.70}
 
   def run(dataset, method, seed, accuracy, status="finished"):
-    return {"dataset": dataset, "method": method, "seed": seed, "status": status, "seconds": 2.0,
+    return {"stage": "final", "dataset": dataset, "method": method, "seed": seed, "eta": None,
+            "flip_sign": False, "status": status, "error": None, "seconds": 2.0,
+            "variant": "v1", "alpha": 1.0, "config_method": method,
             "metrics": {"test": {"accuracy": accuracy, "nll": 1.0 - accuracy, "ece": 0.1}},
             "curves": {"step": [seed]}}
 
@@ -240,9 +243,11 @@ def test_search_is_scored_on_validation_and_final_runs_on_test():
 
 def test_choose_takes_best_validation_accuracy_then_nll_and_ranks_divergence_last():
   def result(eta, accuracy, nll, status="finished"):
-    return {"eta": eta, "flip_sign": False, "status": status,
+    return {"stage": "search", "dataset": "toy", "method": "mixupe", "seed": 0, "eta": eta,
+            "flip_sign": False, "status": status, "error": None, "seconds": 1.0, "variant": "v1",
+            "alpha": 1.0, "config_method": "mixupe",
             "metrics": {"validation": {"accuracy": accuracy, "nll": nll}} if status == "finished"
-            else {}}
+            else {}, "curves": {}}
 
   assert runner.choose([result(0.1, 0.90, 0.3), result(1.0, 0.92, 0.5)])["eta"] == 1.0
   assert runner.choose([result(0.1, 0.92, 0.3), result(1.0, 0.92, 0.5)])["eta"] == 0.1
@@ -377,7 +382,7 @@ def test_finished_runs_in_the_store_are_picked_up_and_never_recomputed(tmp_path,
   third = runner.run_suite(suites.TINY, str(tmp_path / "session3"), store=str(store))
   assert trained == [missing]
   assert os.path.exists(runner.stored_result_path(str(store), missing))
-  assert [r["metrics"] for r in third["runs"]] == [r["metrics"] for r in first["runs"]]
+  assert [r.metrics for r in third["runs"]] == [r.metrics for r in first["runs"]]
 
   # A partial reading (train=False) trains nothing, names what is missing and labels the table.
   monkeypatch.setattr(runner, "execute", no_training)
@@ -585,3 +590,24 @@ def test_mean_and_std_accumulate_in_float64_whatever_the_values_type():
   wide = values.astype(np.float64)
   assert report.mean_and_std(values) == {"mean": float(wide.mean()),
                                          "std": float(wide.std(ddof=1)), "n": 5}
+
+
+def test_every_committed_record_reads_as_a_run_result_and_writes_back_unchanged():
+  """The one conversion of older records (RunResult.from_record): each committed result file,
+  of every suite and age (with or without CPU times, early stopping, imported_from), reads as a
+  RunResult and writes back to the same record, field order included; an unknown field is an
+  error."""
+  from mixupe_jax.experiments.result import RunResult
+  paths = glob.glob(os.path.join(ROOT, "results", "runs", "**", "*.json"), recursive=True)
+  assert len(paths) > 800
+  kinds = set()
+  for path in paths:
+    with open(path) as file:
+      record = json.load(file)
+    result = RunResult.from_record(record)
+    assert list(result.to_record().items()) == list(record.items()), path
+    kinds.add((result.cpu_seconds is None, result.best_step is None,
+               result.imported_from is None))
+  assert len(kinds) == 3  # Three generations of records.
+  with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
+    RunResult.from_record({**record, "colour": "red"})

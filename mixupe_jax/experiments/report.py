@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mixupe_jax.experiments.result import RunResult
+
 METRICS = (
   ("accuracy", "test accuracy (%)", 100.0, 2),
   ("nll", "test NLL", 1.0, 3),
@@ -72,27 +74,29 @@ def paired_test(method: list[float], baseline: list[float]) -> dict[str, float |
 
 
 def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
-  """results.json's content from `runner.run_suite`'s outcome."""
-  runs = outcome["runs"]
+  """results.json's content from `runner.run_suite`'s outcome (its runs `RunResult`s, or
+  result.json records)."""
+  runs = [RunResult.from_record(run) for run in outcome["runs"]]
   table: dict[str, dict[str, Any]] = {}
-  for dataset in dict.fromkeys(run["dataset"] for run in runs):
+  for dataset in dict.fromkeys(run.dataset for run in runs):
     table[dataset] = {}
     for method in suite.methods:
-      chosen = [r for r in runs if r["dataset"] == dataset and r["method"] == method]
-      finished = sorted((r for r in chosen if r["status"] == "finished"), key=lambda r: r["seed"])
+      chosen = [r for r in runs if r.dataset == dataset and r.method == method]
+      finished = sorted((r for r in chosen if r.finished), key=lambda r: r.seed)
       entry: dict[str, Any] = {
-        "seeds": [r["seed"] for r in finished],
-        "diverged_seeds": [r["seed"] for r in chosen if r["status"] != "finished"],
-        "seconds": sum(r["seconds"] for r in chosen),
-        "per_seed": {name: [r["metrics"]["test"][name] for r in finished] for name, *_ in METRICS},
+        "seeds": [r.seed for r in finished],
+        "diverged_seeds": [r.seed for r in chosen if not r.finished],
+        "seconds": sum(r.seconds for r in chosen),
+        "per_seed": {name: [r.metrics["test"][name] for r in finished] for name, *_ in METRICS},
       }
       for name, *_ in METRICS:
         if finished:
           entry[name] = mean_and_std(entry["per_seed"][name])
       if chosen:
         entry["seconds_per_run"] = entry["seconds"] / len(chosen)
-        if all("cpu_seconds" in r for r in chosen):
-          entry["cpu_seconds_per_run"] = sum(r["cpu_seconds"] for r in chosen) / len(chosen)
+        cpu_seconds = [r.cpu_seconds for r in chosen if r.cpu_seconds is not None]
+        if len(cpu_seconds) == len(chosen):
+          entry["cpu_seconds_per_run"] = sum(cpu_seconds) / len(chosen)
       for name, values in _run_statistics(finished).items():
         entry["per_seed"][name] = values
         entry[name] = mean_and_std(values)
@@ -116,7 +120,7 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
     "eta_grid": list(suite.eta_grid),
     "sign_grid": list(suite.sign_grid),
     "validation_fraction": suite.validation_fraction,
-    "total_run_seconds": sum(run["seconds"] for run in runs)
+    "total_run_seconds": sum(run.seconds for run in runs)
     + sum(
       entry["seconds"]
       for dataset in outcome["search"].values()
@@ -125,14 +129,14 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
     ),
     # CPU seconds where every run recorded them (runs of suites before cpu_seconds lack them).
     "total_cpu_seconds": (
-      sum(run["cpu_seconds"] for run in runs)
+      sum(run.cpu_seconds or 0.0 for run in runs)
       + sum(
         entry["cpu_seconds"]
         for dataset in outcome["search"].values()
         for entries in dataset.values()
         for entry in entries
       )
-      if all("cpu_seconds" in run for run in runs)
+      if all(run.cpu_seconds is not None for run in runs)
       and all(
         "cpu_seconds" in entry
         for dataset in outcome["search"].values()
@@ -146,21 +150,21 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
     "search": outcome["search"],
     "results": table,
     "missing_runs": outcome.get("missing", []),
-    "curves": {f"{r['dataset']}/{r['method']}/seed={r['seed']}": r["curves"] for r in runs},
+    "curves": {f"{r.dataset}/{r.method}/seed={r.seed}": r.curves for r in runs},
   }
 
 
-def _run_statistics(finished: list[dict[str, Any]]) -> dict[str, list[float]]:
+def _run_statistics(finished: list[RunResult]) -> dict[str, list[float]]:
   """Per-seed values that runs of early-stopping suites carry (each only when every finished run
   has it): the reported model's accuracy on the unaugmented training split, its step, and the
   fraction of examples the MixupE term acted on, averaged over training."""
   values: dict[str, list[float]] = {}
   candidates = {
-    "train_accuracy": lambda r: r["metrics"].get("train_eval", {}).get("accuracy"),
-    "best_step": lambda r: r.get("best_step"),
+    "train_accuracy": lambda r: r.metrics.get("train_eval", {}).get("accuracy"),
+    "best_step": lambda r: r.best_step,
     "active_fraction": lambda r: (
-      float(np.mean([v for _, v in r["curves"]["active_fraction"]]))
-      if r["curves"].get("active_fraction")
+      float(np.mean([v for _, v in r.curves["active_fraction"]]))
+      if r.curves.get("active_fraction")
       else None
     ),
   }

@@ -29,6 +29,7 @@ from typing import Any
 import ml_collections
 
 from mixupe_jax import data as data_lib
+from mixupe_jax.experiments.result import RunResult
 from mixupe_jax.experiments.suites import Suite, dataset_methods, dataset_seeds
 from mixupe_jax.train import reporting
 from mixupe_jax.train.loop import train_and_evaluate
@@ -178,7 +179,7 @@ def stored_result_path(store: str, run: Run) -> str:
   return os.path.join(store, run.relative_dir + ".json")
 
 
-def read_result(workdir: str, run: Run, store: str | None = None) -> dict[str, Any] | None:
+def read_result(workdir: str, run: Run, store: str | None = None) -> RunResult | None:
   """The run's result from its workdir, else from the store; a result found only in the workdir
   is copied to the store, so that it is kept with the results."""
   path = os.path.join(workdir, run.relative_dir, RESULT_FILE)
@@ -186,10 +187,10 @@ def read_result(workdir: str, run: Run, store: str | None = None) -> dict[str, A
   for candidate in (path, stored):
     if candidate and os.path.exists(candidate):
       with open(candidate) as file:
-        result = json.load(file)
+        record = json.load(file)
       if stored and candidate == path and not os.path.exists(stored):
-        _write_json(stored, result)
-      return result
+        _write_json(stored, record)
+      return RunResult.from_record(record)
   return None
 
 
@@ -226,7 +227,7 @@ def _curves(directory: str) -> dict[str, list[list[float]]]:
 
 def execute(
   run: Run, config: ml_collections.ConfigDict, workdir: str, store: str | None = None
-) -> dict[str, Any]:
+) -> RunResult:
   """Trains one run (resuming its checkpoint if any) and writes its result.json (and its copy in
   the store)."""
   directory = os.path.join(workdir, run.relative_dir)
@@ -240,29 +241,33 @@ def execute(
     attempts = _record_attempt(
       directory, time.perf_counter() - start, time.process_time() - cpu_start
     )
-  result = {
-    **dataclasses.asdict(run),
-    "status": status,
-    "error": error,
-    "seconds": attempts[-1]["seconds"],  # Of the attempt that finished it.
+  result = RunResult(
+    stage=run.stage,
+    dataset=run.dataset,
+    method=run.method,
+    seed=run.seed,
+    eta=config.eta,
+    flip_sign=config.flip_sign,
+    status=status,
+    error=error,
+    seconds=attempts[-1]["seconds"],  # Of the attempt that finished it.
     # CPU seconds of every thread of the process, summed over attempts: unlike wall time, not
     # lengthened by a pause (SIGSTOP) or, to first order, by other load on the machine.
-    "cpu_seconds": sum(attempt["cpu_seconds"] for attempt in attempts),
-    "attempts": len(attempts),
-    "variant": config.variant,
-    "alpha": config.alpha,
-    "eta": config.eta,
-    "flip_sign": config.flip_sign,
-    "config_method": config.method,
-    "metrics": {split: metrics for split, metrics in summary.items() if isinstance(metrics, dict)},
-    "curves": _curves(directory),
-  }
-  for name in ("best_step", "final_step", "steps", "stopped_early"):
-    if name in summary:
-      result[name] = summary[name]
-  _write_json(os.path.join(directory, RESULT_FILE), result)
+    cpu_seconds=sum(attempt["cpu_seconds"] for attempt in attempts),
+    attempts=len(attempts),
+    variant=config.variant,
+    alpha=config.alpha,
+    config_method=config.method,
+    metrics={split: metrics for split, metrics in summary.items() if isinstance(metrics, dict)},
+    curves=_curves(directory),
+    best_step=summary.get("best_step"),
+    final_step=summary.get("final_step"),
+    steps=summary.get("steps"),
+    stopped_early=summary.get("stopped_early"),
+  )
+  _write_json(os.path.join(directory, RESULT_FILE), result.to_record())
   if store:
-    _write_json(stored_result_path(store, run), result)
+    _write_json(stored_result_path(store, run), result.to_record())
   return result
 
 
@@ -281,18 +286,19 @@ def _record_attempt(directory: str, seconds: float, cpu_seconds: float) -> list[
   return attempts
 
 
-def search_score(result: dict[str, Any]) -> tuple[float, float]:
+def search_score(result: RunResult | dict[str, Any]) -> tuple[float, float]:
   """Higher is better: (validation accuracy, -validation NLL); diverged runs rank last."""
-  if result["status"] != "finished":
+  result = RunResult.from_record(result)
+  if not result.finished:
     return (float("-inf"), float("-inf"))
-  validation = result["metrics"]["validation"]
+  validation = result.metrics["validation"]
   return (validation["accuracy"], -validation["nll"])
 
 
-def choose(results: list[dict[str, Any]]) -> dict[str, Any]:
+def choose(results: list[RunResult] | list[dict[str, Any]]) -> dict[str, Any]:
   """The best search result of one method (first in grid order on exact ties)."""
-  best = max(results, key=search_score)
-  return {"eta": best["eta"], "flip_sign": best["flip_sign"]}
+  best = RunResult.from_record(max(results, key=search_score))
+  return {"eta": best.eta, "flip_sign": best.flip_sign}
 
 
 def run_suite(
@@ -326,10 +332,10 @@ def run_suite(
   progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
   search: dict[str, dict[str, list[dict[str, Any]]]] = {}
-  results: list[dict[str, Any]] = []
+  results: list[RunResult] = []
   missing: list[str] = []
 
-  def perform(run: Run) -> dict[str, Any] | None:
+  def perform(run: Run) -> RunResult | None:
     result = read_result(workdir, run, store)
     if result is None and not train:
       missing.append(run.relative_dir)
@@ -339,15 +345,15 @@ def run_suite(
         run, run_config(suite, run, configs_dir=configs_dir, data_dir=data_dir), workdir, store
       )
       split = "validation" if run.stage == "search" else "test"
-      metrics = result["metrics"].get(split, {})
-      outcome = f"{split} accuracy {metrics['accuracy']:.4f}" if metrics else result["status"]
-      progress.write(f"{run.relative_dir}: {outcome} ({result['seconds']:.0f} s)")
+      metrics = result.metrics.get(split, {})
+      outcome = f"{split} accuracy {metrics['accuracy']:.4f}" if metrics else result.status
+      progress.write(f"{run.relative_dir}: {outcome} ({result.seconds:.0f} s)")
     progress.update(1)
     return result
 
   try:
     for dataset in datasets:
-      searched: dict[str, list[dict[str, Any]]] = {}
+      searched: dict[str, list[RunResult]] = {}
       for run in search_runs(suite, dataset):
         searched.setdefault(run.method, [])
         result = perform(run)
@@ -375,17 +381,17 @@ def run_suite(
   return {"chosen": chosen, "search": search, "runs": results, "missing": missing}
 
 
-def _search_entry(result: dict[str, Any]) -> dict[str, Any]:
+def _search_entry(result: RunResult) -> dict[str, Any]:
   """One row of the search table: {eta, flip_sign, status, seconds, validation accuracy, nll}."""
-  validation = result["metrics"].get("validation", {})
+  validation = result.metrics.get("validation", {})
   entry = {
-    "eta": result["eta"],
-    "flip_sign": result["flip_sign"],
-    "status": result["status"],
-    "seconds": result["seconds"],
+    "eta": result.eta,
+    "flip_sign": result.flip_sign,
+    "status": result.status,
+    "seconds": result.seconds,
     "accuracy": validation.get("accuracy"),
     "nll": validation.get("nll"),
   }
-  if "cpu_seconds" in result:
-    entry["cpu_seconds"] = result["cpu_seconds"]
+  if result.cpu_seconds is not None:
+    entry["cpu_seconds"] = result.cpu_seconds
   return entry
