@@ -74,8 +74,8 @@ def paired_test(method: list[float], baseline: list[float]) -> dict[str, float |
 
 
 def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
-  """results.json's content from `runner.run_suite`'s outcome (its runs `RunResult`s, or
-  result.json records)."""
+  """results.json's content from `runner.run_suite`'s outcome (its runs as `RunResult` objects
+  or as result.json records)."""
   runs = [RunResult.from_record(run) for run in outcome["runs"]]
   table: dict[str, dict[str, Any]] = {}
   for dataset in dict.fromkeys(run.dataset for run in runs):

@@ -247,12 +247,10 @@ def _converged_uci(name: str, **overrides) -> DatasetEntry:
 CONVERGED = Suite(
   name="converged",
   datasets={
-    # 5,000 training images (4,500 after the validation split; the same subset for every seed
-    # and method), PreActResNet-18 of width 16 (1/16 of the full model's FLOPs), pad-crop-
-    # flip, SGD 0.1 Nesterov, weight decay 1e-4 (the Mixup paper's), cosine over 40 epochs.
-    # Sized on ERM seed 0: validation accuracy peaked at epoch 33 (71.6%); the training split
-    # was 91.9% right at that step and 93.6% at epoch 40, test 69.1%: a 23-point gap for a
-    # regularizer to close. The search trains 8 epochs.
+    # Every dataset's budget was sized on ERM's runs: a model that fits its training split,
+    # stopped early on validation. What ERM measured is in docs/results.md, "How each dataset
+    # was sized". Here: 5,000 training images (the same subset for every seed and method),
+    # PreActResNet-18 of width 16, the Mixup paper's optimizer, cosine over 40 epochs.
     "cifar10": DatasetEntry(
       # The MixupE settings its runs were made with (before the config's default became the
       # official README's recipe): alpha 1, the variants' own thresholds.
@@ -274,11 +272,7 @@ CONVERGED = Suite(
       methods=_CIFAR_METHODS,
       search_overrides={"num_epochs": 8},
     ),
-    # 10,000 training images, a CNN whose flattened readout can fit them. Measured on ERM seed 0
-    # (9,000 images after the validation split): validation accuracy peaked at epoch 17 (86.9%)
-    # while the training loss kept falling to the stop at epoch 27; the reported model fits
-    # 90.4% of the training split, test 86.1%: the case of a model that stops improving on
-    # validation before it fits every image (seeds 0-2: 90.4%, 90.6% and 94.6% fitted).
+    # 10,000 training images, a CNN whose flattened readout can fit them.
     "fashion_mnist": DatasetEntry(
       "fashion_mnist_cnn.py",
       {
@@ -297,8 +291,6 @@ CONVERGED = Suite(
       },
       search_overrides={"num_epochs": 10},
     ),
-    # Measured on ERM seeds 0-4: the reported model fits 99.1%, 99.9%, 100.0%, 100.0% and 99.8%
-    # of the training split (test 95.7-97.0%); validation peaked at steps 259-1,147 of 1,480.
     "fsdd": DatasetEntry(
       "fsdd_cnn.py",
       {
@@ -311,8 +303,7 @@ CONVERGED = Suite(
       search_overrides={"num_epochs": 20},
     ),
     # Kipf & Welling's recipe (configs/cora_gcn.py): mixing after the first propagation,
-    # early stopping on the standard 500 validation nodes. Measured on ERM seeds 0-4: the
-    # reported model fits 98.6-100.0% of the 140 training nodes (kept at steps 87-190 of 400).
+    # early stopping on the standard 500 validation nodes.
     "cora": DatasetEntry(
       "cora_gcn.py",
       {
@@ -329,27 +320,19 @@ CONVERGED = Suite(
       # term_fraction subsets the clean batch, which mixing a hidden layer does not have.
       methods=tuple(m for m in CONVERGED_METHODS if m != "mixupe_exact_quarter"),
     ),
-    # Measured on ERM seeds 0-4: the reported model fits 100.0% of the training split in every
-    # seed (kept at steps 198-1,782 of 1,800).
     "digits": DatasetEntry(
       "digits_mlp.py",
       {"num_epochs": 100, "early_stopping_patience": 15, **_CONVERGED_QUIET},
       seeds=(0, 1, 2, 3, 4),
       search_overrides={"num_epochs": 50},
     ),
-    # The UCI sets, measured on ERM seeds 0-4 (the reported model's fit of the training split;
-    # the step it was kept at, of the budget's). abalone (29 ring counts, noisy): 30.5-31.2%,
-    # validation peaked at steps 1,316-2,820 of 18,800 and stopped improving.
+    # The UCI sets; the small ones (arcene's 100 rows, arrhythmia, iris) keep a fifth for
+    # validation, the large ones (htru2, phishing) train 30 epochs in batches of 64.
     "uci_abalone": _converged_uci("abalone"),
-    # 100 training rows, a fifth of them for validation: 100.0% in every seed (steps 15-75).
     "uci_arcene": _converged_uci("arcene", validation_fraction=0.2),
-    # 80.0-95.5%, validation peaked early (steps 54-126 of 1,800).
     "uci_arrhythmia": _converged_uci("arrhythmia", validation_fraction=0.2),
-    # 98.1-98.3% (the classes overlap: test 97.7-97.9%); two seeds ran the 30 epochs out.
     "uci_htru2": _converged_uci("htru2", batch_size=64, num_epochs=30),
-    # 92.7-100.0% (validation: 24 rows).
     "uci_iris": _converged_uci("iris", validation_fraction=0.2),
-    # 98.5-98.9%; three seeds ran the 30 epochs out (best steps 1,612-3,596 of 3,720).
     "uci_phishing": _converged_uci("phishing", batch_size=64, num_epochs=30),
   },
   methods=CONVERGED_METHODS,
