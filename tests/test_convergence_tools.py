@@ -4,6 +4,7 @@ decay on the first layer, dropout active in train mode only)."""
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +62,36 @@ def test_an_early_stopped_run_resumes_to_the_same_result(tmp_path):
   assert resumed == uninterrupted
   # A finished early-stopped run is not trained again.
   assert train_and_evaluate(early_stopping_config(), resumed_dir) == uninterrupted
+
+  # The early-stopping state is the checkpoint's: without the metric log the resumed run still
+  # stops where the uninterrupted one did. A checkpoint written before that state was saved (its
+  # "loop" item removed) rebuilds it from the log, once.
+  for name, remove in (("no_log", "metrics.jsonl"), ("old_checkpoint", "loop")):
+    workdir = tmp_path / name
+    train_and_evaluate(early_stopping_config(steps=5 * 18), str(workdir))
+    checkpoints = workdir / "checkpoints"
+    if remove == "metrics.jsonl":
+      os.remove(workdir / remove)
+    else:
+      for step in os.listdir(checkpoints):
+        assert (checkpoints / step / "loop").is_dir()
+        shutil.rmtree(checkpoints / step / "loop")
+    assert train_and_evaluate(early_stopping_config(), str(workdir)) == uninterrupted, name
+    final = checkpoints / str(uninterrupted["final_step"]) / "loop"
+    assert final.is_dir()  # Saved again from here on.
+
+
+def test_the_loop_state_round_trips_and_names_a_changed_split():
+  stopper = EarlyStopping("validation", patience=2)
+  assert EarlyStopping.from_state(stopper.to_state(), "validation", 2) == stopper  # No best.
+  stopper.update(10, {"validation": {"accuracy": 0.8, "nll": 0.4}})
+  stopper.update(20, {"validation": {"accuracy": 0.7, "nll": 0.4}})
+  state = json.loads(json.dumps(stopper.to_state()))  # What the JSON item holds.
+  restored = EarlyStopping.from_state(state, "validation", 2)
+  assert (restored.best_step, restored.score, restored.waited) == (10, (0.8, -0.4), 1)
+  assert restored.update(30, {"validation": {"accuracy": 0.7, "nll": 0.4}})  # Patience spent.
+  with pytest.raises(ValueError, match="watched 'validation', this config 'test'"):
+    EarlyStopping.from_state(state, "test", 2)
 
 
 def test_the_early_stopping_split_must_be_evaluated(tmp_path):

@@ -4,8 +4,10 @@ preemption (SIGTERM).
 orbax writes each step into a temporary folder and renames it only once complete, so a crash or a
 kill during a save never leaves a partial checkpoint where a good one was: restoring takes the
 newest finished step. A checkpoint holds the whole `TrainState` (step, params, model state,
-optimizer state); the data stream and the per-step keys are functions of the step, so resuming
-from step s replays exactly what an uninterrupted run does after s.
+optimizer state) as its item "default", and the loop's own state (early stopping's best step,
+best metrics and patience count) as the JSON item "loop"; the data stream and the per-step keys
+are functions of the step, so resuming from step s replays exactly what an uninterrupted run does
+after s. Checkpoints written before the loop's item restore without it.
 
 Failures: a checkpoint that cannot be restored (a truncated file, an empty metadata file, an empty
 step folder) is skipped for the newest one that can, and moved aside as `unreadable-<step>`, with
@@ -27,6 +29,9 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+STATE_ITEM, LOOP_ITEM = "default", "loop"  # "default": the item name of older checkpoints.
+ITEMS = (STATE_ITEM, LOOP_ITEM)
+
 
 class CheckpointError(RuntimeError):
   """Checkpoints cannot be written, or none of those present can be read."""
@@ -46,15 +51,22 @@ class Checkpointer:
     self._options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, enable_async_checkpointing=False
     )
-    self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+    self.manager = self._manager()
+
+  def _manager(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=self._options, item_names=ITEMS)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: Any) -> bool:
-    """Saves `state` as step `step`; a failure raises CheckpointError naming the step and folder."""
+  def save(self, step: int, state: Any, loop_state: dict[str, Any] | None = None) -> bool:
+    """Saves `state` (and the loop's JSON-able `loop_state`, if any) as step `step`; a failure
+    raises CheckpointError naming the step and folder."""
+    items: dict[str, Any] = {STATE_ITEM: ocp.args.StandardSave(state)}
+    if loop_state is not None:
+      items[LOOP_ITEM] = ocp.args.JsonSave(loop_state)
     try:
-      return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as error:
       raise CheckpointError(
         f"Saving the checkpoint of step {step} in {self.directory} failed "
@@ -65,16 +77,29 @@ class Checkpointer:
   def restore_latest(self, like: Any) -> Any | None:
     """The newest checkpoint that can be restored with `like`'s structure, shardings and dtypes,
     or None when there is none. Newer ones that cannot are moved aside (see above)."""
+    return self.restore_latest_with_loop(like)[0]
+
+  def _restore(self, step: int, abstract: Any) -> tuple[Any, dict[str, Any] | None]:
+    items: dict[str, Any] = {STATE_ITEM: ocp.args.StandardRestore(abstract)}
+    has_loop = os.path.isdir(os.path.join(self.directory, str(step), LOOP_ITEM))
+    if has_loop:
+      items[LOOP_ITEM] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored[STATE_ITEM], restored[LOOP_ITEM] if has_loop else None
+
+  def restore_latest_with_loop(self, like: Any) -> tuple[Any | None, dict[str, Any] | None]:
+    """(the newest restorable state, as `restore_latest`; the loop state saved with it, or None
+    for a checkpoint written without one)."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     failed: list[tuple[int, Exception]] = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        restored = self._restore(step, abstract)
       except Exception as error:  # orbax, tensorstore and the OS raise many kinds.
         failed.append((step, error))
         # A failed restore can leave the manager's handlers in a state that fails the next one.
         self.manager.close()
-        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        self.manager = self._manager()
         continue
       for bad_step, bad_error in failed:
         aside = self._set_aside(bad_step)
@@ -97,7 +122,7 @@ class Checkpointer:
         f"{type(newest_error).__name__}: {newest_error}. If the model or optimizer changed, use "
         "a new workdir."
       )
-    return None
+    return None, None
 
   def restore_step(self, step: int, like: Any) -> Any:
     """The checkpoint of `step`, restored with `like`'s structure, shardings and dtypes; a
@@ -109,7 +134,7 @@ class Checkpointer:
         f"{sorted(self.manager.all_steps()) or 'none'})."
       )
     try:
-      return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      return self._restore(step, abstract)[0]
     except Exception as error:  # orbax, tensorstore and the OS raise many kinds.
       raise CheckpointError(
         f"The checkpoint of step {step} in {self.directory} cannot be "

@@ -1,8 +1,9 @@
 """Early stopping on a held-out split: the evaluation with the best accuracy (then the lower NLL)
 is the run's result, and training stops after `patience` evaluations without improving on it.
 
-The state is a function of the metric log, so a resumed run rebuilds it from the records up to
-its checkpoint (`from_log`) and stops exactly where an uninterrupted one would.
+The state is saved with each checkpoint (`to_state`, `from_state`), so a resumed run continues
+it and stops exactly where an uninterrupted one would, whatever happened to the metric log. A
+checkpoint written before the state was saved rebuilds it once from the log (`from_log`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,37 @@ class EarlyStopping:
   def stopped(self) -> bool:
     """Whether `patience` evaluations in a row have not improved on the best one."""
     return self.waited >= self.patience
+
+  def to_state(self) -> dict[str, Any]:
+    """The JSON-able state a checkpoint keeps (`from_state` reads it back)."""
+    return {
+      "split": self.split,
+      "patience": self.patience,
+      "best_step": self.best_step,
+      "best": self.best,
+      "score": None if self.best_step is None else list(self.score),
+      "waited": self.waited,
+    }
+
+  @classmethod
+  def from_state(cls, state: dict[str, Any], split: str, patience: int) -> EarlyStopping:
+    """The early stopping a checkpoint saved, continued with this config's split and patience.
+
+    >>> stopper = EarlyStopping("validation", 3)
+    >>> _ = stopper.update(7, {"validation": {"accuracy": 0.9, "nll": 0.3}})
+    >>> EarlyStopping.from_state(stopper.to_state(), "validation", 3) == stopper
+    True
+    """
+    if state["split"] != split:
+      raise ValueError(
+        f"the checkpoint's early stopping watched {state['split']!r}, this config {split!r}; "
+        "use another workdir."
+      )
+    stopper = cls(split, patience, best_step=state["best_step"], best=state["best"])
+    if state["score"] is not None:
+      stopper.score = (float(state["score"][0]), float(state["score"][1]))
+    stopper.waited = int(state["waited"])
+    return stopper
 
   @classmethod
   def from_log(cls, records: list[dict[str, Any]], split: str, patience: int) -> EarlyStopping:

@@ -421,7 +421,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
   )
   try:
-    state, finished = _resume(experiment, checkpointer, workdir)
+    state, loop_state, finished = _resume(experiment, checkpointer, workdir)
   except BaseException:
     checkpointer.close()
     raise
@@ -436,7 +436,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     with open(os.path.join(workdir, "config.json"), "w") as file:
       file.write(config.to_json_best_effort(indent=2))
   try:
-    stopper, best_checkpointer = _early_stopping(experiment, log.path, workdir, start_step)
+    stopper, best_checkpointer = _early_stopping(
+      experiment, loop_state, log.path, workdir, start_step
+    )
   except BaseException:
     checkpointer.close()
     log.close()
@@ -476,11 +478,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
 def _resume(
   experiment: Experiment, checkpointer: checkpoint.Checkpointer, workdir: str
-) -> tuple[TrainState, dict[str, Any] | None]:
+) -> tuple[TrainState, dict[str, Any] | None, dict[str, Any] | None]:
   """(the state to continue from: the newest restorable checkpoint's, else the initial one;
-  the summary when the run finished already at that step, else None). A checkpoint past this
-  config's steps is a ConfigError."""
-  restored = checkpointer.restore_latest(experiment.state)
+  the loop state saved with it, or None; the summary when the run finished already at that
+  step, else None). A checkpoint past this config's steps is a ConfigError."""
+  restored, loop_state = checkpointer.restore_latest_with_loop(experiment.state)
   state = experiment.state if restored is None else restored
   start_step, total_steps = int(state.step), experiment.total_steps
   if start_step > total_steps:
@@ -497,15 +499,20 @@ def _resume(
       and finished.get("final_step", finished.get("steps")) == start_step
     ):
       logging.info("%s finished already (step %d); its summary is unchanged.", workdir, start_step)
-      return state, finished
-  return state, None
+      return state, loop_state, finished
+  return state, loop_state, None
 
 
 def _early_stopping(
-  experiment: Experiment, log_path: str, workdir: str, start_step: int
+  experiment: Experiment,
+  loop_state: dict[str, Any] | None,
+  log_path: str,
+  workdir: str,
+  start_step: int,
 ) -> tuple[EarlyStopping | None, checkpoint.Checkpointer | None]:
-  """The early-stopping state replayed from the log up to `start_step` and the checkpointer of
-  the best step (None, None without early stopping)."""
+  """The early-stopping state the resumed checkpoint saved (`loop_state`), or, for a checkpoint
+  written without it, replayed from the log up to `start_step`; and the checkpointer of the best
+  step (None, None without early stopping)."""
   config = experiment.config
   if not config.early_stopping_patience:
     return None, None
@@ -514,10 +521,15 @@ def _early_stopping(
       f"config.early_stopping_split = {config.early_stopping_split!r} is not evaluated; the "
       f"evaluated splits are {sorted(experiment.evaluated_splits)}."
     )
-  records = reporting.read_log(log_path) if os.path.exists(log_path) else []
-  stopper = EarlyStopping.from_log(
-    records, config.early_stopping_split, config.early_stopping_patience
-  )
+  split, patience = config.early_stopping_split, config.early_stopping_patience
+  if loop_state is not None and "early_stopping" in loop_state:
+    try:
+      stopper = EarlyStopping.from_state(loop_state["early_stopping"], split, patience)
+    except ValueError as error:
+      raise validation.ConfigError(f"{workdir}: {error}") from None
+  else:  # A fresh run, or a checkpoint written before the loop state was saved with it.
+    records = reporting.read_log(log_path) if os.path.exists(log_path) else []
+    stopper = EarlyStopping.from_log(records, split, patience)
   best_checkpointer = checkpoint.Checkpointer(
     os.path.join(workdir, BEST_CHECKPOINT_DIR), max_to_keep=1
   )
@@ -625,7 +637,8 @@ def _run_steps(
           save = save or stop_early
         progress.set_postfix(postfix, refresh=False)
         if save or preempted:
-          checkpointer.save(done, state)
+          loop_state = None if stopper is None else {"early_stopping": stopper.to_state()}
+          checkpointer.save(done, state, loop_state)
         if preempted:
           checkpointer.wait()
           logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
