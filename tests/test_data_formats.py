@@ -217,10 +217,9 @@ def _jpeg(color):
   return buffer.getvalue()
 
 
-def test_tiny_imagenet_layout_from_a_zip(tmp_path):
-  path = str(tmp_path / "tiny-imagenet-200.zip")
+def _tiny_imagenet_zip(path, wnids):
   with zipfile.ZipFile(path, "w") as archive:
-    archive.writestr("tiny-imagenet-200/wnids.txt", "n02\nn01\n")
+    archive.writestr("tiny-imagenet-200/wnids.txt", "".join(f"{w}\n" for w in wnids))
     for wnid, color in (("n01", 10), ("n02", 200)):
       for index in range(3):
         archive.writestr(f"tiny-imagenet-200/train/{wnid}/images/{wnid}_{index}.JPEG",
@@ -230,13 +229,23 @@ def test_tiny_imagenet_layout_from_a_zip(tmp_path):
     archive.writestr("tiny-imagenet-200/val/images/val_1.JPEG", _jpeg(10))
     archive.writestr("tiny-imagenet-200/val/val_annotations.txt",
                      "val_0.JPEG\tn02\t0\t0\t10\t10\nval_1.JPEG\tn01\t1\t1\t5\t5\n")
+
+
+def test_tiny_imagenet_layout_from_a_zip(tmp_path):
+  """Its 200 classes (images of two of them here); a wnids.txt of another count is a DataError
+  naming the file, the published count and the one found."""
+  path = str(tmp_path / "tiny-imagenet-200.zip")
+  _tiny_imagenet_zip(path, ["n02", "n01"] + [f"n9{i:03d}" for i in range(198)])
   dataset = data.load(f"tinyimagenet:{path}")
-  assert dataset.class_names == ("n02", "n01") and dataset.num_classes == 2
+  assert dataset.class_names[:2] == ("n02", "n01") and dataset.num_classes == 200
   train_x, train_y = dataset.splits["train"]
   assert train_x.shape == (6, 64, 64, 3) and train_x.dtype == np.uint8
   # wnids.txt order defines the label: n02 -> 0 (bright), n01 -> 1 (dark).
   assert set(train_y[train_x[:, 0, 0, 0] > 100]) == {0} and set(train_y[train_x[:, 0, 0, 0] < 100]) == {1}
   np.testing.assert_array_equal(dataset.splits["test"][1], [0, 1])
+  _tiny_imagenet_zip(path, ["n02", "n01"])
+  with pytest.raises(DataError, match=r"wnids.txt: Tiny-ImageNet-200 has 200 classes, found 2"):
+    data.load(f"tinyimagenet:{path}")
 
 
 def test_tiny_imagenet_bad_annotation_names_the_line(tmp_path):

@@ -188,10 +188,8 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
       if parts[2] not in val_labels:
         raise DataError(f"{path}:{member} has no line in {annotations}.")
       test.append((member, val_labels[parts[2]]))
-  return ArrayDataset(
-    name,
-    {"train": collect(train, "train"), "test": collect(test, "val")},
-    len(wnids),
-    tuple(wnids),
-    source=path,
+  splits = {"train": collect(train, "train"), "test": collect(test, "val")}
+  invariants.check_published(
+    "Tiny-ImageNet-200", f"{path}:{root}wnids.txt", {"classes": len(wnids)}, {"classes": 200}
   )
+  return ArrayDataset(name, splits, len(wnids), tuple(wnids), source=path)
