@@ -95,7 +95,7 @@ def erm_loss_fn(
   num_classes: int | None = None,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """L_std = (1/B) sum_i l(x_i, y_i).
+  r""":math:`L_{\mathrm{std}} = \frac{1}{B} \sum_i \ell(x_i, y_i)`.
 
   Args:
     params: the model's parameters.
@@ -134,7 +134,7 @@ def mixup_loss_fn(
   apply_fn: ApplyFn,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """L_mix = (1/B) sum_i l(x~_i, y~_i) on a mixed batch.
+  r""":math:`L_{\mathrm{mix}} = \frac{1}{B} \sum_i \ell(\tilde x_i, \tilde y_i)` on a mixed batch.
 
   Args:
     params: the model's parameters.
@@ -173,7 +173,8 @@ def regmixup_loss_fn(
   num_classes: int | None = None,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """RegMixup (Pinto et al., NeurIPS 2022): L = L_std(x, y) + eta L_mix(x~, y~).
+  r"""RegMixup (Pinto et al., NeurIPS 2022):
+  :math:`L = L_{\mathrm{std}}(x, y) + \eta\, L_{\mathrm{mix}}(\tilde x, \tilde y)`.
 
   The cross-entropy of the clean batch with Mixup's loss as a regularizer. The passes are
   MixupE's: the mixed batch, then the clean batch, each its own forward (BatchNorm in train mode
@@ -437,7 +438,8 @@ def mixupe_loss_fn(
   options: regularizers.MixupEOptions | None = None,
   axis_name: str | None = None,
 ) -> tuple[jax.Array, LossAux]:
-  """MixupE: L = L_mix(x~, y~) + eta m_1 P(x, y, x_bar), rescaled to abs(L_mix) when `rescale`.
+  r"""MixupE: :math:`L = L_{\mathrm{mix}}(\tilde x, \tilde y) + \eta\, m_1 P(x, y, \bar x)`,
+  rescaled to :math:`|L_{\mathrm{mix}}|` when `rescale`.
 
   Args:
     params, model_state: the model's parameters and non-trainable state (`{}` if none).

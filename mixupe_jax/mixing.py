@@ -213,7 +213,8 @@ def sample_lambda(
   prob: float = 1.0,
   larger_share: bool = False,
 ) -> jax.Array:
-  """lambda ~ Beta(alpha, alpha), float32 [B]; alpha = 0 gives lambda = 1 (no mixing).
+  r""":math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)`, float32 [B]; alpha = 0 gives lambda = 1
+  (no mixing).
 
   For granularity "pair", lambda_i = lambda_{min(i, j(i))} so both members of a pair share it;
   `partner` must then be given. Two options of other Mixup APIs::
@@ -368,7 +369,8 @@ def mixup(
   larger_share: bool = False,
   shard_index: jax.Array | int | None = None,
 ) -> MixedBatch:
-  """Mixup (Zhang et al. 2018): x~ = lambda x_i + (1 - lambda) x_j, y~ likewise.
+  r"""Mixup (Zhang et al. 2018): :math:`\tilde x_i = \lambda x_i + (1 - \lambda) x_{j(i)}`,
+  :math:`\tilde y_i` likewise.
 
   lambda ~ Beta(alpha, alpha) per batch, pair or example; j = pairing(i); `prob` and
   `larger_share` as in `sample_lambda`.
