@@ -160,6 +160,14 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.close()
 
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    """Waits for the last save, then closes (also when the run ends with an exception)."""
+    self.wait()
+    self.close()
+
 
 class PreemptionFlag:
   """Set by SIGTERM (what schedulers and TPU maintenance send before a kill); the loop checks it

@@ -17,13 +17,13 @@ With early stopping the run also keeps the checkpoint of its best evaluation in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +38,10 @@ from mixupe_jax import evaluation, losses, parallel, regularizers
 from mixupe_jax.models import init_model
 from mixupe_jax.models.apply import ApplyFn
 from mixupe_jax.models.registry import build_model
-from mixupe_jax.train import checkpoint, optim, reporting, runaway, validation
+from mixupe_jax.train import actions, checkpoint, optim, reporting, runaway, validation
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train import workdir as workdir_lib
+from mixupe_jax.train.actions import Preempted
 from mixupe_jax.train.early_stopping import EarlyStopping
 from mixupe_jax.train.errors import ConfigError
 from mixupe_jax.train.step import (
@@ -51,16 +52,10 @@ from mixupe_jax.train.step import (
   run_keys,
 )
 
-PREEMPTED_EXIT_STATUS = 143  # 128 + SIGTERM, what schedulers expect from a terminated job.
 # With early stopping, the checkpoint of the best evaluation is kept here (besides the latest ones
 # in checkpoints/, for resuming): the model the summary reports.
 BEST_CHECKPOINT_DIR = "best_checkpoint"
-
-
-class Preempted(SystemExit):
-  def __init__(self, step: int):
-    super().__init__(PREEMPTED_EXIT_STATUS)
-    self.step = step
+PREEMPTED_EXIT_STATUS = Preempted.EXIT_STATUS
 
 
 def _needs_x_bar(config) -> bool:
@@ -88,30 +83,6 @@ def _truncate_log(path: str, last_step: int) -> None:
     kept = [r for r in reporting.read_log(path) if r["step"] <= last_step]
     with open(path, "w") as file:
       file.writelines(json.dumps(r) + "\n" for r in kept)
-
-
-def _non_finite_loss_message(
-  loss: float, step: int, dataset: str, latest_step: int | None, folder: str
-) -> str:
-  """Why training stopped, and what to suspect: at the very first step the data (the parameters
-  are fresh and nothing has been updated yet), later the update."""
-  if step == 1:
-    cause = (
-      f"The training loss is {loss} at step 1 (the first batch, before any update): the "
-      f"inputs or labels of {dataset} may be non-finite or unusable (or the loss overflows "
-      "at these settings)"
-    )
-  else:
-    cause = (
-      f"The training loss is {loss} at step {step} (the update from step {step - 1}); "
-      "the update diverged (a smaller learning_rate or eta may help)"
-    )
-  kept = (
-    "no checkpoint yet"
-    if latest_step is None
-    else f"the last good checkpoint is step {latest_step} in {folder}"
-  )
-  return f"{cause}. Training stopped; {kept}."
 
 
 def start_distributed(config) -> None:
@@ -415,53 +386,46 @@ SUMMARY_FILE = "summary.json"
 
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Set-up, the resume and finished checks, the steps, the summary."""
+  """Set-up, the resume and finished checks, the steps, the summary. One ExitStack owns every
+  resource the run opens (checkpointers, the log, the progress bar, the input workers, the
+  SIGTERM handler) and closes them in reverse order, whatever ends the run."""
   experiment = set_up(config)
-  checkpointer = checkpoint.Checkpointer(
-    os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
-  )
-  try:
+  data, is_chief = experiment.data, jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    checkpointer = stack.enter_context(
+      checkpoint.Checkpointer(
+        os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints
+      )
+    )
     state, loop_state, finished = _resume(experiment, checkpointer, workdir)
-  except BaseException:
-    checkpointer.close()
-    raise
-  if finished is not None:
-    checkpointer.close()
-    return finished
-  is_chief = jax.process_index() == 0
-  log = reporting.MetricLog(workdir, enabled=is_chief)
-  start_step = int(state.step)
-  if is_chief:
-    _truncate_log(log.path, start_step)
-    with open(os.path.join(workdir, "config.json"), "w") as file:
-      file.write(config.to_json_best_effort(indent=2))
-  try:
+    if finished is not None:
+      return finished
+    log = stack.enter_context(contextlib.closing(reporting.MetricLog(workdir, enabled=is_chief)))
+    start_step = int(state.step)
+    if is_chief:
+      _truncate_log(log.path, start_step)
+      with open(os.path.join(workdir, "config.json"), "w") as file:
+        file.write(config.to_json_best_effort(indent=2))
     stopper, best_checkpointer = _early_stopping(
       experiment, loop_state, log.path, workdir, start_step
     )
-  except BaseException:
-    checkpointer.close()
-    log.close()
-    raise
-  data = experiment.data
-  logging.info(
-    "%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
-    data.name,
-    data.num_train,
-    data.num_classes,
-    experiment.steps_per_epoch,
-    experiment.total_steps,
-    experiment.mesh.size,
-    f", resuming at step {start_step}" if start_step else "",
-  )
-  try:
-    state, results = _run_steps(
-      experiment, state, checkpointer, best_checkpointer, stopper, log, workdir
-    )
-    summary = _summary(experiment, state, results, stopper, best_checkpointer)
-  finally:
     if best_checkpointer is not None:
-      best_checkpointer.close()
+      stack.enter_context(best_checkpointer)
+    logging.info(
+      "%s: %d examples, %d classes, %d steps/epoch, %d steps, %d device(s)%s",
+      data.name,
+      data.num_train,
+      data.num_classes,
+      experiment.steps_per_epoch,
+      experiment.total_steps,
+      experiment.mesh.size,
+      f", resuming at step {start_step}" if start_step else "",
+    )
+    state, results = _run_steps(
+      experiment, state, stack, checkpointer, best_checkpointer, stopper, log, workdir
+    )
+    checkpointer.wait()
+    summary = _summary(experiment, state, results, stopper, best_checkpointer)
   if is_chief:
     summary_path = os.path.join(workdir, SUMMARY_FILE)
     with open(f"{summary_path}.tmp", "w") as file:
@@ -538,129 +502,109 @@ def _early_stopping(
   return stopper, best_checkpointer
 
 
+def _actions(
+  experiment: Experiment,
+  start_step: int,
+  checkpointer,
+  best_checkpointer,
+  stopper,
+  log: reporting.MetricLog,
+  workdir: str,
+):
+  """The run's schedule and its three periodic actions (`train.actions`)."""
+  config, data = experiment.config, experiment.data
+  schedule = actions.Schedule(
+    experiment.steps_per_epoch,
+    experiment.total_steps,
+    config.log_every_steps,
+    config.eval_every_epochs,
+    config.checkpoint_every_steps,
+  )
+  folder = os.path.join(workdir, "checkpoints")
+  metrics = actions.TrainMetrics(
+    log,
+    runaway.RunawayWatch(config, data.num_classes),
+    experiment.batch_size,
+    start_step,
+    lambda loss, step: actions.non_finite_loss_message(
+      loss, step, data.name, checkpointer.latest_step(), folder
+    ),
+  )
+  evaluation = actions.Evaluation(experiment.evaluate, log, stopper, best_checkpointer)
+  return schedule, metrics, evaluation, actions.Checkpointing(checkpointer, stopper)
+
+
 def _run_steps(
   experiment: Experiment,
   state: TrainState,
+  stack: contextlib.ExitStack,
   checkpointer: checkpoint.Checkpointer,
   best_checkpointer: checkpoint.Checkpointer | None,
   stopper: EarlyStopping | None,
   log: reporting.MetricLog,
   workdir: str,
 ) -> tuple[TrainState, dict[str, dict[str, float]]]:
-  """The steps from `state`'s to the end (or to early stopping): metrics logged every
-  log_every_steps, evaluation every eval_every_epochs, checkpoints every checkpoint_every_steps,
-  at the end, at the best evaluation and on preemption (then `Preempted` is raised). Returns the
-  last state and its last evaluation. Closes the checkpointer and the log."""
-  config, data, mesh = experiment.config, experiment.data, experiment.mesh
-  total_steps, steps_per_epoch = experiment.total_steps, experiment.steps_per_epoch
+  """The steps from `state`'s to the end (or to early stopping), each followed by the periodic
+  actions the schedule triggers: the train metrics and the NaN check, the evaluation with early
+  stopping, the checkpoint (and on preemption `Preempted`). Returns the last state and its last
+  evaluation; `stack` closes what this opens."""
   start_step = int(state.step)
-  evaluate = experiment.evaluate
+  schedule, metrics, evaluation, saving = _actions(
+    experiment, start_step, checkpointer, best_checkpointer, stopper, log, workdir
+  )
+  progress = stack.enter_context(_progress_bar(experiment, start_step))
+  batches = experiment.data.train_batches(start_step)
+  if hasattr(batches, "close"):  # Worker processes (config.input_workers) end with the run.
+    stack.callback(batches.close)
+  preemption = stack.enter_context(checkpoint.PreemptionFlag())
+  # A run that stopped after its last checkpoint but before its summary is evaluated again; an
+  # early-stopped run whose checkpoint says it stopped here trains no further.
+  end_step = start_step if stopper is not None and stopper.stopped else schedule.total_steps
+  if start_step == end_step:
+    evaluation.results = experiment.evaluate(state)
+  for step in range(start_step, end_step):
+    state, step_metrics = experiment.train_step_at(step)(
+      state, *global_batch(next(batches), experiment.mesh)
+    )
+    done, preempted = step + 1, preemption.reached(step + 1)
+    metrics.add(done, step_metrics)
+    progress.update(1)
+    if schedule.logs(done) or preempted:
+      _show(progress, metrics.flush(done))
+    stop = schedule.evaluates(done) and evaluation.run(done, state)
+    _show(progress, evaluation.results if schedule.evaluates(done) else {})
+    if schedule.saves(done) or stop or preempted:
+      saving.run(done, state, preempted=preempted)
+    if stop:
+      return state, evaluation.results
+  return state, evaluation.results
 
-  pending: list[tuple[int, dict]] = []
-  runaway_watch = runaway.RunawayWatch(config, data.num_classes)
-  last_flush = [time.perf_counter(), start_step]
 
-  def flush(step: int) -> dict[str, float]:
-    """Fetches the metrics of the steps since the last flush; stops on a non-finite loss."""
-    if not pending:
-      return {}
-    fetched = jax.device_get([m for _, m in pending])
-    for (metric_step, _), metrics in zip(pending, fetched, strict=True):
-      if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(
-          _non_finite_loss_message(
-            metrics["loss"],
-            metric_step,
-            data.name,
-            checkpointer.latest_step(),
-            os.path.join(workdir, "checkpoints"),
-          )
-        )
-    pending.clear()
-    now = time.perf_counter()
-    elapsed, steps = now - last_flush[0], step - last_flush[1]
-    last_flush[:] = [now, step]
-    mean = {name: float(np.mean([m[name] for m in fetched])) for name in fetched[-1]}
-    mean["examples_per_second"] = steps * experiment.batch_size / max(elapsed, 1e-9)
-    log.write(step, "train", mean)
-    runaway_watch.update(step, mean)
-    return mean
-
+def _progress_bar(experiment: Experiment, start_step: int):
+  """tqdm's bar on the chief process when config.progress_bar, closed by the caller's stack."""
   from tqdm.auto import tqdm
 
-  progress = tqdm(
-    total=total_steps,
+  bar = tqdm(
+    total=experiment.total_steps,
     initial=start_step,
     unit="step",
     mininterval=1.0,
-    disable=not (jax.process_index() == 0 and config.progress_bar),
+    disable=not (jax.process_index() == 0 and experiment.config.progress_bar),
     file=sys.stdout,
   )
-  batches = data.train_batches(start_step)
-  # A run that stopped after its last checkpoint but before its summary is evaluated again.
-  # An early-stopped run whose log says it stopped here trains no further.
-  end_step = start_step if stopper is not None and stopper.stopped else total_steps
-  results: dict[str, dict[str, float]] = evaluate(state) if start_step == end_step else {}
-  postfix: dict[str, str] = {}
-  try:
-    with checkpoint.PreemptionFlag() as preemption:
-      for step in range(start_step, end_step):
-        train_step = experiment.train_step_at(step)
-        state, metrics = train_step(state, *global_batch(next(batches), mesh))
-        done = step + 1
-        pending.append((done, metrics))
-        progress.update(1)
-        end_of_epoch = done % steps_per_epoch == 0
-        save = done % config.checkpoint_every_steps == 0 or done == total_steps
-        preempted = preemption.reached(done)
-        if done % config.log_every_steps == 0 or end_of_epoch or save or preempted:
-          train_metrics = flush(done)
-          if train_metrics:
-            postfix.update(
-              loss=f"{train_metrics['loss']:.4f}",
-              ex_per_s=f"{train_metrics['examples_per_second']:.0f}",
-            )
-        stop_early = False
-        if (
-          end_of_epoch
-          and (done // steps_per_epoch) % config.eval_every_epochs == 0
-          or done == total_steps
-        ):
-          results = evaluate(state)
-          for split, split_metrics in results.items():
-            log.write(done, split, split_metrics)
-            postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
-          stop_early = stopper is not None and stopper.update(done, results)
-          if stopper is not None and best_checkpointer is not None and stopper.best_step == done:
-            # Before the latest checkpoint: a resume never finds a latest without its best.
-            best_checkpointer.save(done, state)
-          save = save or stop_early
-        progress.set_postfix(postfix, refresh=False)
-        if save or preempted:
-          loop_state = None if stopper is None else {"early_stopping": stopper.to_state()}
-          checkpointer.save(done, state, loop_state)
-        if preempted:
-          checkpointer.wait()
-          logging.warning("Preempted: saved a checkpoint at step %d; rerun to resume.", done)
-          raise Preempted(done)
-        if stop_early and stopper is not None:
-          logging.info(
-            "Early stopping at step %d: %d evaluations without a better %s accuracy "
-            "than step %d's.",
-            done,
-            stopper.waited,
-            stopper.split,
-            stopper.best_step,
-          )
-          break
-  finally:
-    progress.close()
-    if hasattr(batches, "close"):  # Worker processes (config.input_workers) end with the run.
-      batches.close()
-    checkpointer.wait()
-    checkpointer.close()
-    log.close()
-  return state, results
+  bar.postfix_values = {}
+  return contextlib.closing(bar)
+
+
+def _show(progress, values: dict[str, Any]) -> None:
+  """The bar's postfix: the last train loss and examples/s, each split's last accuracy."""
+  postfix = progress.postfix_values
+  if "loss" in values:
+    postfix.update(loss=f"{values['loss']:.4f}", ex_per_s=f"{values['examples_per_second']:.0f}")
+  for split, split_metrics in values.items():
+    if isinstance(split_metrics, dict):
+      postfix[f"{split}_acc"] = f"{split_metrics['accuracy']:.4f}"
+  progress.set_postfix(postfix, refresh=False)
 
 
 def _summary(
