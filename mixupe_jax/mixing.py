@@ -617,7 +617,7 @@ def cutmix(
     keep = cutmix_minmax_mask(box_key, cut, inputs.shape, axes, box_minmax)
   if granularity == "pair":
     # Both members of a pair cut the same box (each keeping its own outside of it).
-    keep = keep[jnp.minimum(jnp.arange(batch_size), partner)]
+    keep = _spread(keep, granularity, batch_size, partner)
   if granularity == "batch":
     keep = jnp.broadcast_to(keep[:1], keep.shape)
   mixed_inputs = (keep * inputs + (1 - keep) * inputs[partner]).astype(inputs.dtype)

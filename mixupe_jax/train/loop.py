@@ -424,7 +424,6 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     state, results = _run_steps(
       experiment, state, stack, checkpointer, best_checkpointer, stopper, log, workdir
     )
-    checkpointer.wait()
     summary = _summary(experiment, state, results, stopper, best_checkpointer)
   if is_chief:
     summary_path = os.path.join(workdir, SUMMARY_FILE)
@@ -557,6 +556,7 @@ def _run_steps(
   if hasattr(batches, "close"):  # Worker processes (config.input_workers) end with the run.
     stack.callback(batches.close)
   preemption = stack.enter_context(checkpoint.PreemptionFlag())
+  postfix: dict[str, str] = {}
   # A run that stopped after its last checkpoint but before its summary is evaluated again; an
   # early-stopped run whose checkpoint says it stopped here trains no further.
   end_step = start_step if stopper is not None and stopper.stopped else schedule.total_steps
@@ -570,9 +570,11 @@ def _run_steps(
     metrics.add(done, step_metrics)
     progress.update(1)
     if schedule.logs(done) or preempted:
-      _show(progress, metrics.flush(done))
-    stop = schedule.evaluates(done) and evaluation.run(done, state)
-    _show(progress, evaluation.results if schedule.evaluates(done) else {})
+      _show(progress, postfix, metrics.flush(done))
+    evaluates = schedule.evaluates(done)
+    stop = evaluates and evaluation.run(done, state)
+    if evaluates:
+      _show(progress, postfix, evaluation.results)
     if schedule.saves(done) or stop or preempted:
       saving.run(done, state, preempted=preempted)
     if stop:
@@ -592,13 +594,12 @@ def _progress_bar(experiment: Experiment, start_step: int):
     disable=not (jax.process_index() == 0 and experiment.config.progress_bar),
     file=sys.stdout,
   )
-  bar.postfix_values = {}
   return contextlib.closing(bar)
 
 
-def _show(progress, values: dict[str, Any]) -> None:
-  """The bar's postfix: the last train loss and examples/s, each split's last accuracy."""
-  postfix = progress.postfix_values
+def _show(progress, postfix: dict[str, str], values: dict[str, Any]) -> None:
+  """Updates the bar's `postfix` (the last train loss and examples/s, each split's last
+  accuracy) with `values`, a flush's train metrics or an evaluation's results."""
   if "loss" in values:
     postfix.update(loss=f"{values['loss']:.4f}", ex_per_s=f"{values['examples_per_second']:.0f}")
   for split, split_metrics in values.items():
