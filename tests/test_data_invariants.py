@@ -352,8 +352,8 @@ def test_a_non_finite_first_loss_blames_the_data_and_never_prints_step_none(tmp_
 
 
 def test_a_later_non_finite_loss_names_the_last_good_checkpoint():
-  from mixupe_jax.train.loop import _non_finite_loss_message
-  message = _non_finite_loss_message(float("nan"), 7, "sklearn:digits", 5, "/w/checkpoints")
+  from mixupe_jax.train.actions import non_finite_loss_message
+  message = non_finite_loss_message(float("nan"), 7, "sklearn:digits", 5, "/w/checkpoints")
   assert message == ("The training loss is nan at step 7 (the update from step 6); the update "
                      "diverged (a smaller learning_rate or eta may help). Training stopped; the "
                      "last good checkpoint is step 5 in /w/checkpoints.")
