@@ -9,6 +9,10 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Most of the suite's time is XLA compiling small programs once: compile them without the
+# optimizations that pay on long runs (as flax's example tests do). Inherited by the train.py
+# subprocesses; set JAX_DISABLE_MOST_OPTIMIZATIONS=false to test the optimized programs.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 from mixupe_jax import xla_cpu  # noqa: E402  (imports jax, creates no backend)
 
 xla_cpu.configure()  # What train.py runs; tests/test_xla_cpu.py compares both.
