@@ -10,11 +10,22 @@ from mixupe_jax.models.registry import model_config
 
 
 def default_config() -> ml_collections.ConfigDict:
+  """Every field with its default, in sections (the order of the fields is the order of a
+  config's JSON)."""
   config = ml_collections.ConfigDict()
   config.name = "experiment"  # The default workdir is workdir/<name>.
   config.seed = 0  # Every random choice (init, data order, augmentation, mixing) derives from it.
+  _data_fields(config)
+  _model_fields(config)
+  _method_fields(config)
+  _optimization_fields(config)
+  _bookkeeping_fields(config)
+  return config
 
-  # Data (see mixupe_jax.train.inputs).
+
+def _data_fields(config: ml_collections.ConfigDict) -> None:
+  """The data, its splits and the input pipeline (see mixupe_jax.train.inputs), and what is
+  evaluated."""
   config.dataset = "sklearn:digits"
   config.data_dir = config_dict.placeholder(str)  # TFDS data_dir.
   config.image_size = 0  # TFDS images: crop/resize to this size (0: keep the native size).
@@ -62,11 +73,16 @@ def default_config() -> ml_collections.ConfigDict:
   # every evaluation. The summary's numbers are then those of the saved model by construction.
   config.best_eval_splits = ()
 
-  # Model (see mixupe_jax.models.registry); every field but `name` goes to the module.
+
+def _model_fields(config: ml_collections.ConfigDict) -> None:
+  """The model (see mixupe_jax.models.registry); every field but `name` goes to the module."""
   config.model = model_config("mlp")  # Every option of the model, so each can be overridden.
   config.dtype = "float32"  # Compute dtype; "bfloat16" on accelerators. Params stay float32.
 
-  # Method (see mixupe_jax.losses.make_loss_fn).
+
+def _method_fields(config: ml_collections.ConfigDict) -> None:
+  """The method, its mixer, and how examples pair across devices (see
+  mixupe_jax.losses.make_loss_fn)."""
   config.method = "mixupe"  # erm, mixup, mixupe, manifold_mixup, manifold_mixupe, regmixup.
   config.alpha = 1.0
   config.eta = 1.0
@@ -103,7 +119,9 @@ def default_config() -> ml_collections.ConfigDict:
   # rounding); "bfloat16" halves the bytes on the wire and rounds each device's part to 8 bits.
   config.gradient_all_reduce_dtype = "float32"
 
-  # Optimization (see mixupe_jax.train.optim).
+
+def _optimization_fields(config: ml_collections.ConfigDict) -> None:
+  """Batches, length and the optimizer (see mixupe_jax.train.optim)."""
   config.batch_size = 128  # Global, over all devices and hosts.
   config.eval_batch_size = 256
   config.num_epochs = 10
@@ -120,7 +138,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.decay_epochs = (100, 150)
   config.decay_factor = 0.1
 
-  # Bookkeeping.
+
+def _bookkeeping_fields(config: ml_collections.ConfigDict) -> None:
+  """Logging, evaluation and checkpoint periods, and the multi-host job."""
   config.log_every_steps = 50
   config.eval_every_epochs = 1
   config.checkpoint_every_steps = 1000
@@ -133,7 +153,6 @@ def default_config() -> ml_collections.ConfigDict:
   config.num_processes = config_dict.placeholder(int)
   config.process_id = config_dict.placeholder(int)
   config.heartbeat_timeout_seconds = 100  # A process unheard for this long ends the others.
-  return config
 
 
 # MixupE's settings a shipped image config starts from (`mixup_paper_image_config`), by name.

@@ -1,11 +1,13 @@
-"""The input side of training, built from the config: data, batches per process, x_bar.
+"""The input side of training, built from the config: one data source per kind of data.
 
 `config.dataset` is `tfds:<name>` (images streamed through `tfds.data_source`: cifar10, cifar100,
 svhn_cropped, imagenet2012; audio decoded to log-mel arrays: spoken_digit, speech_commands) or any
 spec `mixupe_jax.data.load` reads (idx:, imagefolder:, cifar_pickle:,
-fsdd:, planetoid:, uci:, sklearn:). Images are normalized per channel (published statistics for
-the TFDS sets, training-split statistics otherwise); features and spectrograms are used as loaded.
-Graphs train full-batch on the training nodes.
+fsdd:, planetoid:, uci:, sklearn:). Three kinds of source give the loop the same things
+(`DataSource`): `StreamedImages` (TFDS images, normalized with their published statistics),
+`ArraysInMemory` (every other array set: images normalized with training-split statistics,
+features and spectrograms used as loaded) and `Graph` (node classification, trained full-batch
+on the training nodes). `build_inputs` looks the kind up.
 
 Every process reads its own shard: training batches are this process's `batch_size / P` examples
 of the global batch; evaluation batches are padded with mask-0 rows so that every process runs the
@@ -14,14 +16,17 @@ same number of equally shaped steps.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from mixupe_jax import data as data_lib
+from mixupe_jax import parallel
 from mixupe_jax.data import audio, graphs, pipeline, statistics
 from mixupe_jax.data import splits as splits_lib
 from mixupe_jax.models import flax_apply_fn, node_apply_fn, normalized_edges
@@ -36,56 +41,134 @@ AUGMENTATIONS = ("none", "crop_flip", "inception")
 # mean over its augmented train loader, and the mean of the distribution Mixup's partners come
 # from) or over the plain training set.
 X_BAR_INPUTS = ("augmented", "unaugmented")
+# The training split as evaluation sees it (no augmentation), evaluated when a config asks for it:
+# the fit that a regularizer trades away.
+TRAIN_EVAL = "train_eval"
+# (train apply, [(eval apply, the splits it evaluates)]): splits sharing an eval apply function
+# share one compiled eval step.
+ApplyFns = tuple[ApplyFn, list[tuple[ApplyFn, tuple[str, ...]]]]
 
 
-@dataclasses.dataclass
-class Inputs:
-  """What the training loop reads. `train_batches(start_step)` is this process's infinite stream
-  from global step `start_step`; `eval_batches[split]()` one padded pass over a split."""
+@dataclasses.dataclass(frozen=True)
+class Shard:
+  """This process's share of every batch: `local_batch_size` of the global training batch and
+  `local_eval_batch_size` of the evaluation batch, as process `process_index` of
+  `process_count`."""
+
+  local_batch_size: int
+  local_eval_batch_size: int
+  process_index: int = 0
+  process_count: int = 1
+
+  @property
+  def processes(self) -> dict[str, Any]:
+    return dict(process_index=self.process_index, process_count=self.process_count)
+
+  def train_stream(self, config, source, augment, normalize) -> Callable[[int], Iterator[Batch]]:
+    """start_step -> this process's infinite stream of training batches from that step."""
+    return lambda start_step: pipeline.train_batches(
+      source,
+      batch_size=self.local_batch_size,
+      seed=config.seed,
+      augment=augment,
+      normalize=normalize,
+      start_step=start_step,
+      num_threads=config.input_threads,
+      num_workers=config.input_workers,
+      **self.processes,
+    )
+
+  def padded(self, source, **options) -> Callable[[], Iterator[EvalBatch]]:
+    """One padded evaluation pass over `source`, this process's share of each batch."""
+    return functools.partial(
+      pipeline.padded_eval_batches,
+      source,
+      num_examples=len(source),
+      local_batch_size=self.local_eval_batch_size,
+      **options,
+      **self.processes,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Where the steps run: the device mesh, the global batch size per step and the mixing scope
+  (see `parallel.resolve_mixing_scope`)."""
+
+  mesh: Any
+  batch_size: int
+  mixing_scope: str
+
+
+class DataSource(abc.ABC):
+  """What the training loop reads from a dataset, whatever its kind.
+
+  Attributes set by each source: `name` (the spec), `num_classes`, `num_train`, `example_shape`,
+  `eval_batches` ({split: one padded pass}), `dataset_path` (where x_bar's cache file goes; None:
+  not cached), `x_bar_fingerprint` (what x_bar depends on: names its cache file) and
+  `device_preprocess` (what the train and eval steps apply to each batch on arrival, on the
+  device; None: nothing).
+  """
 
   name: str
   num_classes: int
   num_train: int
   example_shape: tuple[int, ...]
-  train_batches: Callable[[int], Iterator[Batch]]
   eval_batches: dict[str, Callable[[], Iterator[EvalBatch]]]
-  # The training inputs x_bar is the mean of (config.x_bar_inputs): preprocessed and normalized,
-  # augmented once each or not at all.
-  x_bar_batches: Callable[[], Iterator[np.ndarray]]
   dataset_path: str | None = None
-  x_bar_fingerprint: str = ""  # What x_bar depends on: names its cache file.
-  graph: data_lib.GraphDataset | None = None
-  # One padded pass over the training split as evaluation sees it (no augmentation), evaluated
-  # as the split TRAIN_EVAL when a config asks for it: the fit that a regularizer trades away.
-  train_eval_batches: Callable[[], Iterator[EvalBatch]] | None = None
-  # What the training loop needs besides batches, so that it never asks what the data is:
-  # full_batch: every step is all num_train examples, on one device (a graph's nodes);
-  # model_options: options the model takes from the data (a graph's edges);
-  # make_apply_fns(model, splits): (train apply, {split: eval apply}); splits sharing one eval
-  #   apply function share one compiled eval step;
-  # init_sample: what the model is initialized on (None: one example of zeros).
-  full_batch: bool = False
-  model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-  make_apply_fns: Callable[[Any, Sequence[str]], ApplyFns] | None = None
-  init_sample: np.ndarray | None = None
-  # What the train and eval steps apply to each batch on arrival, on the device (None: nothing):
-  # the normalization of uint8 images shipped as uint8 (config.normalize_on_device).
+  x_bar_fingerprint: str = ""
   device_preprocess: Callable[[Any], Any] | None = None
 
-  def apply_fns(self, model, splits: Sequence[str]) -> ApplyFns:
-    if self.make_apply_fns is not None:
-      return self.make_apply_fns(model, splits)
-    evaluate = flax_apply_fn(model, train=False)
-    return flax_apply_fn(model, train=True), {split: evaluate for split in splits}
+  @abc.abstractmethod
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    """This process's infinite stream of training batches from global step `start_step`."""
 
-  def sample(self) -> np.ndarray:
-    if self.init_sample is not None:
-      return self.init_sample
+  @abc.abstractmethod
+  def train_eval_batches(self) -> Iterator[EvalBatch]:
+    """One padded pass over the training split as evaluation sees it (the split TRAIN_EVAL)."""
+
+  @abc.abstractmethod
+  def x_bar_batches(self) -> Iterator[np.ndarray]:
+    """This process's training inputs x_bar is the mean of (config.x_bar_inputs: preprocessed
+    and normalized, augmented once each or not at all)."""
+
+  def eval_sources(self) -> dict[str, Callable[[], Iterator[EvalBatch]]]:
+    """Every split evaluation can read: the evaluation splits and TRAIN_EVAL."""
+    return {**self.eval_batches, TRAIN_EVAL: self.train_eval_batches}
+
+  def placement(self, config) -> Placement:
+    """Every device of the job, `config.batch_size` examples per step, the config's scope."""
+    mesh = parallel.data_mesh()
+    check_batch_sizes(config, mesh)
+    return Placement(mesh, config.batch_size, config.mixing_scope)
+
+  def model_options(self) -> dict[str, Any]:
+    """Options the model takes from the data (none but a graph's edges)."""
+    return {}
+
+  def apply_fns(self, model, splits: Sequence[str]) -> ApplyFns:
+    """The model in train mode, and in eval mode for every split (one compiled eval step)."""
+    return flax_apply_fn(model, train=True), [(flax_apply_fn(model, train=False), tuple(splits))]
+
+  def init_sample(self) -> np.ndarray:
+    """What the model is initialized on: one example of zeros."""
     return np.zeros((1,) + tuple(self.example_shape), np.float32)
 
 
-TRAIN_EVAL = "train_eval"
-ApplyFns = tuple[ApplyFn, dict[str, ApplyFn]]
+def check_batch_sizes(config, mesh) -> None:
+  """The training and evaluation batches are >= 1 and split evenly over processes and devices."""
+  for name in ("batch_size", "eval_batch_size"):
+    size = config[name]
+    if size < 1:
+      raise ConfigError(f"{name} must be >= 1, got {size}.")
+    if size % jax.process_count():
+      raise ConfigError(
+        f"{name} {size} is not divisible by the number of processes {jax.process_count()}."
+      )
+    try:
+      parallel.check_divisible(size, mesh)
+    except ValueError as error:
+      raise ConfigError(f"{name}: {error}") from None
 
 
 def _x_bar_augmentation(config, augment):
@@ -126,139 +209,95 @@ def _augmentation(config, image_size: int | None):
   return None
 
 
-# Runs of an experiment suite share one process: the decoded dataset (e.g. 60,000 CIFAR JPEGs) is
-# read once, keyed by the files' content as well as the spec, so changed files are read again.
-# Loaders return fresh arrays and nothing downstream writes into them.
-@functools.lru_cache(maxsize=2)
-def _load_offline_version(spec: str, content: str):
-  del content  # Part of the cache key only.
-  return data_lib.load(spec)
+def _resize_fingerprint(config) -> str:
+  """Without antialiasing the images differ; empty for the default, so that earlier runs' cached
+  x_bar files keep their names."""
+  return "" if config.resize_antialias else "|resize_antialias=False"
 
 
-def _load_offline(spec: str):
-  path = data_lib.dataset_path(spec)
-  return _load_offline_version(spec, statistics.content_signature(path) if path else "")
+def _subset_fingerprint(config) -> str:
+  """Empty without a subset, so that earlier runs' cached x_bar files keep their names."""
+  if not config.train_subset:
+    return ""
+  return f"|subset={config.train_subset},subset_seed={config.train_subset_seed}"
 
 
-def _load_dataset(spec: str, data_dir: str | None):
-  """The arrays of an offline spec, or of a TFDS audio set (decoded whole; see data.audio)."""
-  if spec.startswith("tfds:"):
-    return audio.load_tfds_audio(spec.removeprefix("tfds:"), data_dir)
-  return _load_offline(spec)
+def _refuse_in_memory_options(config, why: str) -> None:
+  """train_subset and label_noise act on arrays in memory; elsewhere they are an error."""
+  for field in ("train_subset", "label_noise"):
+    if config[field]:
+      raise ConfigError(f"{field} = {config[field]}: {config.dataset} {why}.")
 
 
-def build_inputs(
-  config,
-  *,
-  local_batch_size: int,
-  local_eval_batch_size: int,
-  process_index: int,
-  process_count: int,
-) -> Inputs:
-  """The `Inputs` for `config.dataset`; a clear error for an unknown dataset."""
-  spec = config.dataset
-  shard: dict[str, Any] = dict(process_index=process_index, process_count=process_count)
-  padded = functools.partial(
-    pipeline.padded_eval_batches, local_batch_size=local_eval_batch_size, **shard
-  )
+class StreamedImages(DataSource):
+  """TFDS images streamed through `tfds.data_source`, normalized with the set's published
+  statistics; resized and center-cropped to config.image_size when set (full-size JPEGs, as
+  ImageNet's, reach the crop encoded and are decoded at the lowest DCT scale the crop allows)."""
 
-  def train_stream(source, augment, normalize):
-    return lambda start_step: pipeline.train_batches(
-      source,
-      batch_size=local_batch_size,
-      seed=config.seed,
-      augment=augment,
-      normalize=normalize,
-      start_step=start_step,
-      num_threads=config.input_threads,
-      num_workers=config.input_workers,
-      **shard,
+  def __init__(self, config, shard: Shard):
+    _refuse_in_memory_options(
+      config,
+      "is streamed from TFDS, and this option is for datasets loaded into memory "
+      "(e.g. imagefolder:, idx:, cifar_pickle:)",
     )
-
-  data_dir = config.get("data_dir") or None
-  tfds_name = spec.removeprefix("tfds:") if spec.startswith("tfds:") else None
-  if tfds_name is not None and tfds_name not in audio.TFDS_AUDIO_DATASETS:
-    for field in ("train_subset", "label_noise"):
-      if config[field]:
-        raise ConfigError(
-          f"{field} = {config[field]}: {spec} is streamed from TFDS, and this option is for "
-          "datasets loaded into memory (e.g. imagefolder:, idx:, cifar_pickle:)."
-        )
-    name = tfds_name
+    name, data_dir = config.dataset.removeprefix("tfds:"), config.get("data_dir") or None
     image_size = config.get("image_size") or None
-    # Full-size JPEGs (ImageNet) reach the crop encoded, which decodes them at the lowest DCT
-    # scale its window allows and resizes the window from there; small sets are decoded whole.
     encoded = name == "imagenet2012" and image_size is not None
-    train_source = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
+    self._train = pipeline.tfds_source(name, "train", data_dir, encoded=encoded)
     eval_split = TFDS_EVAL_SPLIT.get(name, "test")
-    eval_source = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
-    resize = (
-      functools.partial(
+    evaluated = pipeline.tfds_source(name, eval_split, data_dir, encoded=encoded)
+    self._resize = None
+    if image_size:
+      self._resize = functools.partial(
         pipeline.resize_center_crop, size=image_size, antialias=config.resize_antialias
       )
-      if image_size
-      else None
-    )
-    tfds_normalize = pipeline.normalizer(name)
-    stream_normalize, device_preprocess = _normalization_side(config, tfds_normalize)
-    num_classes = train_source.dataset_info.features["label"].num_classes
-
+    self._normalize = pipeline.normalizer(name)
+    stream_normalize, self.device_preprocess = _normalization_side(config, self._normalize)
     augment = _augmentation(config, image_size)
-    x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
-
-    def tfds_x_bar_batches():
-      # An augmentation yields the training size itself; plain images are resized as for eval.
-      for images, _ in pipeline.eval_batches(
-        train_source,
-        batch_size=256,
-        preprocess=None if x_bar_augment else resize,
-        normalize=tfds_normalize,
-        augment=x_bar_augment,
-        seed=config.seed,
-        **shard,
-      ):
-        yield images
-
-    example = train_source[0]["image"]
-    channels = 3 if encoded else np.asarray(example).shape[-1]
-    shape = (image_size, image_size, channels) if image_size else np.asarray(example).shape
-    return Inputs(
-      name=spec,
-      num_classes=num_classes,
-      num_train=len(train_source),
-      example_shape=shape,
-      train_batches=train_stream(train_source, augment, stream_normalize),
-      eval_batches={
-        eval_split: functools.partial(
-          padded,
-          eval_source,
-          num_examples=len(eval_source),
-          preprocess=resize,
-          normalize=stream_normalize,
-        )
-      },
-      x_bar_batches=tfds_x_bar_batches,
-      dataset_path=data_dir or None,
-      x_bar_fingerprint=f"{spec}|{image_size}{augmented_fingerprint}{_resize_fingerprint(config)}",
-      train_eval_batches=functools.partial(
-        padded,
-        train_source,
-        num_examples=len(train_source),
-        preprocess=resize,
-        normalize=stream_normalize,
-      ),
-      device_preprocess=device_preprocess,
+    self._x_bar_augment, augmented = _x_bar_augmentation(config, augment)
+    self._config, self._shard = config, shard
+    example = np.asarray(self._train[0]["image"])
+    channels = 3 if encoded else example.shape[-1]
+    self.name = config.dataset
+    self.num_classes = self._train.dataset_info.features["label"].num_classes
+    self.num_train = len(self._train)
+    self.example_shape = (image_size, image_size, channels) if image_size else example.shape
+    self._stream = shard.train_stream(config, self._train, augment, stream_normalize)
+    self._pass = functools.partial(
+      shard.padded, preprocess=self._resize, normalize=stream_normalize
+    )
+    self.eval_batches = {eval_split: self._pass(evaluated)}
+    self.dataset_path = data_dir
+    self.x_bar_fingerprint = (
+      f"{config.dataset}|{image_size}{augmented}{_resize_fingerprint(config)}"
     )
 
-  dataset = _load_dataset(spec, data_dir if tfds_name else None)
-  if isinstance(dataset, data_lib.GraphDataset):
-    for field in ("train_subset", "label_noise"):
-      if config[field]:
-        raise ConfigError(
-          f"{field} = {config[field]}: {spec} is a graph, whose training nodes are its split's."
-        )
-    return _graph_inputs(spec, dataset, row_normalize=config.graph_row_normalize)
-  try:  # Each refuses a config field the data cannot take (a subset larger than the split).
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    return self._stream(start_step)
+
+  def train_eval_batches(self) -> Iterator[EvalBatch]:
+    return self._pass(self._train)()
+
+  def x_bar_batches(self) -> Iterator[np.ndarray]:
+    # An augmentation yields the training size itself; plain images are resized as for eval.
+    for images, _ in pipeline.eval_batches(
+      self._train,
+      batch_size=256,
+      preprocess=None if self._x_bar_augment else self._resize,
+      normalize=self._normalize,
+      augment=self._x_bar_augment,
+      seed=self._config.seed,
+      **self._shard.processes,
+    ):
+      yield images
+
+
+def _carved_splits(config, dataset: data_lib.ArrayDataset) -> dict[str, Batch]:
+  """The dataset's splits as the config carves them: a training subset, noisy training labels,
+  a validation split from the training split, standardized features; each refuses a config the
+  data cannot take (e.g. a subset larger than the split) with a ConfigError."""
+  spec = config.dataset
+  try:
     splits = splits_lib.train_subset(
       dataset.splits, config.train_subset, config.train_subset_seed, spec
     )
@@ -277,120 +316,184 @@ def build_inputs(
       splits = splits_lib.standardized(splits, spec)
     except ValueError as error:  # uint8 images: normalized per channel instead.
       raise ConfigError(f"config.standardize = True: {error}") from None
-  train_x, train_y = splits["train"]
-  normalize: pipeline.ChannelNormalization | None = None
-  if train_x.dtype == np.uint8:
-    normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(train_x))
-  stream_normalize, device_preprocess = _normalization_side(config, normalize)
-  augment = _augmentation(config, train_x.shape[1] if train_x.ndim == 4 else None)
-  if augment is not None and train_x.ndim != 4:
-    raise ConfigError(
-      f"augment={config.augment!r} needs images; {spec} has inputs of shape {train_x.shape[1:]}."
+  return splits
+
+
+class ArraysInMemory(DataSource):
+  """A dataset held in memory (every offline spec but a graph, and TFDS audio decoded whole):
+  uint8 images normalized per channel with training-split statistics, features and spectrograms
+  used as loaded, after `_carved_splits`."""
+
+  def __init__(self, config, dataset: data_lib.ArrayDataset, shard: Shard, path: str | None):
+    splits = _carved_splits(config, dataset)
+    self._x, self._y = splits["train"]
+    self._normalize: pipeline.ChannelNormalization | None = None
+    if self._x.dtype == np.uint8:
+      self._normalize = pipeline.channel_normalizer(*pipeline.channel_statistics(self._x))
+    stream_normalize, self.device_preprocess = _normalization_side(config, self._normalize)
+    augment = _augmentation(config, self._x.shape[1] if self._x.ndim == 4 else None)
+    if augment is not None and self._x.ndim != 4:
+      raise ConfigError(
+        f"augment={config.augment!r} needs images; {config.dataset} has inputs of shape "
+        f"{self._x.shape[1:]}."
+      )
+    self._x_bar_augment, augmented = _x_bar_augmentation(config, augment)
+    self._config, self._shard = config, shard
+    self.name, self.num_classes = config.dataset, dataset.num_classes
+    self.num_train, self.example_shape = len(self._x), self._x.shape[1:]
+    source = pipeline.ArraySource(self._x, self._y)
+    self._stream = shard.train_stream(config, source, augment, stream_normalize)
+    self._pass = functools.partial(shard.padded, normalize=stream_normalize)
+    self.eval_batches = {
+      split: self._pass(pipeline.ArraySource(x, y))
+      for split, (x, y) in splits.items()
+      if split != "train"
+    }
+    self.dataset_path = path
+    self.x_bar_fingerprint = (
+      f"{config.dataset}|validation={config.validation_fraction}|seed={config.seed}"
+      f"{_subset_fingerprint(config)}{augmented}{_resize_fingerprint(config)}"
     )
 
-  x_bar_augment, augmented_fingerprint = _x_bar_augmentation(config, augment)
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    return self._stream(start_step)
 
-  def x_bar_batches():
-    if x_bar_augment is None:
-      yield from statistics.array_batches(train_x[process_index::process_count], 4096, normalize)
+  def train_eval_batches(self) -> Iterator[EvalBatch]:
+    return self._pass(pipeline.ArraySource(self._x, self._y))()
+
+  def x_bar_batches(self) -> Iterator[np.ndarray]:
+    shard = self._shard
+    if self._x_bar_augment is None:
+      own = self._x[shard.process_index :: shard.process_count]
+      yield from statistics.array_batches(own, 4096, self._normalize)
       return
     for images, _ in pipeline.eval_batches(
-      pipeline.ArraySource(train_x, train_y),
+      pipeline.ArraySource(self._x, self._y),
       batch_size=1024,
-      normalize=normalize,
-      augment=x_bar_augment,
-      seed=config.seed,
-      **shard,
+      normalize=self._normalize,
+      augment=self._x_bar_augment,
+      seed=self._config.seed,
+      **shard.processes,
     ):
       yield images
 
-  return Inputs(
-    name=spec,
-    num_classes=dataset.num_classes,
-    num_train=len(train_x),
-    example_shape=train_x.shape[1:],
-    train_batches=train_stream(pipeline.ArraySource(train_x, train_y), augment, stream_normalize),
-    eval_batches={
-      split: functools.partial(
-        padded, pipeline.ArraySource(x, y), num_examples=len(x), normalize=stream_normalize
-      )
-      for split, (x, y) in splits.items()
-      if split != "train"
-    },
-    x_bar_batches=x_bar_batches,
-    dataset_path=data_dir if tfds_name else data_lib.dataset_path(spec),
-    x_bar_fingerprint=(
-      f"{spec}|validation={config.validation_fraction}|seed={config.seed}"
-      f"{_subset_fingerprint(config)}{augmented_fingerprint}{_resize_fingerprint(config)}"
-    ),
-    train_eval_batches=functools.partial(
-      padded,
-      pipeline.ArraySource(train_x, train_y),
-      num_examples=len(train_x),
-      normalize=stream_normalize,
-    ),
-    device_preprocess=device_preprocess,
-  )
 
-
-def _resize_fingerprint(config) -> str:
-  """Without antialiasing the images differ; empty for the default, so that earlier runs' cached
-  x_bar files keep their names."""
-  return "" if config.resize_antialias else "|resize_antialias=False"
-
-
-def _subset_fingerprint(config) -> str:
-  """Empty without a subset, so that earlier runs' cached x_bar files keep their names."""
-  if not config.train_subset:
-    return ""
-  return f"|subset={config.train_subset},subset_seed={config.train_subset_seed}"
-
-
-def _graph_inputs(
-  spec: str, graph: data_lib.GraphDataset, *, row_normalize: bool = False
-) -> Inputs:
+class Graph(DataSource):
   """Full-batch node classification: every step is all training nodes, evaluation one batch per
-  split (the model sees the whole graph; see `models.gcn.node_apply_fn`)."""
-  if row_normalize:
-    graph = dataclasses.replace(graph, features=graphs.row_normalized(graph.features))
-  features, labels = graph.features, graph.labels
-  ids = graph.split_indices
+  split; the model sees the whole graph (see `models.gcn.node_apply_fn`), so each split has its
+  own apply function, and training runs on one device."""
 
-  def train_batches(start_step):
+  def __init__(self, config, graph: data_lib.GraphDataset):
+    _refuse_in_memory_options(config, "is a graph, whose training nodes are its split's")
+    if config.graph_row_normalize:
+      graph = dataclasses.replace(graph, features=graphs.row_normalized(graph.features))
+    self._graph, self._ids = graph, graph.split_indices
+    self.name, self.num_classes = config.dataset, graph.num_classes
+    self.num_train, self.example_shape = len(self._ids["train"]), graph.features.shape[1:]
+    self.eval_batches = {
+      split: functools.partial(self._one_batch, split) for split in self._ids if split != "train"
+    }
+
+  def _nodes(self, split: str) -> Batch:
+    ids = self._ids[split]
+    return self._graph.features[ids], self._graph.labels[ids]
+
+  def _one_batch(self, split: str) -> Iterator[EvalBatch]:
+    yield (*self._nodes(split), np.ones(len(self._ids[split]), np.float32))
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
     del start_step  # Every step reads the same batch.
     while True:
-      yield features[ids["train"]], labels[ids["train"]]
+      yield self._nodes("train")
 
-  def one_batch(split):
-    yield (features[ids[split]], labels[ids[split]], np.ones(len(ids[split]), np.float32))
+  def train_eval_batches(self) -> Iterator[EvalBatch]:
+    return self._one_batch("train")
 
-  def apply_fns(model, splits):
-    # The batch of a split is its nodes, so each split has its own apply function.
-    nodes = {**ids, TRAIN_EVAL: ids["train"]}
-    return (
-      node_apply_fn(model, features, ids["train"], train=True),
-      {split: node_apply_fn(model, features, nodes[split], train=False) for split in splits},
-    )
+  def x_bar_batches(self) -> Iterator[np.ndarray]:
+    yield self._nodes("train")[0]
 
-  return Inputs(
-    name=spec,
-    num_classes=graph.num_classes,
-    num_train=len(ids["train"]),
-    example_shape=features.shape[1:],
-    train_batches=train_batches,
-    eval_batches={split: functools.partial(one_batch, split) for split in ids if split != "train"},
-    x_bar_batches=lambda: iter([features[ids["train"]]]),
-    dataset_path=None,
-    graph=graph,
-    train_eval_batches=functools.partial(one_batch, "train"),
-    full_batch=True,
-    model_options={"edges": normalized_edges(graph.adjacency)},
-    make_apply_fns=apply_fns,
-    init_sample=features,
-  )
+  def placement(self, config) -> Placement:
+    """One device and the whole training set per step: there is no batch worth splitting, so
+    pairing across the whole batch gathers nothing and does not depend on a device count."""
+    if jax.process_count() > 1:
+      raise ConfigError(f"{self.name}: full-batch data trains on one process.")
+    return Placement(parallel.data_mesh(jax.local_devices()[:1]), self.num_train, "global")
+
+  def model_options(self) -> dict[str, Any]:
+    return {"edges": normalized_edges(self._graph.adjacency)}
+
+  def apply_fns(self, model, splits: Sequence[str]) -> ApplyFns:
+    nodes = {**self._ids, TRAIN_EVAL: self._ids["train"]}
+    features = self._graph.features
+    return node_apply_fn(model, features, self._ids["train"], train=True), [
+      (node_apply_fn(model, features, nodes[split], train=False), (split,)) for split in splits
+    ]
+
+  def init_sample(self) -> np.ndarray:
+    return self._graph.features
 
 
-def compute_x_bar(inputs: Inputs) -> np.ndarray:
+# Runs of an experiment suite share one process: the decoded dataset (e.g. 60,000 CIFAR JPEGs) is
+# read once, keyed by the files' content as well as the spec, so changed files are read again.
+# Loaders return fresh arrays and nothing downstream writes into them.
+@functools.lru_cache(maxsize=2)
+def _load_offline_version(spec: str, content: str):
+  del content  # Part of the cache key only.
+  return data_lib.load(spec)
+
+
+def _load_offline(spec: str):
+  path = data_lib.dataset_path(spec)
+  return _load_offline_version(spec, statistics.content_signature(path) if path else "")
+
+
+def _streamed(config, shard: Shard) -> DataSource:
+  return StreamedImages(config, shard)
+
+
+def _tfds_audio(config, shard: Shard) -> DataSource:
+  data_dir = config.get("data_dir") or None
+  dataset = audio.load_tfds_audio(config.dataset.removeprefix("tfds:"), data_dir)
+  return ArraysInMemory(config, dataset, shard, data_dir)
+
+
+def _offline(config, shard: Shard) -> DataSource:
+  dataset = _load_offline(config.dataset)
+  if isinstance(dataset, data_lib.GraphDataset):
+    return Graph(config, dataset)
+  return ArraysInMemory(config, dataset, shard, data_lib.dataset_path(config.dataset))
+
+
+def source_kind(spec: str) -> str:
+  """The kind of source that reads `spec`: TFDS images, TFDS audio, or offline (arrays or a
+  graph, whichever `data.load` returns)."""
+  if not spec.startswith("tfds:"):
+    return "offline"
+  return "tfds_audio" if spec.removeprefix("tfds:") in audio.TFDS_AUDIO_DATASETS else "tfds_images"
+
+
+SOURCES: dict[str, Callable[[Any, Shard], DataSource]] = {
+  "tfds_images": _streamed,
+  "tfds_audio": _tfds_audio,
+  "offline": _offline,
+}
+
+
+def build_inputs(
+  config,
+  *,
+  local_batch_size: int,
+  local_eval_batch_size: int,
+  process_index: int,
+  process_count: int,
+) -> DataSource:
+  """The data source of `config.dataset` (this process's shard); a clear error for an unknown
+  dataset."""
+  shard = Shard(local_batch_size, local_eval_batch_size, process_index, process_count)
+  return SOURCES[source_kind(config.dataset)](config, shard)
+
+
+def compute_x_bar(inputs: DataSource) -> np.ndarray:
   """x_bar over the training inputs of every process (augmented once each, or plain, as the
   config chose), cached outside the data (see `statistics.cache_path_for`)."""
   cache_path = None

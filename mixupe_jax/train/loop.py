@@ -62,21 +62,6 @@ def _needs_x_bar(config) -> bool:
   return config.method == "mixupe" and regularizers.get_variant(config.variant).uses_derivative
 
 
-def _check_batch_sizes(config, mesh) -> None:
-  for name in ("batch_size", "eval_batch_size"):
-    size = config[name]
-    if size < 1:
-      raise ConfigError(f"{name} must be >= 1, got {size}.")
-    if size % jax.process_count():
-      raise ConfigError(
-        f"{name} {size} is not divisible by the number of processes {jax.process_count()}."
-      )
-    try:
-      parallel.check_divisible(size, mesh)
-    except ValueError as error:
-      raise ConfigError(f"{name}: {error}") from None
-
-
 def _truncate_log(path: str, last_step: int) -> None:
   """Drops records past the resumed step, so a resumed run's log reads like an uninterrupted one."""
   if os.path.exists(path):
@@ -138,7 +123,7 @@ class Experiment:
   state, the loss and the optimizer, and one eval step per split."""
 
   config: Any
-  data: inputs_lib.Inputs
+  data: inputs_lib.DataSource
   mesh: Any
   batch_size: int
   steps_per_epoch: int
@@ -194,7 +179,7 @@ class Experiment:
     return results
 
 
-def _chosen_splits(config, data: inputs_lib.Inputs, eval_sources: dict) -> tuple[str, ...]:
+def _chosen_splits(config, data: inputs_lib.DataSource, eval_sources: dict) -> tuple[str, ...]:
   """The splits evaluated during training (config.eval_splits, default every split but the
   training split); an unknown name in eval_splits or best_eval_splits is an error."""
   for field in ("eval_splits", "best_eval_splits"):
@@ -263,67 +248,29 @@ def make_loss_and_optimizer(
 
 def set_up(config) -> Experiment:
   """Builds the `Experiment` of a validated `config` (this process's share of the data)."""
-  process_index, process_count = jax.process_index(), jax.process_count()
+  process_count = jax.process_count()
   data = inputs_lib.build_inputs(
     config,
     local_batch_size=config.batch_size // process_count,
     local_eval_batch_size=config.eval_batch_size // process_count,
-    process_index=process_index,
+    process_index=jax.process_index(),
     process_count=process_count,
   )
-  eval_sources = dict(data.eval_batches)
-  if data.train_eval_batches is not None:
-    eval_sources[inputs_lib.TRAIN_EVAL] = data.train_eval_batches
+  eval_sources = data.eval_sources()
   evaluated_splits = _chosen_splits(config, data, eval_sources)
-
-  if data.full_batch:
-    # Every step is the whole training set: a single device (there is no batch worth splitting),
-    # so pairing across the whole batch gathers nothing and does not depend on a device count.
-    if process_count > 1:
-      raise ConfigError(f"{data.name}: full-batch data trains on one process.")
-    mesh = parallel.data_mesh(jax.local_devices()[:1])
-    batch_size = data.num_train
-    mixing_scope = "global"
-  else:
-    mesh = parallel.data_mesh()
-    _check_batch_sizes(config, mesh)
-    batch_size = config.batch_size
-    mixing_scope = config.mixing_scope
-  if parallel.resolve_mixing_scope(mixing_scope, mesh) == "group":
+  placement = data.placement(config)
+  mesh, batch_size = placement.mesh, placement.batch_size
+  if parallel.resolve_mixing_scope(placement.mixing_scope, mesh) == "group":
     parallel.check_group_size(batch_size, mesh, config.mixing_group_size)
-  steps_per_epoch = data.num_train // batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(
-      f"batch_size {batch_size} is larger than the {data.num_train} training "
-      f"examples of {data.name}."
-    )
+  steps_per_epoch = _steps_per_epoch(data, batch_size)
   total_steps = config.num_train_steps or config.num_epochs * steps_per_epoch
-  axis_name = parallel.step_axis(mesh, mixing_scope)
-
-  model_options = {k: v for k, v in config.model.items() if k != "name"}
-  model = build_model(
-    config.model.name,
-    num_classes=data.num_classes,
-    dtype=config.dtype,
-    axis_name=axis_name,
-    **model_options,
-    **data.model_options,
-  )
+  axis_name = parallel.step_axis(mesh, placement.mixing_scope)
+  model = _model(config, data, axis_name)
   keys = run_keys(config.seed, dropout=config.model.get("dropout_rate", 0.0) > 0)
-  train_apply, eval_applies = data.apply_fns(model, tuple(eval_sources))
-  # Splits that share an apply function share one eval step (one compilation).
-  steps_by_apply: dict[int, Callable] = {}
-  for apply in eval_applies.values():
-    if id(apply) not in steps_by_apply:
-      steps_by_apply[id(apply)] = make_eval_step(apply, mesh, data.device_preprocess)
-  eval_steps = {split: steps_by_apply[id(apply)] for split, apply in eval_applies.items()}
-  sample = jnp.asarray(data.sample())
+  train_apply, eval_steps = _apply_and_eval_steps(data, model, tuple(eval_sources), mesh)
   # A model with dropout carries its RNG key in the state (models.apply.DROPOUT_RNG).
-  params, model_state = init_model(model, keys.init, sample, keys.dropout)
-
-  x_bar = None
-  if _needs_x_bar(config):
-    x_bar = jnp.asarray(inputs_lib.compute_x_bar(data))
+  params, model_state = init_model(model, keys.init, jnp.asarray(data.init_sample()), keys.dropout)
+  x_bar = jnp.asarray(inputs_lib.compute_x_bar(data)) if _needs_x_bar(config) else None
   loss_options = dict(
     mesh=mesh,
     apply_fn=train_apply,
@@ -331,14 +278,14 @@ def set_up(config) -> Experiment:
     x_bar=x_bar,
     steps_per_epoch=steps_per_epoch,
     total_steps=total_steps,
-    mixing_scope=mixing_scope,
+    mixing_scope=placement.mixing_scope,
     axis_name=axis_name,
   )
   loss_fn, schedule, optimizer = make_loss_and_optimizer(config, **loss_options)
   mixing_off_step, unmixed_loss_fn = None, None
-  if config.mixup_off_epoch is not None:
+  if config.mixup_off_epoch is not None:  # The loss from mixup_off_epoch on.
     mixing_off_step = config.mixup_off_epoch * steps_per_epoch
-    unmixed_loss_fn, _, _ = make_loss_and_optimizer(config, **loss_options, mixing=False)
+    unmixed_loss_fn = make_loss_and_optimizer(config, **loss_options, mixing=False)[0]
   state = TrainState(jnp.zeros((), jnp.int32), params, model_state, optimizer.init(params))
   return Experiment(
     config=config,
@@ -359,6 +306,40 @@ def set_up(config) -> Experiment:
     mixing_off_step=mixing_off_step,
     unmixed_loss_fn=unmixed_loss_fn,
   )
+
+
+def _steps_per_epoch(data: inputs_lib.DataSource, batch_size: int) -> int:
+  """Whole batches per epoch; at least one, or a ConfigError."""
+  if batch_size > data.num_train:
+    raise ConfigError(
+      f"batch_size {batch_size} is larger than the {data.num_train} training "
+      f"examples of {data.name}."
+    )
+  return data.num_train // batch_size
+
+
+def _model(config, data: inputs_lib.DataSource, axis_name: str | None):
+  """The config's model for this data (its classes, and options such as a graph's edges)."""
+  return build_model(
+    config.model.name,
+    num_classes=data.num_classes,
+    dtype=config.dtype,
+    axis_name=axis_name,
+    **{k: v for k, v in config.model.items() if k != "name"},
+    **data.model_options(),
+  )
+
+
+def _apply_and_eval_steps(
+  data: inputs_lib.DataSource, model, splits: tuple[str, ...], mesh: Mesh
+) -> tuple[ApplyFn, dict[str, Callable]]:
+  """(the train apply function, {split: compiled eval step}); splits the source evaluates with
+  one apply function share one eval step (one compilation)."""
+  train_apply, eval_groups = data.apply_fns(model, splits)
+  eval_steps: dict[str, Callable] = {}
+  for apply, group in eval_groups:
+    eval_steps.update(dict.fromkeys(group, make_eval_step(apply, mesh, data.device_preprocess)))
+  return train_apply, eval_steps
 
 
 def evaluate_checkpoint(

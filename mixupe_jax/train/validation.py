@@ -61,6 +61,16 @@ def _dataset(spec: Any) -> None:
 
 def validate(config) -> None:
   """Raises ConfigError for the first field that cannot work."""
+  _data(config)
+  _model(config)
+  _method(config)
+  _processes(config)
+  _training(config)
+  _mixer_options(config)
+
+
+def _data(config) -> None:
+  """The dataset and what the input pipeline makes of it."""
   _dataset(config.dataset)
   _integer(config, "image_size", 0)
   _integer(config, "train_subset", 0)
@@ -73,6 +83,10 @@ def validate(config) -> None:
   _integer(config, "input_threads", 1)
   _integer(config, "input_workers", 0)
   _choice(config, "x_bar_inputs", inputs.X_BAR_INPUTS)
+
+
+def _model(config) -> None:
+  """The model, its options and its dtype."""
   if not isinstance(config.model.get("name"), str) or config.model.name not in MODELS:
     _fail("model.name", config.model.get("name"), f"valid models are {', '.join(MODELS)}")
   options = model_options(config.model.name)
@@ -85,6 +99,10 @@ def validate(config) -> None:
       "(config.model = model_config(name, ...))."
     )
   _choice(config, "dtype", tuple(DTYPES))
+
+
+def _method(config) -> None:
+  """The method, its mixer and its MixupE options, and the step's collectives."""
   _choice(config, "method", losses.METHODS)
   _number(config, "alpha", 0.0, math.inf, high_open=True)
   try:  # The MixupE options are checked by the object the loss receives.
@@ -95,6 +113,13 @@ def validate(config) -> None:
   _choice(config, "mixing_scope", parallel.MIXING_SCOPES)
   _choice(config, "gradient_all_reduce_dtype", tuple(GRADIENT_DTYPES))
   _integer(config, "mixing_group_size", 1)
+  layers = tuple(config.manifold_layers)
+  if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
+    _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
+
+
+def _processes(config) -> None:
+  """The multi-process job: heartbeat, process count and id."""
   _integer(config, "heartbeat_timeout_seconds", 1)
   for field in ("num_processes", "process_id"):
     if config[field] is not None:
@@ -105,9 +130,10 @@ def validate(config) -> None:
     and config.process_id >= config.num_processes
   ):
     _fail("process_id", config.process_id, f"expected < num_processes = {config.num_processes}")
-  layers = tuple(config.manifold_layers)
-  if not layers or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in layers):
-    _fail("manifold_layers", layers, "expected a non-empty list of layer indices >= 0")
+
+
+def _training(config) -> None:
+  """Early stopping, batches, length, the optimizer and its schedule, the periodic actions."""
   _integer(config, "early_stopping_patience", 0)
   if config.best_eval_splits and not config.early_stopping_patience:
     _fail(
@@ -142,6 +168,10 @@ def validate(config) -> None:
     "keep_checkpoints",
   ):
     _integer(config, field, 1)
+
+
+def _mixer_options(config) -> None:
+  """config.mixer_options, each as the mixer checks it."""
   options = dict(config.mixer_options)
   if "label_smoothing" in options:
     smoothing = options["label_smoothing"]
