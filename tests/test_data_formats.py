@@ -4,6 +4,7 @@ import gzip
 import io
 import os
 import pickle
+import shutil
 import wave
 import zipfile
 
@@ -269,23 +270,50 @@ def _wav_bytes(rate, samples):
   return buffer.getvalue()
 
 
-def test_speech_commands_layout_and_standard_split(tmp_path):
-  root = tmp_path / "speech_commands_v0.02"
+def speech_commands_folder(root, version="v0.02"):
+  """The published layout with one short recording per word (yes and no: three speakers each),
+  background noise and the two split lists."""
   tone = (8000 * np.sin(np.arange(16000) * 0.1)).astype(np.int16)
-  for word in ("yes", "no"):
+  for word in audio.SPEECH_COMMANDS_WORDS[version]:
     (root / word).mkdir(parents=True)
-    for speaker in ("aa", "bb", "cc"):
+    for speaker in ("aa", "bb", "cc") if word in ("yes", "no") else ("aa",):
       (root / word / f"{speaker}_nohash_0.wav").write_bytes(_wav_bytes(16000, tone[:12000]))
   (root / "_background_noise_").mkdir()
   (root / "_background_noise_" / "noise.wav").write_bytes(_wav_bytes(16000, tone))
   (root / "validation_list.txt").write_text("yes/bb_nohash_0.wav\n")
   (root / "testing_list.txt").write_text("no/cc_nohash_0.wav\nyes/cc_nohash_0.wav\n")
+  return root
+
+
+@pytest.mark.parametrize("version", ["v0.01", "v0.02"])
+def test_speech_commands_layout_and_standard_split(tmp_path, version):
+  root = speech_commands_folder(tmp_path / f"speech_commands_{version}", version)
   dataset = data.load(f"speech_commands:{root}")
-  assert dataset.class_names == ("no", "yes")
-  assert {s: len(y) for s, (_, y) in dataset.splits.items()} == {"train": 3, "validation": 1,
-                                                                 "test": 2}
+  words = audio.SPEECH_COMMANDS_WORDS[version]
+  assert dataset.class_names == tuple(sorted(words)) and dataset.num_classes == len(words)
+  assert {s: len(y) for s, (_, y) in dataset.splits.items()} == {
+      "train": len(words) + 1, "validation": 1, "test": 2}
   assert dataset.inputs("train").shape[1:] == (98, 40, 1)  # 1 s padded: 1 + (16000 - 400) // 160.
-  np.testing.assert_array_equal(dataset.labels("validation"), [1])
+  np.testing.assert_array_equal(dataset.labels("validation"), [sorted(words).index("yes")])
   (root / "testing_list.txt").unlink()
   with pytest.raises(DataError, match="no testing_list.txt"):
+    data.load(f"speech_commands:{root}")
+
+
+def test_speech_commands_of_another_word_set_is_refused_naming_the_words(tmp_path):
+  """A folder missing a published word, or holding one of its own, is a DataError naming the
+  folder, the version, what was expected and what was found."""
+  root = speech_commands_folder(tmp_path / "missing", "v0.01")
+  shutil.rmtree(root / "sheila")
+  with pytest.raises(DataError, match=r"missing.*: Speech Commands v0.01 has 30 classes, found 29"):
+    data.load(f"speech_commands:{root}")
+  root = speech_commands_folder(tmp_path / "renamed", "v0.01")
+  (root / "sheila").rename(root / "hello")
+  with pytest.raises(DataError, match=r"v0.01 has the words bed, .*missing \['sheila'\], "
+                                      r"extra \['hello'\]"):
+    data.load(f"speech_commands:{root}")
+  root = speech_commands_folder(tmp_path / "partial", "v0.01")
+  (root / "learn").mkdir()  # A v0.02 word: read as v0.02, four words short.
+  (root / "learn" / "aa_nohash_0.wav").write_bytes((root / "no" / "aa_nohash_0.wav").read_bytes())
+  with pytest.raises(DataError, match="Speech Commands v0.02 has 35 classes, found 31"):
     data.load(f"speech_commands:{root}")

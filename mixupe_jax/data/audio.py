@@ -1,7 +1,10 @@
-"""Spoken digits: wav files (FSDD naming `{digit}_{speaker}_{index}.wav`) to log-mel spectrograms::
+r"""Spoken digits: wav files (FSDD naming `{digit}_{speaker}_{index}.wav`) to log-mel spectrograms,
+on the HTK mel scale with a Hann window and triangular mel filters W:
 
-    mel(f) = 2595 log10(1 + f / 700)                     (HTK mel scale)
-    S[t, m] = log(sum_k |STFT[t, k]|^2 W[m, k] + 1e-6)    (Hann window, triangular mel filters W)
+.. math::
+
+   \mathrm{mel}(f) = 2595 \log_{10}(1 + f / 700), \qquad
+   S[t, m] = \log\Big(\sum_k \big|\mathrm{STFT}[t, k]\big|^2 W[m, k] + 10^{-6}\Big)
 
 Every clip is zero-padded or cut to `duration` seconds, so all spectrograms share one shape
 [frames, num_mels, 1]. FSDD's own split: index 0-4 of each speaker and digit is test, 5-49 train.
@@ -20,6 +23,7 @@ import re
 import numpy as np
 import scipy.io.wavfile
 
+from mixupe_jax.data import invariants
 from mixupe_jax.data.base import (
   ArrayDataset,
   DataError,
@@ -32,6 +36,15 @@ FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
 # 32 ms / 25 ms windows with 10 ms hops at 8 kHz / 16 kHz.
 FSDD_WINDOWS = {"fft_size": 256, "hop": 80}
 SPEECH_COMMANDS_WINDOWS = {"fft_size": 400, "hop": 160}
+# The published word folders (Warden 2018): v0.01's 30 words; v0.02 adds five.
+_V001_WORDS = (
+  "bed bird cat dog down eight five four go happy house left marvin nine no off on one right "
+  "seven sheila six stop three tree two up wow yes zero"
+)
+SPEECH_COMMANDS_WORDS = {
+  "v0.01": tuple(_V001_WORDS.split()),
+  "v0.02": tuple(_V001_WORDS.split()) + ("backward", "follow", "forward", "learn", "visual"),
+}
 
 
 def mel_filterbank(num_mels: int, fft_size: int, sample_rate: int) -> np.ndarray:
@@ -152,6 +165,7 @@ def load_speech_commands(
   class_names = tuple(sorted({m.split("/")[-2] for m in wavs}))
   if not class_names:
     raise DataError(f"{path} holds no <word>/<file>.wav recordings.")
+  _check_speech_commands_words(path, class_names)
   label_of = {word: index for index, word in enumerate(class_names)}
   splits: dict[str, tuple[list, list]] = {
     "train": ([], []),
@@ -178,6 +192,28 @@ def load_speech_commands(
     class_names,
     source=path,
   )
+
+
+def _check_speech_commands_words(path: str, words: tuple[str, ...]) -> None:
+  """The word folders are one published version's (v0.02 if any of its five new words is
+  there): its count, then its words; a DataError names the folder, the version and the words
+  missing or extra."""
+  added = set(SPEECH_COMMANDS_WORDS["v0.02"]) - set(SPEECH_COMMANDS_WORDS["v0.01"])
+  version = "v0.02" if added & set(words) else "v0.01"
+  published = SPEECH_COMMANDS_WORDS[version]
+  name, where = f"Speech Commands {version}", f"{path} (word folders)"
+  invariants.check_published(
+    name,
+    where,
+    {"classes": len(words)},
+    {"classes": len(published)},
+    hint="one word folder per published word",
+  )
+  missing, extra = sorted(set(published) - set(words)), sorted(set(words) - set(published))
+  if missing or extra:
+    raise DataError(
+      f"{where}: {name} has the words {', '.join(published)}; missing {missing}, extra {extra}."
+    )
 
 
 def _stack_splits(splits, sample_rate: int, duration: float, windows: dict[str, int]):

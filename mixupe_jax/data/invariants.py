@@ -167,10 +167,17 @@ def check_graph_dataset(
       check_labels_in(labels[ids], present, (), _where(name, split, source), node_ids=ids)
 
 
-def check_published(name: str, where: str, found: dict[str, int], expected: dict[str, int]) -> None:
+def check_published(
+  name: str,
+  where: str,
+  found: dict[str, int],
+  expected: dict[str, int],
+  hint: str = "in its layout (label column, delimiter)",
+) -> None:
   """A named dataset's shape against its published one (e.g. {"features": 4, "classes": 3,
   "rows": 150}): a DataError naming the file, what was expected and what was found, for a file of
-  another layout (say a CSV whose label is in another column) that would otherwise load.
+  another layout (say a CSV whose label is in another column) that would otherwise load; `hint`
+  says what to look at.
 
   >>> from mixupe_jax.data import invariants
   >>> invariants.check_published("iris", "iris.csv", {"classes": 22}, {"classes": 3})
@@ -180,6 +187,5 @@ def check_published(name: str, where: str, found: dict[str, int], expected: dict
   for key, value in expected.items():
     if found[key] != value:
       raise DataError(
-        f"{where}: {name} has {value} {key}, found {found[key]}; is it the published file, "
-        "in its layout (label column, delimiter)?"
+        f"{where}: {name} has {value} {key}, found {found[key]}; is it the published file, {hint}?"
       )
