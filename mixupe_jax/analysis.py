@@ -1,14 +1,21 @@
-"""Mixup regularizes directional derivatives of all orders: the Taylor series of the Mixup loss.
+r"""Mixup regularizes directional derivatives of all orders: the Taylor series of the Mixup loss.
 
-By symmetrization (Zhang et al. 2021), for a loss l linear in the label::
+By symmetrization (Zhang et al. 2021), for a loss l linear in the label:
 
-    L_mix = (1/n) sum_i E_{lambda ~ Beta(alpha+1, alpha)} E_{r ~ D_X}
-              l(x_i + (1 - lambda)(r - x_i), y_i)
+.. math::
 
-and a Taylor expansion in t = 1 - lambda along d_i = r - x_i gives::
+   L_{\mathrm{mix}} = \frac{1}{n} \sum_i
+     \mathbb{E}_{\lambda \sim \mathrm{Beta}(\alpha + 1, \alpha)}\,
+     \mathbb{E}_{r \sim \mathcal{D}_X}\, \ell\big(x_i + (1 - \lambda)(r - x_i), y_i\big)
 
-    L_mix = L_std + sum_{k >= 1} (m_k / k!) (1/n) sum_i E_r[ D^k_{d_i} l(x_i, y_i) ],
-    m_k = E[(1 - lambda)^k] = prod_{q=0}^{k-1} (alpha + q) / (2 alpha + 1 + q).
+and a Taylor expansion in :math:`t = 1 - \lambda` along :math:`d_i = r - x_i` gives:
+
+.. math::
+
+   L_{\mathrm{mix}} = L_{\mathrm{std}} + \sum_{k \ge 1} \frac{m_k}{k!}\, \frac{1}{n}
+     \sum_i \mathbb{E}_r\big[D^k_{d_i} \ell(x_i, y_i)\big], \qquad
+   m_k = \mathbb{E}\big[(1 - \lambda)^k\big]
+     = \prod_{q=0}^{k-1} \frac{\alpha + q}{2\alpha + 1 + q}.
 
 `taylor_terms` evaluates the terms for k = 1..K by Taylor-mode AD (`jax.experimental.jet`) on
 t -> l(x_i + t d_i, y_i); `mixup_loss_quadrature` and `mixup_loss_monte_carlo` evaluate the Mixup

@@ -1,16 +1,24 @@
-"""Directional derivatives of the logits by forward mode (`jax.jvp`): the heart of MixupE.
+r"""Directional derivatives of the logits by forward mode (`jax.jvp`): the heart of MixupE.
 
 Each example i moves along its own direction d_i by a scalar t_i, X(t) = X + t . D (row i is
 x_i + t_i d_i), and F(X) are the logits of the whole batch. With b_k = stopgrad(p_k - y_k), the
-first directional derivative of the loss has two per-example forms::
+first directional derivative of the loss has two per-example forms:
 
-    official  r_i = d/dt_i [sum_k b_k . f_k(X(t))] at t = 0  =  [J_F(X)^T B]_i . d_i
-              example i moved ALONE; its effect on every example's logits counts. This is what
-              the official code thresholds: row i of `autograd.grad(sum(f * b), x)`, times d_i.
-    joint     r_i = b_i . [J_F(X) D]_i
-              the WHOLE BATCH moved along D; example i's own logits.
+- official: example i moved ALONE; its effect on every example's logits counts. This is what the
+  official code thresholds: row i of `autograd.grad(sum(f * b), x)`, times d_i.
 
-Both sum to B^T J_F(X) D. Without batch-coupled layers (train-mode BatchNorm, a graph
+  .. math::
+
+     r_i = \frac{\partial}{\partial t_i} \Big[\sum_k b_k \cdot f_k\big(X(t)\big)\Big]_{t=0}
+         = \big[J_F(X)^\top B\big]_i \cdot d_i
+
+- joint: the WHOLE BATCH moved along D; example i's own logits.
+
+  .. math::
+
+     r_i = b_i \cdot \big[J_F(X)\, D\big]_i
+
+Both sum to :math:`B^\top J_F(X)\, D`. Without batch-coupled layers (train-mode BatchNorm, a graph
 convolution over the batch's nodes) J_F is block-diagonal and the two coincide example by example;
 with them they differ (up to 100% per example, measured on a BatchNorm CNN), so any version that
 thresholds or takes abs(r_i) optimizes a different objective under each.
@@ -308,9 +316,13 @@ def official_weighted_term(
   weights_of: Callable[[jax.Array], jax.Array],
   axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, ModelState]:
-  """(F(X), official r [B], sum_i w_i r_i, new state), with w = weights_of(r) held constant.
+  r"""(F(X), official r [B], sum_i w_i r_i, new state), with w = weights_of(r) held constant.
 
-    r_i = d/dt_i [sum_k b_k . f_k(X(t))] = [J_F(X)^T B]_i . d_i,   b_k = stopgrad(p_k - y_k)
+  .. math::
+
+     r_i = \frac{\partial}{\partial t_i} \Big[\sum_k b_k \cdot f_k\big(X(t)\big)\Big]
+         = \big[J_F(X)^\top B\big]_i \cdot d_i, \qquad
+     b_k = \mathrm{stopgrad}(p_k - y_k)
 
   The weighted sum is differentiable in `params` only (the inputs, the target and the labels
   enter as constants, as in the official code, which detaches them); its gradient is

@@ -1,13 +1,18 @@
-"""Evaluation metrics from logits: top-1 / top-k accuracy, NLL and expected calibration error.
+r"""Evaluation metrics from logits: top-1 / top-k accuracy, NLL and expected calibration error.
 
 Each batch gives SUMS (over the examples with mask 1), so batches, devices and hosts combine by
-addition and padded examples (mask 0) count for nothing; `summarize` turns the totals into means::
+addition and padded examples (mask 0) count for nothing; `summarize` turns the totals into means:
 
-    top-k accuracy = (1/N) sum_n [y_n among the k largest logits of n]
-    NLL            = (1/N) sum_n -log p_n(y_n)
-    ECE            = sum_b (N_b / N) |acc_b - conf_b| = (1/N) sum_b |sum_{n in b} (c_n - q_n)|,
+.. math::
 
-with q_n = max_k p_n(k) the confidence, c_n = [argmax p_n = y_n], and bins b of equal width in q.
+   \text{top-}k\text{ accuracy} &= \frac{1}{N} \sum_n
+     \big[y_n \text{ among the } k \text{ largest logits of } n\big] \\
+   \mathrm{NLL} &= \frac{1}{N} \sum_n -\log p_n(y_n) \\
+   \mathrm{ECE} &= \sum_b \frac{N_b}{N} \big|\mathrm{acc}_b - \mathrm{conf}_b\big|
+     = \frac{1}{N} \sum_b \Big|\sum_{n \in b} (c_n - q_n)\Big|,
+
+with :math:`q_n = \max_k p_n(k)` the confidence, :math:`c_n = [\arg\max p_n = y_n]`, and bins
+b of equal width in q.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Mixup-family batch operations: pure functions of an explicit `jax.random` key.
+r"""Mixup-family batch operations: pure functions of an explicit `jax.random` key.
 
 Every op returns a `MixedBatch` holding the mixed inputs x~, the soft mixed labels y~, the
 per-example weight lambda_i of the example's own input and the index j(i) of its partner:
 
-    x~_i = lambda_i x_i + (1 - lambda_i) x_j(i),    y~_i = lambda_i y_i + (1 - lambda_i) y_j(i).
+.. math::
+
+   \tilde x_i = \lambda_i x_i + (1 - \lambda_i)\, x_{j(i)}, \qquad
+   \tilde y_i = \lambda_i y_i + (1 - \lambda_i)\, y_{j(i)}.
 
 `lambda` and `partner` are kept so the same mixing can be replayed on any other array of the
 batch, e.g. on hidden features (Manifold Mixup, `mix_like`).

@@ -1,18 +1,27 @@
-"""The MixupE regularizer: the four versions of the official code, selectable by name.
+r"""The MixupE regularizer: the four versions of the official code, selectable by name.
 
-The loss is L = L_mix + eta * m_1 * P, with m_1 = alpha / (2 alpha + 1) and the penalty P one of::
+The loss is :math:`L = L_{\mathrm{mix}} + \eta\, m_1 P`, with
+:math:`m_1 = \alpha / (2\alpha + 1)` and the penalty P one of:
 
-  "v1" (alias "exact"), the first directional derivative, thresholded (default tau = -1):
-        r_i = [J_F(X)^T stopgrad(P - Y)]_i . stopgrad(x_bar - x_i)   (official per-example value)
-        P   = +(1/B) sum_{i: r_i < tau} r_i
-  "v2", v1 with |r_i| and no threshold:
-        P   = +(1/B) sum_i |r_i|
-  "v3" (alias "fast"), no derivative, p NOT stop-gradiented, thresholded (default tau = 1.0, the
-        official README's CIFAR-100 recipe):
-        u_i = f(x_i)^T (y_i - p_i)
-        P   = -(1/B) sum_{i: u_i < tau} u_i
-  "v4", v3 with p stop-gradiented and no threshold:
-        P   = -(1/B) sum_i u_i
+- "v1" (alias "exact"), the first directional derivative, thresholded (default tau = -1), with
+  the official per-example value :math:`r_i` (:math:`\Pi` the batch's probabilities, Y its
+  labels):
+
+  .. math::
+
+     r_i = \big[J_F(X)^\top \mathrm{stopgrad}(\Pi - Y)\big]_i \cdot
+       \mathrm{stopgrad}(\bar x - x_i), \qquad
+     P = +\frac{1}{B} \sum_{i:\, r_i < \tau} r_i
+
+- "v2", v1 with :math:`|r_i|` and no threshold: :math:`P = +\frac{1}{B} \sum_i |r_i|`.
+- "v3" (alias "fast"), no derivative, p NOT stop-gradiented, thresholded (default tau = 1.0, the
+  official README's CIFAR-100 recipe):
+
+  .. math::
+
+     u_i = f(x_i)^\top (y_i - p_i), \qquad P = -\frac{1}{B} \sum_{i:\, u_i < \tau} u_i
+
+- "v4", v3 with p stop-gradiented and no threshold: :math:`P = -\frac{1}{B} \sum_i u_i`.
 
 The sum is divided by the batch size B, not by the number of selected terms (as officially).
 Every version is written P = sign * (1/B) sum_i w_i s_i with constant weights w

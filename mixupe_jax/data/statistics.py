@@ -1,6 +1,8 @@
-"""x_bar, the training-set mean of the preprocessed inputs: one streaming pass, cached.
+r"""x_bar, the training-set mean of the preprocessed inputs: one streaming pass, cached.
 
-    x_bar = (1 / N) sum_n x_n,   over every training example of every host,
+.. math::
+
+   \bar x = \frac{1}{N} \sum_n x_n \quad \text{over every training example of every host,}
 
 accumulated in float64 batch by batch, so the data never needs to be in memory at once. With
 several processes, each streams its own shard and the means are combined weighted by the counts.

@@ -1,14 +1,19 @@
-"""A suite's contrasts pooled over its datasets, and the effect each dataset's seeds could detect.
+r"""A suite's contrasts pooled over its datasets, and the effect each dataset's seeds could detect.
 
 Per dataset d, a contrast's paired per-seed differences (method - baseline, the same seed: the
 same initialization, data order and mixing draws) have mean m_d, standard deviation s_d over n_d
 seeds, and the mean's variance v_d = s_d^2 / n_d. The datasets are pooled by a random-effects
-meta-analysis (DerSimonian and Laird 1986)::
+meta-analysis (DerSimonian and Laird 1986):
 
-    w_d = 1 / v_d,   Q = sum_d w_d (m_d - m_FE)^2,   m_FE = sum_d w_d m_d / sum_d w_d
-    tau^2 = max(0, (Q - (k - 1)) / (sum_d w_d - sum_d w_d^2 / sum_d w_d))
-    u_d = 1 / (v_d + tau^2),   mu = sum_d u_d m_d / sum_d u_d,   SE = (sum_d u_d)^(-1/2)
-    95% CI: mu -+ 1.96 SE,   I^2 = max(0, (Q - (k - 1)) / Q)
+.. math::
+
+   w_d &= 1 / v_d, \qquad m_{FE} = \frac{\sum_d w_d m_d}{\sum_d w_d}, \qquad
+     Q = \sum_d w_d (m_d - m_{FE})^2 \\
+   \tau^2 &= \max\Big(0, \frac{Q - (k - 1)}{\sum_d w_d - \sum_d w_d^2 / \sum_d w_d}\Big) \\
+   u_d &= \frac{1}{v_d + \tau^2}, \qquad \mu = \frac{\sum_d u_d m_d}{\sum_d u_d}, \qquad
+     \mathrm{SE} = \Big(\sum_d u_d\Big)^{-1/2} \\
+   \text{95\% CI} &: \mu \mp 1.96\, \mathrm{SE}, \qquad
+     I^2 = \max\big(0, (Q - (k - 1)) / Q\big)
 
 (computed here: `statsmodels.stats.meta_analysis.combine_effects(method_re="dl")` gives the same
 where tau^2 > 0, which the tests check, but in 0.15 leaves a negative tau^2 unclipped, and with
@@ -20,9 +25,12 @@ two methods are the same computation (every difference exactly 0) or whose diffe
 vary (v_d = 0: no weight can be given) is left out of the pool and named.
 
 The minimum detectable effect of a dataset is the true mean difference that a two-sided paired
-t-test at alpha = 0.05 over its n_d seeds detects with 80% power, given the observed s_d::
+t-test at alpha = 0.05 over its n_d seeds detects with 80% power, given the observed s_d:
 
-    MDE_d = delta * s_d,   delta: the noncentral-t solution of power(delta sqrt(n_d), n_d - 1) = 0.8
+.. math::
+
+   \mathrm{MDE}_d = \delta\, s_d, \qquad \delta:\ \text{the noncentral-}t\text{ solution of }
+     \mathrm{power}\big(\delta \sqrt{n_d},\, n_d - 1\big) = 0.8
 
 (`statsmodels.stats.power.TTestPower`; delta = 1.68 for 5 seeds, 3.07 for 3). An interval that
 contains 0 on a dataset whose MDE is larger than the effect in question says "not resolved", not
