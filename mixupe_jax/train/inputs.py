@@ -447,17 +447,15 @@ def _load_offline(spec: str):
   return _load_offline_version(spec, statistics.content_signature(path) if path else "")
 
 
-def _streamed(config, shard: Shard) -> DataSource:
-  return StreamedImages(config, shard)
-
-
 def _tfds_audio(config, shard: Shard) -> DataSource:
+  """TFDS audio, decoded whole into log-mel arrays (see `data.audio`) and held in memory."""
   data_dir = config.get("data_dir") or None
   dataset = audio.load_tfds_audio(config.dataset.removeprefix("tfds:"), data_dir)
   return ArraysInMemory(config, dataset, shard, data_dir)
 
 
 def _offline(config, shard: Shard) -> DataSource:
+  """An offline spec as `data.load` reads it: a graph, or arrays held in memory."""
   dataset = _load_offline(config.dataset)
   if isinstance(dataset, data_lib.GraphDataset):
     return Graph(config, dataset)
@@ -473,7 +471,7 @@ def source_kind(spec: str) -> str:
 
 
 SOURCES: dict[str, Callable[[Any, Shard], DataSource]] = {
-  "tfds_images": _streamed,
+  "tfds_images": StreamedImages,
   "tfds_audio": _tfds_audio,
   "offline": _offline,
 }
