@@ -137,11 +137,10 @@ def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, p
   try:
     row = aot.report(lowered.compile())
   except jax.errors.JaxRuntimeError as error:
-    # The TPU compiler refuses a program that does not fit the chip, saying what it needed.
-    needed = re.search(r"required for HLO temporaries \(([\d.]+)G\)", str(error))
-    if "RESOURCE_EXHAUSTED" not in str(error) or not needed:
+    needed = refused_bytes(str(error))
+    if needed is None:
       raise
-    row = {"refused": str(error).splitlines()[0][:300], "temp_bytes": float(needed[1]) * 2**30}
+    row = {"refused": str(error).splitlines()[0][:300], "temp_bytes": needed}
     row.update(argument_bytes=0, output_bytes=0, alias_bytes=0)
   compile_seconds = time.perf_counter() - started
   row.update(
@@ -164,6 +163,25 @@ def compile_row(target_name: str, method: str, form: str, gradient_dtype: str, p
   if "refused" in row:  # Its temporaries alone: a lower bound on what it needs.
     row["fits"] = False
   return row
+
+
+# The TPU compiler refuses a program that does not fit the chip, saying what it needed: before
+# assigning buffers, its temporaries alone; after, everything it placed in HBM.
+REFUSALS = (
+  r"required for HLO temporaries \(([\d.]+)G\)",
+  r"Ran out of memory in memory space hbm\. Used ([\d.]+)G of",
+)
+
+
+def refused_bytes(message: str) -> float | None:
+  """The bytes a refused program needed (a lower bound), or None for any other error."""
+  if "RESOURCE_EXHAUSTED" not in message:
+    return None
+  for pattern in REFUSALS:
+    needed = re.search(pattern, message)
+    if needed:
+      return float(needed[1]) * 2**30
+  return None
 
 
 def row_key(row: dict) -> tuple:

@@ -57,3 +57,20 @@ def test_every_benchmark_json_records_its_commit_date_and_machine():
       source = file.read()
     if "json.dump(" in source:
       assert "provenance()" in source, path
+
+
+def test_the_pod_benchmark_reads_both_of_the_tpu_compiler_s_refusals():
+  """A refused compilation is a row that does not fit, with what the compiler said it needed:
+  the temporaries (refused before buffer assignment) or all it placed in HBM (after); any other
+  error is not a refusal."""
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  import pod_step
+
+  before = ("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+            "temporaries (30.79G) exceeds available HBM (30.75G).")
+  after = ("RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory "
+           "space hbm. Used 15.80G of 15.75G hbm. Exceeded hbm capacity by 51.06M.")
+  assert pod_step.refused_bytes(before) == 30.79 * 2**30
+  assert pod_step.refused_bytes(after) == 15.80 * 2**30
+  assert pod_step.refused_bytes("INTERNAL: Ran out of memory in memory space hbm. Used 1G of") is None
+  assert pod_step.refused_bytes("RESOURCE_EXHAUSTED: something else") is None
