@@ -14,7 +14,8 @@ Scale, from the TPU and GPU compilers' memory analysis without the hardware (doc
 "The ImageNet step on a pod"): at 128 images per chip the step needs 9.2 GiB of a TPU v4 chip
 and 10.5 GiB of an H100; the largest per-chip batch that fits is 992 on TPU v4, 640 on TPU v5e
 and 1,392 on an H100 (MixupE-exact: 384, 192 and 704; Mixup: 2,128, 944 and 2,800), where the
-compilers rematerialize to fit. Raise the batch per chip with the learning rate as below; keep clean_pass_remat off.
+compilers rematerialize to fit. Raise the batch per chip with the learning rate as below; keep
+clean_pass_remat off.
 """
 
 from mixupe_jax.models.registry import model_config
