@@ -37,13 +37,13 @@ FSDD_NAME = re.compile(r"(?:^|/)(\d)_([A-Za-z]+)_(\d+)\.wav$")
 FSDD_WINDOWS = {"fft_size": 256, "hop": 80}
 SPEECH_COMMANDS_WINDOWS = {"fft_size": 400, "hop": 160}
 # The published word folders (Warden 2018): v0.01's 30 words; v0.02 adds five.
-_V001_WORDS = (
+_V001_WORDS = tuple(
   "bed bird cat dog down eight five four go happy house left marvin nine no off on one right "
-  "seven sheila six stop three tree two up wow yes zero"
+  "seven sheila six stop three tree two up wow yes zero".split()
 )
 SPEECH_COMMANDS_WORDS = {
-  "v0.01": tuple(_V001_WORDS.split()),
-  "v0.02": tuple(_V001_WORDS.split()) + ("backward", "follow", "forward", "learn", "visual"),
+  "v0.01": _V001_WORDS,
+  "v0.02": _V001_WORDS + ("backward", "follow", "forward", "learn", "visual"),
 }
 
 

@@ -229,7 +229,42 @@ def _refuse_in_memory_options(config, why: str) -> None:
       raise ConfigError(f"{field} = {config[field]}: {config.dataset} {why}.")
 
 
-class StreamedImages(DataSource):
+class _BatchedSource(DataSource):
+  """A source read in batches through `pipeline` (`self._train`, the training split's source):
+  the training stream (`self._stream`), padded evaluation passes (`self._pass`) and x_bar's pass,
+  normalized on the host (`self._normalize`), augmented once each or not (`self._x_bar_augment`).
+  """
+
+  _train: Any
+  _stream: Callable[[int], Iterator[Batch]]
+  _pass: Callable[..., Callable[[], Iterator[EvalBatch]]]
+  _normalize: pipeline.ChannelNormalization | None
+  _x_bar_augment: Callable | None
+  _config: Any
+  _shard: Shard
+
+  def train_batches(self, start_step: int) -> Iterator[Batch]:
+    return self._stream(start_step)
+
+  def train_eval_batches(self) -> Iterator[EvalBatch]:
+    return self._pass(self._train)()
+
+  def _x_bar_pass(self, batch_size: int, preprocess=None) -> Iterator[np.ndarray]:
+    """This process's training inputs through `pipeline.eval_batches`: normalized, and
+    augmented once each when x_bar is over augmented inputs."""
+    for images, _ in pipeline.eval_batches(
+      self._train,
+      batch_size=batch_size,
+      preprocess=preprocess,
+      normalize=self._normalize,
+      augment=self._x_bar_augment,
+      seed=self._config.seed,
+      **self._shard.processes,
+    ):
+      yield images
+
+
+class StreamedImages(_BatchedSource):
   """TFDS images streamed through `tfds.data_source`, normalized with the set's published
   statistics; resized and center-cropped to config.image_size when set (full-size JPEGs, as
   ImageNet's, reach the crop encoded and are decoded at the lowest DCT scale the crop allows)."""
@@ -272,24 +307,9 @@ class StreamedImages(DataSource):
       f"{config.dataset}|{image_size}{augmented}{_resize_fingerprint(config)}"
     )
 
-  def train_batches(self, start_step: int) -> Iterator[Batch]:
-    return self._stream(start_step)
-
-  def train_eval_batches(self) -> Iterator[EvalBatch]:
-    return self._pass(self._train)()
-
   def x_bar_batches(self) -> Iterator[np.ndarray]:
     # An augmentation yields the training size itself; plain images are resized as for eval.
-    for images, _ in pipeline.eval_batches(
-      self._train,
-      batch_size=256,
-      preprocess=None if self._x_bar_augment else self._resize,
-      normalize=self._normalize,
-      augment=self._x_bar_augment,
-      seed=self._config.seed,
-      **self._shard.processes,
-    ):
-      yield images
+    return self._x_bar_pass(256, preprocess=None if self._x_bar_augment else self._resize)
 
 
 def _carved_splits(config, dataset: data_lib.ArrayDataset) -> dict[str, Batch]:
@@ -319,7 +339,7 @@ def _carved_splits(config, dataset: data_lib.ArrayDataset) -> dict[str, Batch]:
   return splits
 
 
-class ArraysInMemory(DataSource):
+class ArraysInMemory(_BatchedSource):
   """A dataset held in memory (every offline spec but a graph, and TFDS audio decoded whole):
   uint8 images normalized per channel with training-split statistics, features and spectrograms
   used as loaded, after `_carved_splits`."""
@@ -341,8 +361,8 @@ class ArraysInMemory(DataSource):
     self._config, self._shard = config, shard
     self.name, self.num_classes = config.dataset, dataset.num_classes
     self.num_train, self.example_shape = len(self._x), self._x.shape[1:]
-    source = pipeline.ArraySource(self._x, self._y)
-    self._stream = shard.train_stream(config, source, augment, stream_normalize)
+    self._train = pipeline.ArraySource(self._x, self._y)
+    self._stream = shard.train_stream(config, self._train, augment, stream_normalize)
     self._pass = functools.partial(shard.padded, normalize=stream_normalize)
     self.eval_batches = {
       split: self._pass(pipeline.ArraySource(x, y))
@@ -355,27 +375,11 @@ class ArraysInMemory(DataSource):
       f"{_subset_fingerprint(config)}{augmented}{_resize_fingerprint(config)}"
     )
 
-  def train_batches(self, start_step: int) -> Iterator[Batch]:
-    return self._stream(start_step)
-
-  def train_eval_batches(self) -> Iterator[EvalBatch]:
-    return self._pass(pipeline.ArraySource(self._x, self._y))()
-
   def x_bar_batches(self) -> Iterator[np.ndarray]:
-    shard = self._shard
-    if self._x_bar_augment is None:
-      own = self._x[shard.process_index :: shard.process_count]
-      yield from statistics.array_batches(own, 4096, self._normalize)
-      return
-    for images, _ in pipeline.eval_batches(
-      pipeline.ArraySource(self._x, self._y),
-      batch_size=1024,
-      normalize=self._normalize,
-      augment=self._x_bar_augment,
-      seed=self._config.seed,
-      **shard.processes,
-    ):
-      yield images
+    if self._x_bar_augment is not None:
+      return self._x_bar_pass(1024)
+    own = self._x[self._shard.process_index :: self._shard.process_count]
+    return statistics.array_batches(own, 4096, self._normalize)
 
 
 class Graph(DataSource):
