@@ -259,6 +259,12 @@ def loader_cases():
        planetoid(lambda parts, index: parts.update(
            {p: scipy.sparse.csr_matrix(parts[p].toarray()[:, :5]) for p in ("x", "tx", "allx")})),
        DataError, r"ind.cora.allx: Planetoid cora has 1433 features, found 5"),
+      ("planetoid: cora with 12 nodes, not 2,708",
+       planetoid(lambda parts, index: parts.update(x=parts["allx"][:3], y=parts["ally"][:3])),
+       DataError, r"ind.cora.\*: Planetoid cora has 2708 nodes, found 12; is it the published "
+       r"file, the whole set"),
+      ("cifar: 3 images per batch, not 10,000", cifar(), DataError,
+       r"CIFAR-10 has 50000 train rows, found 15; is it the published file, the whole set"),
       ("cifar: data of the wrong width", cifar(data=np.zeros((3, 100), np.uint8)), DataError,
        r"data_batch_1: expected uint8 data \[N, 3072\], got uint8 \(3, 100\)"),
       ("cifar: a batch without data", cifar_missing_key, DataError,

@@ -141,19 +141,34 @@ def test_image_folder_and_its_errors(tmp_path):
     images.load_image_folder(str(tmp_path / "imgs" / "train"))
 
 
-def test_cifar_pickles(tmp_path):
+def write_cifar10(folder, rows):
+  """CIFAR-10's pickles with `rows` images per batch file (the published 10,000: 50,000 train and
+  10,000 test); the first three rows of each random, the rest black; labels cycle 0-9."""
   rng = np.random.default_rng(0)
   for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-    batch = {b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), b"labels": [0, 1, 2]}
-    (tmp_path / name).write_bytes(pickle.dumps(batch))
-  names = [bytes([c]) for c in b"abcdefghij"]  # CIFAR-10's 10 classes (3 present).
-  (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    data = np.zeros((rows, 3072), np.uint8)
+    data[:3] = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    batch = {b"data": data, b"labels": [i % 10 for i in range(rows)]}
+    (folder / name).write_bytes(pickle.dumps(batch))
+  names = [bytes([c]) for c in b"abcdefghij"]  # CIFAR-10's 10 classes.
+  (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+
+
+def test_cifar_pickles(tmp_path):
+  """The published set loads (channel-major rows become HWC images); a set of another size is a
+  DataError naming the split, the published count and the one found."""
+  write_cifar10(tmp_path, 10000)
   dataset = images.load_cifar_pickles(str(tmp_path))
-  assert dataset.inputs("train").shape == (15, 32, 32, 3) and dataset.class_names[:3] == ("a", "b", "c")
+  assert dataset.inputs("train").shape == (50000, 32, 32, 3) and dataset.class_names[:3] == ("a", "b", "c")
+  assert len(dataset.labels("test")) == 10000
   first = pickle.loads((tmp_path / "test_batch").read_bytes())[b"data"][0]
   np.testing.assert_array_equal(dataset.inputs("test")[0, :, :, 0], first[:1024].reshape(32, 32))
   (tmp_path / "test_batch").write_bytes(b"garbage")
   with pytest.raises(DataError, match=r"test_batch is not a readable CIFAR pickle"):
+    images.load_cifar_pickles(str(tmp_path))
+  write_cifar10(tmp_path, 30)
+  with pytest.raises(DataError, match=r"cifar_pickles0: CIFAR-10 has 50000 train rows, found 150; "
+                     r"is it the published file, the whole set \(a subset loads through a generic"):
     images.load_cifar_pickles(str(tmp_path))
 
 
@@ -232,11 +247,17 @@ def _tiny_imagenet_zip(path, wnids):
                      "val_0.JPEG\tn02\t0\t0\t10\t10\nval_1.JPEG\tn01\t1\t1\t5\t5\n")
 
 
-def test_tiny_imagenet_layout_from_a_zip(tmp_path):
-  """Its 200 classes (images of two of them here); a wnids.txt of another count is a DataError
-  naming the file, the published count and the one found."""
+def test_tiny_imagenet_layout_from_a_zip(tmp_path, monkeypatch):
+  """Its 200 classes (images of two of them here); a wnids.txt of another count, or another number
+  of images than the published 100,000 and 10,000, is a DataError naming the file, the published
+  count and the one found."""
   path = str(tmp_path / "tiny-imagenet-200.zip")
   _tiny_imagenet_zip(path, ["n02", "n01"] + [f"n9{i:03d}" for i in range(198)])
+  with pytest.raises(DataError, match=r"tiny-imagenet-200.zip: Tiny-ImageNet-200 has 100000 "
+                     r"train rows, found 6; is it the published file, the whole set"):
+    data.load(f"tinyimagenet:{path}")
+  # The published layout at 8 images: its counts set to theirs.
+  monkeypatch.setitem(images.PUBLISHED_ROWS, "Tiny-ImageNet-200", {"train": 6, "test": 2})
   dataset = data.load(f"tinyimagenet:{path}")
   assert dataset.class_names[:2] == ("n02", "n01") and dataset.num_classes == 200
   train_x, train_y = dataset.splits["train"]
@@ -286,10 +307,18 @@ def speech_commands_folder(root, version="v0.02"):
 
 
 @pytest.mark.parametrize("version", ["v0.01", "v0.02"])
-def test_speech_commands_layout_and_standard_split(tmp_path, version):
+def test_speech_commands_layout_and_standard_split(tmp_path, monkeypatch, version):
+  """The published layout and split; a version of another number of recordings than published
+  (64,727 in v0.01, 105,829 in v0.02) is a DataError naming both counts."""
   root = speech_commands_folder(tmp_path / f"speech_commands_{version}", version)
-  dataset = data.load(f"speech_commands:{root}")
   words = audio.SPEECH_COMMANDS_WORDS[version]
+  published = {"v0.01": 64727, "v0.02": 105829}[version]
+  with pytest.raises(DataError, match=rf"\(word folders\): Speech Commands {version} has "
+                     rf"{published} recordings, found {len(words) + 4}; is it the published"):
+    data.load(f"speech_commands:{root}")
+  # The layout at one recording per word (three for yes and no): its count set to theirs.
+  monkeypatch.setitem(audio.SPEECH_COMMANDS_ROWS, version, len(words) + 4)
+  dataset = data.load(f"speech_commands:{root}")
   assert dataset.class_names == tuple(sorted(words)) and dataset.num_classes == len(words)
   assert {s: len(y) for s, (_, y) in dataset.splits.items()} == {
       "train": len(words) + 1, "validation": 1, "test": 2}

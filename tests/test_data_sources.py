@@ -4,12 +4,14 @@ inputs, the init sample, the apply functions, where the steps run), and `set_up`
 without asking which kind it has."""
 
 import contextlib
+from unittest import mock
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from test_bad_inputs import planetoid_folder
 
+from mixupe_jax.data import graphs
 from mixupe_jax.models.registry import model_config
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train.defaults import default_config
@@ -41,7 +43,8 @@ def graph(tmp_path):
   config = default_config()
   config.dataset = f"planetoid:cora:{planetoid_folder(tmp_path, edit=three_training_classes)}"
   config.model = model_config("gcn", hidden_sizes=(4,))
-  return config, contextlib.nullcontext()
+  # Cora's layout in 12 nodes: its published node count (checked in test_bad_inputs.py) set to it.
+  return config, mock.patch.dict(graphs.PUBLISHED_NODES, {"cora": 12})
 
 
 # (config maker, the source it gets, the number of training examples, the evaluation splits).
@@ -97,9 +100,10 @@ def test_a_graph_trains_on_one_device_and_evaluates_each_split_with_its_own_step
   """set_up without a branch on the kind: the graph's placement (one device, every training
   node per step, global pairing) and its eval steps (one per split: each split's batch is its own
   nodes); digits' splits share one eval step, compiled once."""
-  config, _ = graph(tmp_path)
+  config, context = graph(tmp_path)
   config.batch_size, config.mixing_scope = 64, "device"  # Both overridden by the graph.
-  experiment = set_up(config)
+  with context:
+    experiment = set_up(config)
   assert experiment.mesh.size == 1 and experiment.batch_size == experiment.data.num_train == 3
   steps = experiment.eval_steps
   assert set(steps) == {"validation", "test", inputs_lib.TRAIN_EVAL}

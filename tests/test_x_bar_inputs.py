@@ -7,11 +7,18 @@ import pickle
 import numpy as np
 import pytest
 
-from mixupe_jax.data import pipeline
+from mixupe_jax.data import images, pipeline
 from mixupe_jax.train import inputs as inputs_lib
 from mixupe_jax.train.defaults import default_config
 
 NUM_TRAIN = 1000
+
+
+@pytest.fixture(autouse=True)
+def small_cifar(monkeypatch):
+  """These folders are CIFAR-10's layout at a fraction of its size: its published counts (checked
+  in tests/test_data_formats.py) set to theirs."""
+  monkeypatch.setitem(images.PUBLISHED_ROWS, "CIFAR-10", {"train": NUM_TRAIN, "test": 8})
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +102,7 @@ def test_a_changed_dataset_is_never_answered_with_a_stale_cached_x_bar(tmp_path,
   import os
   from mixupe_jax.data import images, statistics
   monkeypatch.setenv("MIXUPE_JAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setitem(images.PUBLISHED_ROWS, "CIFAR-10", {"train": 20, "test": 4})
   folder = tmp_path / "cifar"
   folder.mkdir()
   rng = np.random.default_rng(1)

@@ -41,6 +41,8 @@ _V001_WORDS = tuple(
   "bed bird cat dog down eight five four go happy house left marvin nine no off on one right "
   "seven sheila six stop three tree two up wow yes zero".split()
 )
+# The utterances of each published version, in its word folders (Warden 2018): every split.
+SPEECH_COMMANDS_ROWS = {"v0.01": 64727, "v0.02": 105829}
 SPEECH_COMMANDS_WORDS = {
   "v0.01": _V001_WORDS,
   "v0.02": _V001_WORDS + ("backward", "follow", "forward", "learn", "visual"),
@@ -185,21 +187,35 @@ def load_speech_commands(
       f"{path} has no {' or '.join(empty)} recordings (the split lists name files "
       "that are not there, or every file)."
     )
-  return ArrayDataset(
+  dataset = ArrayDataset(
     name,
     _stack_splits(splits, sample_rate, duration, SPEECH_COMMANDS_WINDOWS),
     len(class_names),
     class_names,
     source=path,
   )
+  version = _speech_commands_version(class_names)
+  invariants.check_published(
+    f"Speech Commands {version}",
+    f"{path} (word folders)",
+    {"recordings": len(wavs)},
+    {"recordings": SPEECH_COMMANDS_ROWS[version]},
+    hint=invariants.WHOLE_SET,
+  )
+  return dataset
+
+
+def _speech_commands_version(words: tuple[str, ...]) -> str:
+  """v0.02 if any of its five new words is a word folder, else v0.01."""
+  added = set(SPEECH_COMMANDS_WORDS["v0.02"]) - set(SPEECH_COMMANDS_WORDS["v0.01"])
+  return "v0.02" if added & set(words) else "v0.01"
 
 
 def _check_speech_commands_words(path: str, words: tuple[str, ...]) -> None:
   """The word folders are one published version's (v0.02 if any of its five new words is
   there): its count, then its words; a DataError names the folder, the version and the words
   missing or extra."""
-  added = set(SPEECH_COMMANDS_WORDS["v0.02"]) - set(SPEECH_COMMANDS_WORDS["v0.01"])
-  version = "v0.02" if added & set(words) else "v0.01"
+  version = _speech_commands_version(words)
   published = SPEECH_COMMANDS_WORDS[version]
   name, where = f"Speech Commands {version}", f"{path} (word folders)"
   invariants.check_published(

@@ -76,6 +76,19 @@ def load_image_folder(
   return ArrayDataset(name, arrays, len(class_names), class_names, source=path)
 
 
+# The published sets' examples per split, checked last (after the invariants): the whole set.
+PUBLISHED_ROWS = {
+  "CIFAR-10": {"train": 50000, "test": 10000},
+  "CIFAR-100": {"train": 50000, "test": 10000},
+  # 500 training images per class; the labelled val split (returned as "test") 50 per class.
+  "Tiny-ImageNet-200": {"train": 100000, "test": 10000},
+}
+
+
+def _rows(splits) -> dict[str, int]:
+  return {split: len(labels) for split, (_, labels) in splits.items()}
+
+
 def _unpickle(path: str) -> dict:
   require_file(path, "CIFAR python pickle")
   try:
@@ -121,11 +134,9 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
   )
   # The published class count of the layout found (CIFAR-10's batches, CIFAR-100's fine labels).
   published = 10 if "data_batch_1" in parts["train"] else 100
+  published_name = "CIFAR-10" if published == 10 else "CIFAR-100"
   invariants.check_published(
-    "CIFAR-10" if published == 10 else "CIFAR-100",
-    meta_path,
-    {"classes": len(class_names)},
-    {"classes": published},
+    published_name, meta_path, {"classes": len(class_names)}, {"classes": published}
   )
   for split, (_, split_labels) in splits.items():
     if split_labels.size and (split_labels.min() < 0 or split_labels.max() >= len(class_names)):
@@ -134,7 +145,11 @@ def load_cifar_pickles(directory: str, name: str = "cifar10") -> ArrayDataset:
         f"{directory} {split}: label {bad} is not one of the {len(class_names)} "
         f"classes of {meta_path}."
       )
-  return ArrayDataset(name, splits, len(class_names), class_names, source=directory)
+  dataset = ArrayDataset(name, splits, len(class_names), class_names, source=directory)
+  invariants.check_published_rows(
+    published_name, directory, _rows(splits), PUBLISHED_ROWS[published_name]
+  )
+  return dataset
 
 
 def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
@@ -192,4 +207,8 @@ def load_tiny_imagenet(path: str, name: str = "tinyimagenet") -> ArrayDataset:
   invariants.check_published(
     "Tiny-ImageNet-200", f"{path}:{root}wnids.txt", {"classes": len(wnids)}, {"classes": 200}
   )
-  return ArrayDataset(name, splits, len(wnids), tuple(wnids), source=path)
+  dataset = ArrayDataset(name, splits, len(wnids), tuple(wnids), source=path)
+  invariants.check_published_rows(
+    "Tiny-ImageNet-200", path, _rows(splits), PUBLISHED_ROWS["Tiny-ImageNet-200"]
+  )
+  return dataset

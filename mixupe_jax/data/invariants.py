@@ -189,3 +189,29 @@ def check_published(
       raise DataError(
         f"{where}: {name} has {value} {key}, found {found[key]}; is it the published file, {hint}?"
       )
+
+
+# What a named set's count check suggests: a subset of a named set loads through a generic form.
+WHOLE_SET = "the whole set (a subset loads through a generic form such as npz:)"
+
+
+def check_published_rows(
+  name: str, where: str, found: dict[str, int], expected: dict[str, int]
+) -> None:
+  """A named dataset's examples per split (or nodes of a graph) against the published whole set's:
+  a DataError naming the file, the split, what was expected and what was found. A subset of a
+  named set is loaded through a generic form instead (`npz:`, `imagefolder:`), which counts
+  nothing.
+
+  >>> from mixupe_jax.data import invariants
+  >>> invariants.check_published_rows("CIFAR-10", "cifar", {"train": 15}, {"train": 50000})
+  Traceback (most recent call last):
+  mixupe_jax.data.errors.DataError: cifar: CIFAR-10 has 50000 train rows, found 15; ...
+  """
+  check_published(
+    name,
+    where,
+    {f"{split} rows": count for split, count in found.items()},
+    {f"{split} rows": count for split, count in expected.items()},
+    hint=WHOLE_SET,
+  )
