@@ -66,7 +66,7 @@ def toy_suite_and_outcome():
   suite = types.SimpleNamespace(
       name="toy", seeds=(0, 1, 2, 3), eta_grid=(0.1, 1.0), sign_grid=(False, True),
       validation_fraction=0.1, comparisons=(("mixupe", "mixup"), ("absent", "mixup")),
-      methods={"mixup": types.SimpleNamespace(searched=False),
+      alpha_grid=(), methods={"mixup": types.SimpleNamespace(searched=False),
                "mixupe": types.SimpleNamespace(searched=True)})
   return suite, outcome
 
@@ -458,10 +458,118 @@ def test_the_power_suite_extends_the_converged_runs_with_more_seeds():
   assert len(power.datasets["uci_iris"].seeds) == 20 and len(power.datasets["cifar10"].seeds) == 5
 
 
+def _alpha_suite():
+  """The tiny suite with ERM and Mixup's alpha searched."""
+  return dataclasses.replace(suites.TINY, name="tiny_alpha", alpha_grid=suites.ALPHA_GRID,
+                             methods={"erm": suites.METHODS["erm"], **suites.TINY.methods})
+
+
+def _scored_by_alpha(accuracy_of_alpha, trained):
+  """A stand-in for `runner.execute` that trains nothing: each run scores
+  accuracy_of_alpha(its config's alpha) on the split it is evaluated on."""
+  def execute(run, config, workdir, store=None):
+    trained.append((run, config))
+    split = "validation" if run.stage == "search" else "test"
+    metrics = {"accuracy": accuracy_of_alpha(config.alpha), "nll": 1.0, "ece": 0.1}
+    return runner.RunResult(
+        stage=run.stage, dataset=run.dataset, method=run.method, seed=run.seed, eta=config.eta,
+        flip_sign=config.flip_sign, status="finished", error=None, seconds=1.0,
+        variant=config.variant, alpha=config.alpha, config_method=config.method,
+        metrics={split: metrics}, curves={})
+  return execute
+
+
+def test_mixups_alpha_is_searched_first_and_holds_for_every_mixing_method(tmp_path, monkeypatch):
+  """The alpha search trains Mixup at each alpha of the grid on the validation split only; the
+  best alpha (here 0.5) then holds for MixupE's eta search and every mixing method's final runs,
+  whose directories name it; ERM keeps its own; the table shows the search."""
+  suite, trained = _alpha_suite(), []
+  monkeypatch.setattr(runner, "execute",
+                      _scored_by_alpha(lambda alpha: 0.9 - abs(alpha - 0.5) / 10, trained))
+  outcome = runner.run_suite(suite, str(tmp_path))
+  assert outcome["alphas"] == {"digits": 0.5, "iris": 0.5}
+  for dataset in suite.datasets:
+    runs = [(run, config) for run, config in trained if run.dataset == dataset]
+    alpha_search = runs[: len(suite.alpha_grid)]
+    assert [run.relative_dir for run, _ in alpha_search] == [
+        f"{dataset}/search/mixup/alpha={alpha:g}" for alpha in suite.alpha_grid]
+    for run, config in alpha_search:
+      assert (config.method, config.alpha, tuple(config.eval_splits)) == (
+          "mixup", run.alpha, ("validation",))
+    for run, config in runs[len(suite.alpha_grid):]:
+      expected = 1.0 if run.method == "erm" else 0.5  # ERM's config alpha, unused.
+      assert config.alpha == expected, run
+      assert ("alpha=0.5" in run.relative_dir) == (run.method != "erm"), run.relative_dir
+    eta_search = [run for run, _ in runs if run.stage == "search" and run.eta is not None]
+    assert eta_search == runner.search_runs(suite, dataset, 0.5)
+    assert eta_search[0].relative_dir == f"{dataset}/search/mixupe_exact/alpha=0.5,eta=1,sign=published"
+  table = report.markdown(report.aggregate(suite, outcome), suite)
+  assert "**mixup's alpha, searched on the validation split**" in table
+  assert "| digits | 87.00 | 90.00 | 85.00 | 75.00 | 0.5 |" in table
+
+
+def test_at_the_configs_own_alpha_the_runs_are_those_without_the_search(tmp_path, monkeypatch):
+  """Where alpha 1 (the configs' own) wins, or every alpha ties (the first of the grid wins, then
+  0.2), MixupE's search and the final runs are, at alpha 1, the very runs (same directories, same
+  configs) of the suite without the alpha search: they are reused, not repeated."""
+  suite, trained = _alpha_suite(), []
+  monkeypatch.setattr(runner, "execute",
+                      _scored_by_alpha(lambda alpha: 0.9 if alpha == 1.0 else 0.8, trained))
+  outcome = runner.run_suite(suite, str(tmp_path / "one"))
+  assert outcome["alphas"] == {"digits": 1.0, "iris": 1.0}
+  plain = dataclasses.replace(suite, alpha_grid=())
+  for dataset in suite.datasets:
+    later = [(run, config) for run, config in trained
+             if run.dataset == dataset and not (run.stage == "search" and run.eta is None)]
+    expected = runner.search_runs(plain, dataset) + runner.final_runs(
+        plain, dataset, outcome["chosen"][dataset])
+    assert [run for run, _ in later] == expected
+    for run, config in later:
+      assert {**config.to_dict(), "name": ""} == _config_of(plain, run), run
+  trained.clear()
+  monkeypatch.setattr(runner, "execute", _scored_by_alpha(lambda alpha: 0.9, trained))
+  assert runner.run_suite(suite, str(tmp_path / "tie"))["alphas"]["digits"] == 0.2
+
+
+def test_a_partial_alpha_search_leaves_the_rest_missing_and_trains_nothing(tmp_path, monkeypatch):
+  monkeypatch.setattr(runner, "execute", lambda *args, **kwargs: pytest.fail("trained"))
+  suite = _alpha_suite()
+  outcome = runner.run_suite(suite, str(tmp_path), train=False)
+  digits = [run.relative_dir for run in runner.alpha_runs(suite, "digits")] + [
+      f"{run.relative_dir} (after the alpha search)"
+      for run in runner.search_runs(suite, "digits") + runner.final_runs(suite, "digits")]
+  assert outcome["missing"][: len(digits)] == digits
+  assert outcome["alphas"] == {} and outcome["chosen"] == {"digits": {}, "iris": {}}
+
+
+def test_the_fair_alpha_and_label_noise_suites():
+  """fair_alpha is converged_power with the alpha search (at alpha 1 its runs are the power
+  suite's own); label_noise moves 40% of digits' training labels, and its sizing suite is its
+  ERM and Mixup in the same run folders."""
+  fair, power = suites.FAIR_ALPHA, suites.CONVERGED_POWER
+  assert fair.alpha_grid == (0.2, 0.5, 1.0, 2.0) and fair.runs_of == "converged"
+  for dataset in power.datasets:
+    assert runner.search_runs(fair, dataset) == runner.search_runs(power, dataset)
+    assert runner.final_runs(fair, dataset) == runner.final_runs(power, dataset)
+  noisy, sizing = suites.LABEL_NOISE, suites.LABEL_NOISE_SIZING
+  config = _config_of(noisy, runner.Run("final", "digits_noise40", "mixup", 3, alpha=0.5))
+  assert (config["label_noise"], config["label_noise_seed"], config["alpha"]) == (0.4, 0, 0.5)
+  assert config["validation_fraction"] == 0.1 and config["best_eval_splits"] == ("test", "train_eval")
+  assert sizing.runs_of == noisy.name and sizing.store == noisy.store
+  assert set(sizing.methods) == {"erm", "mixup"}
+  assert runner.final_runs(sizing, "digits_noise40", alpha=0.5) == [
+      run for run in runner.final_runs(noisy, "digits_noise40", alpha=0.5)
+      if run.method in sizing.methods]
+
+
 @pytest.mark.parametrize("suite", list(suites.SUITES.values()), ids=lambda suite: suite.name)
 def test_every_run_of_every_suite_has_a_valid_config(suite):
   for dataset in suite.datasets:
-    runs = runner.search_runs(suite, dataset) + runner.final_runs(suite, dataset)
+    searched = [alpha for alpha in suite.alpha_grid if alpha != 1.0][:1]  # At another alpha too.
+    runs = runner.alpha_runs(suite, dataset) + [
+        run for alpha in [None] + searched
+        for run in runner.search_runs(suite, dataset, alpha) + runner.final_runs(
+            suite, dataset, alpha=alpha)]
     for run in runs:
       config = runner.run_config(suite, run, configs_dir=runner.DEFAULT_CONFIGS_DIR,
                                  data_dir="/data")

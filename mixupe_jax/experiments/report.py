@@ -147,6 +147,12 @@ def aggregate(suite, outcome: dict[str, Any], seconds: float | None = None) -> d
     ),
     "wall_seconds_this_invocation": seconds,
     "chosen": outcome["chosen"],
+    # Suites that search Mixup's alpha: its grid and the alpha chosen per dataset.
+    **(
+      {"alpha_grid": list(suite.alpha_grid), "alphas": outcome["alphas"]}
+      if suite.alpha_grid
+      else {}
+    ),
     "search": outcome["search"],
     "results": table,
     "missing_runs": outcome.get("missing", []),
@@ -276,6 +282,8 @@ def markdown(results: dict[str, Any], suite) -> str:
           for d, e in entries.items()
         ],
       )
+  if results.get("alpha_grid"):
+    lines += _alpha_search(results, suite.alpha_method)
   searched = [method for method, entry in suite.methods.items() if entry.searched]
   if searched:  # A suite of unsearched methods (a control) has no choices to show.
     lines += [
@@ -311,6 +319,25 @@ def markdown(results: dict[str, Any], suite) -> str:
     ),
   ]
   return "\n".join(lines) + "\n"
+
+
+def _alpha_search(results: dict[str, Any], method: str) -> list[str]:
+  """The alpha search's validation accuracy per dataset and alpha, and the alpha chosen."""
+  grid = results["alpha_grid"]
+  rows = []
+  for dataset, searched in results["search"].items():
+    accuracy = {entry["alpha"]: entry["accuracy"] for entry in searched.get(method, [])}
+    rows.append(
+      [dataset]
+      + [_percent(accuracy.get(alpha)) for alpha in grid]
+      + [f"{results['alphas'][dataset]:g}" if dataset in results["alphas"] else "—"]
+    )
+  title = f"**{method}'s alpha, searched on the validation split** (validation accuracy, %)"
+  return [title, ""] + _table(["dataset"] + [f"alpha={a:g}" for a in grid] + ["chosen"], rows)
+
+
+def _percent(value: float | None) -> str:
+  return "—" if value is None else f"{100 * value:.2f}"
 
 
 def write(results: dict[str, Any], suite, results_dir: str) -> tuple[str, str]:

@@ -15,6 +15,11 @@ The search (one seed) trains each MixupE method for every (eta, flip_sign) of th
 train minus a stratified validation split and scores it on that split alone, never on the test
 split: the highest validation accuracy wins, ties go to the lower validation NLL. A run whose loss
 becomes NaN is recorded as diverged and ranks last.
+
+A suite with an `alpha_grid` first searches Mixup's alpha the same way (its `alpha_method` at each
+alpha, the search's seed, budget and split); the chosen alpha then holds for every mixing method
+of the dataset, MixupE's eta search included. A run at the dataset config's own alpha names no
+alpha in its directory, so it is the run a suite without the search made (reused, not repeated).
 """
 
 from __future__ import annotations
@@ -48,13 +53,16 @@ class Run:
   seed: int
   eta: float | None = None
   flip_sign: bool = False
+  alpha: float | None = None  # None: the config's own alpha.
 
   @property
   def relative_dir(self) -> str:
+    alpha = [] if self.alpha is None else [f"alpha={self.alpha:g}"]
     if self.stage == "search":
       sign = "flipped" if self.flip_sign else "published"
-      return os.path.join(self.dataset, "search", self.method, f"eta={self.eta:g},sign={sign}")
-    return os.path.join(self.dataset, self.method, f"seed={self.seed}")
+      point = alpha if self.eta is None else alpha + [f"eta={self.eta:g}", f"sign={sign}"]
+      return os.path.join(self.dataset, "search", self.method, ",".join(point))
+    return os.path.join(self.dataset, self.method, *alpha, f"seed={self.seed}")
 
 
 def load_config_file(configs_dir: str, config_file: str) -> ml_collections.ConfigDict:
@@ -109,6 +117,8 @@ def run_config(
   config.name = f"{suite.name}/{run.relative_dir}"
   if run.eta is not None:
     config.eta, config.flip_sign = run.eta, run.flip_sign
+  if run.alpha is not None:
+    config.alpha = run.alpha
   early_stopping = config.early_stopping_patience > 0
   if run.stage == "search":
     apply_overrides(config, suite.datasets[run.dataset].search_overrides, data_dir)
@@ -146,9 +156,25 @@ def check_data(suite: Suite, *, configs_dir: str, data_dir: str) -> None:
     )
 
 
-def search_runs(suite: Suite, dataset: str) -> list[Run]:
+def alpha_runs(suite: Suite, dataset: str) -> list[Run]:
+  """Mixup's alpha search: `suite.alpha_method` at each alpha of `suite.alpha_grid`."""
+  if suite.alpha_method not in dataset_methods(suite, dataset):
+    return []
   return [
-    Run("search", dataset, method, suite.search_seed, eta, flip_sign)
+    Run("search", dataset, suite.alpha_method, suite.search_seed, alpha=alpha)
+    for alpha in suite.alpha_grid
+  ]
+
+
+def mixes(suite: Suite, method: str) -> bool:
+  """Whether `method` mixes (takes the searched alpha): every method but ERM."""
+  return suite.methods[method].overrides.get("method") != "erm"
+
+
+def search_runs(suite: Suite, dataset: str, alpha: float | None = None) -> list[Run]:
+  """The eta search of every searched method, at `alpha` (None: the config's own)."""
+  return [
+    Run("search", dataset, method, suite.search_seed, eta, flip_sign, alpha)
     for method in dataset_methods(suite, dataset)
     if suite.methods[method].searched
     for eta in suite.eta_grid
@@ -157,17 +183,21 @@ def search_runs(suite: Suite, dataset: str) -> list[Run]:
 
 
 def final_runs(
-  suite: Suite, dataset: str, chosen: dict[str, dict[str, Any]] | None = None
+  suite: Suite,
+  dataset: str,
+  chosen: dict[str, dict[str, Any]] | None = None,
+  alpha: float | None = None,
 ) -> list[Run]:
   """Every method of `dataset` at every seed, seed by seed (so that a suite stopped part way has
   every method at its first seeds); a searched method (or one that takes another's search)
-  carries the chosen eta and flip_sign (`chosen`: method -> {eta, flip_sign})."""
+  carries the chosen eta and flip_sign (`chosen`: method -> {eta, flip_sign}), and every mixing
+  method `alpha` (None: the config's own)."""
   runs = []
   for seed in dataset_seeds(suite, dataset):
     for method in dataset_methods(suite, dataset):
       entry = suite.methods[method]
       source = entry.search_as or (method if entry.searched else None)
-      run = Run("final", dataset, method, seed)
+      run = Run("final", dataset, method, seed, alpha=alpha if mixes(suite, method) else None)
       # A final run's directory does not name eta, so a partial reading finds it without one.
       if source is not None and chosen is not None and source in chosen:
         run = dataclasses.replace(run, **chosen[source])
@@ -301,6 +331,25 @@ def choose(results: list[RunResult] | list[dict[str, Any]]) -> dict[str, Any]:
   return {"eta": best.eta, "flip_sign": best.flip_sign}
 
 
+def choose_alpha(results: list[RunResult]) -> float:
+  """The alpha of the best alpha-search result (first in grid order on exact ties)."""
+  return max(results, key=search_score).alpha
+
+
+def own_alphas(suite: Suite, dataset: str, *, configs_dir: str, data_dir: str) -> set[float]:
+  """The alphas the dataset's config gives its mixing methods (one, in every suite so far)."""
+  return {
+    run_config(
+      suite,
+      Run("final", dataset, method, suite.search_seed),
+      configs_dir=configs_dir,
+      data_dir=data_dir,
+    ).alpha
+    for method in dataset_methods(suite, dataset)
+    if mixes(suite, method)
+  }
+
+
 def run_suite(
   suite: Suite,
   workdir: str,
@@ -312,7 +361,8 @@ def run_suite(
   train: bool = True,
 ) -> dict[str, Any]:
   """Runs (or finishes) every run of `suite` under `workdir`, taking finished runs from the
-  workdir or the `store` folder; returns {chosen, search, runs, missing}. With `train=False`
+  workdir or the `store` folder; returns {chosen, alphas, search, runs, missing} (`alphas`:
+  dataset -> Mixup's chosen alpha, for a suite that searches it). With `train=False`
   nothing trains: the outcome holds the finished runs, `missing` names the others (a partial
   suite's reading), and a method whose search is incomplete has no chosen eta yet."""
   from tqdm.auto import tqdm
@@ -328,9 +378,13 @@ def run_suite(
     configs_dir=configs_dir,
     data_dir=data_dir,
   )
-  total = sum(len(search_runs(suite, d)) + len(final_runs(suite, d)) for d in datasets)
+  total = sum(
+    len(alpha_runs(suite, d)) + len(search_runs(suite, d)) + len(final_runs(suite, d))
+    for d in datasets
+  )
   progress = tqdm(total=total, unit="run", desc=f"suite {suite.name}", mininterval=0.5)
   chosen: dict[str, dict[str, dict[str, Any]]] = {}
+  alphas: dict[str, float] = {}
   search: dict[str, dict[str, list[dict[str, Any]]]] = {}
   results: list[RunResult] = []
   missing: list[str] = []
@@ -353,8 +407,24 @@ def run_suite(
 
   try:
     for dataset in datasets:
+      search[dataset] = {}
+      alpha = None
+      if alpha_runs(suite, dataset):
+        found = [result for run in alpha_runs(suite, dataset) if (result := perform(run))]
+        search[dataset][suite.alpha_method] = [_search_entry(result) for result in found]
+        if len(found) < len(suite.alpha_grid):
+          # MixupE's eta search and the finals wait for the chosen alpha.
+          later = search_runs(suite, dataset) + final_runs(suite, dataset)
+          missing.extend(f"{run.relative_dir} (after the alpha search)" for run in later)
+          progress.update(len(later))
+          chosen[dataset] = {}
+          continue
+        alphas[dataset] = choose_alpha(found)
+        # At the configs' own alpha the runs are those of the suite without the search.
+        own = own_alphas(suite, dataset, configs_dir=configs_dir, data_dir=data_dir)
+        alpha = None if own == {alphas[dataset]} else alphas[dataset]
       searched: dict[str, list[RunResult]] = {}
-      for run in search_runs(suite, dataset):
+      for run in search_runs(suite, dataset, alpha):
         searched.setdefault(run.method, [])
         result = perform(run)
         if result is not None:
@@ -367,24 +437,31 @@ def run_suite(
       chosen[dataset] = {
         method: choose(searched[method]) for method in searched if method in complete
       }
-      search[dataset] = {
-        method: [_search_entry(result) for result in found]
-        for method, found in searched.items()
-        if found
-      }
-      for run in final_runs(suite, dataset, chosen[dataset]):
+      search[dataset].update(
+        {method: [_search_entry(result) for result in found] for method, found in searched.items()}
+      )
+      search[dataset] = {method: found for method, found in search[dataset].items() if found}
+      for run in final_runs(suite, dataset, chosen[dataset], alpha):
         result = perform(run)
         if result is not None:
           results.append(result)
   finally:
     progress.close()
-  return {"chosen": chosen, "search": search, "runs": results, "missing": missing}
+  return {
+    "chosen": chosen,
+    "alphas": alphas,
+    "search": search,
+    "runs": results,
+    "missing": missing,
+  }
 
 
 def _search_entry(result: RunResult) -> dict[str, Any]:
-  """One row of the search table: {eta, flip_sign, status, seconds, validation accuracy, nll}."""
+  """One row of the search table: {alpha, eta, flip_sign, status, seconds, validation accuracy,
+  nll}."""
   validation = result.metrics.get("validation", {})
   entry = {
+    "alpha": result.alpha,
     "eta": result.eta,
     "flip_sign": result.flip_sign,
     "status": result.status,

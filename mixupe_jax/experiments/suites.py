@@ -11,6 +11,10 @@ method's eta and sign are not set here: the runner picks them per dataset on a v
     converged    models that fit their data, trained until validation accuracy stops improving
     cora_dropout Mixup and its clean pass on Cora at 15 seeds: is converged's gap systematic?
     converged_power  converged's five main methods at the seeds that resolve a 1-point effect
+    regmixup     RegMixup beside converged's Mixup, clean pass and MixupE-exact
+    fair_alpha   converged_power with Mixup's alpha searched as MixupE's eta is
+    label_noise  a regime where Mixup helps: 40% of the training labels wrong, alpha searched
+    label_noise_sizing  its ERM and Mixup alone: is Mixup - ERM resolved there?
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ class Suite:
   sign_grid: tuple[bool, ...] = (False, True)
   search_seed: int = 0
   validation_fraction: float = 0.1  # Graphs use their standard validation nodes instead.
+  # Mixup's alpha, searched like eta (empty: every method at its config's alpha): `alpha_method`
+  # at each alpha on the search's seed, budget and split; the chosen alpha then holds for every
+  # mixing method of the dataset, MixupE's eta search included.
+  alpha_grid: tuple[float, ...] = ()
+  alpha_method: str = "mixup"
   # The comparisons the table reports: (method, baseline).
   comparisons: tuple[tuple[str, str], ...] = (
     ("mixupe_exact", "mixup"),
@@ -441,9 +450,81 @@ REGMIXUP = Suite(
   store="results/runs/converged",
 )
 
+# Mixup's alpha searched on the budget MixupE's eta gets (Mixup's usual values, the configs' 1
+# among them): the search's seed, budget and validation split.
+ALPHA_GRID = (0.2, 0.5, 1.0, 2.0)
+
+# converged_power with Mixup's alpha searched: the chosen alpha holds for every mixing method, and
+# MixupE's eta is searched at it. Where alpha 1 is chosen, every run is converged_power's own.
+FAIR_ALPHA = dataclasses.replace(
+  CONVERGED_POWER, name="fair_alpha", alpha_grid=ALPHA_GRID, results_dir="results/fair_alpha"
+)
+
+
+def _noisy(entry: DatasetEntry, fraction: float) -> DatasetEntry:
+  """`entry` with `fraction` of its training labels moved to another class (seeded, symmetric;
+  the validation split carved from train is noisy too, the test split clean)."""
+  return dataclasses.replace(entry, overrides={**entry.overrides, "label_noise": fraction})
+
+
+# A regime where Mixup itself helps: symmetric training-label noise, where Mixup's gain over ERM
+# grows with the noise (Zhang et al. 2018 on CIFAR-10). The same noisy labels for every method and
+# seed (label_noise_seed 0): a paired difference is the methods', not the draw's. Mixup's alpha is
+# searched; MixupE's eta at the chosen alpha.
+LABEL_NOISE = Suite(
+  name="label_noise",
+  datasets={"digits_noise40": _noisy(CONVERGED.datasets["digits"], 0.4)},
+  methods={
+    name: CONVERGED_METHODS[name]
+    for name in (
+      "erm",
+      "mixup",
+      "mixup_clean_pass",
+      "mixupe_exact",
+      "mixupe_exact_all",
+      "mixupe_fast",
+    )
+  },
+  seeds=(0, 1, 2, 3, 4),
+  alpha_grid=ALPHA_GRID,
+  comparisons=(
+    ("mixup", "erm"),
+    ("mixup_clean_pass", "mixup"),
+    ("mixupe_exact", "mixup_clean_pass"),
+    ("mixupe_exact_all", "mixup_clean_pass"),
+    ("mixupe_fast", "mixup_clean_pass"),
+    ("mixupe_exact", "mixup"),
+    ("mixupe_fast", "mixup"),
+    ("mixupe_fast", "erm"),
+  ),
+  results_dir="results/label_noise",
+  store="results/runs/label_noise",
+)
+# Sizing first: is Mixup - ERM resolved in the noisy regime? ERM and Mixup (alpha searched) only;
+# its runs are label_noise's own.
+LABEL_NOISE_SIZING = dataclasses.replace(
+  LABEL_NOISE,
+  name="label_noise_sizing",
+  methods={name: LABEL_NOISE.methods[name] for name in ("erm", "mixup")},
+  comparisons=(("mixup", "erm"),),
+  runs_of="label_noise",
+  results_dir="results/label_noise_sizing",
+)
+
 SUITES = {
   suite.name: suite
-  for suite in (CPU, BN_ABLATION, TINY, CONVERGED, CORA_DROPOUT, CONVERGED_POWER, REGMIXUP)
+  for suite in (
+    CPU,
+    BN_ABLATION,
+    TINY,
+    CONVERGED,
+    CORA_DROPOUT,
+    CONVERGED_POWER,
+    REGMIXUP,
+    FAIR_ALPHA,
+    LABEL_NOISE,
+    LABEL_NOISE_SIZING,
+  )
 }
 
 
