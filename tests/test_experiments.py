@@ -544,8 +544,9 @@ def test_a_partial_alpha_search_leaves_the_rest_missing_and_trains_nothing(tmp_p
 
 def test_the_fair_alpha_and_label_noise_suites():
   """fair_alpha is converged_power with the alpha search (at alpha 1 its runs are the power
-  suite's own); label_noise moves 40% of digits' training labels, and its sizing suite is its
-  ERM and Mixup in the same run folders."""
+  suite's own); label_noise moves 40% of digits' training labels and trains every final run its
+  full budget (no early stopping), its search scored on a (noisy) validation split; its sizing
+  suite is its ERM and Mixup in the same run folders, and the early-stopped regime tried first."""
   fair, power = suites.FAIR_ALPHA, suites.CONVERGED_POWER
   assert fair.alpha_grid == (0.2, 0.5, 1.0, 2.0) and fair.runs_of == "converged"
   for dataset in power.datasets:
@@ -554,7 +555,12 @@ def test_the_fair_alpha_and_label_noise_suites():
   noisy, sizing = suites.LABEL_NOISE, suites.LABEL_NOISE_SIZING
   config = _config_of(noisy, runner.Run("final", "digits_noise40", "mixup", 3, alpha=0.5))
   assert (config["label_noise"], config["label_noise_seed"], config["alpha"]) == (0.4, 0, 0.5)
-  assert config["validation_fraction"] == 0.1 and config["best_eval_splits"] == ("test", "train_eval")
+  assert (config["early_stopping_patience"], config["eval_splits"]) == (0, ("test",))
+  search = _config_of(noisy, runner.alpha_runs(noisy, "digits_noise40")[0])
+  assert (search["label_noise"], search["validation_fraction"], search["eval_splits"]) == (
+      0.4, 0.1, ("validation",))
+  early = _config_of(sizing, runner.Run("final", "digits_noise40_early_stopped", "erm", 0))
+  assert (early["label_noise"], early["early_stopping_patience"]) == (0.4, 15)
   assert sizing.runs_of == noisy.name and sizing.store == noisy.store
   assert set(sizing.methods) == {"erm", "mixup"}
   assert runner.final_runs(sizing, "digits_noise40", alpha=0.5) == [

@@ -468,12 +468,25 @@ def _noisy(entry: DatasetEntry, fraction: float) -> DatasetEntry:
 
 
 # A regime where Mixup itself helps: symmetric training-label noise, where Mixup's gain over ERM
-# grows with the noise (Zhang et al. 2018 on CIFAR-10). The same noisy labels for every method and
-# seed (label_noise_seed 0): a paired difference is the methods', not the draw's. Mixup's alpha is
-# searched; MixupE's eta at the chosen alpha.
+# grows with the noise (Zhang et al. 2018 on CIFAR-10, at the end of training). The same noisy
+# labels for every method and seed (label_noise_seed 0): a paired difference is the methods', not
+# the draw's. Mixup's alpha is searched; MixupE's eta at the chosen alpha. Sized on ERM and Mixup
+# (label_noise_sizing): stopped early on the noisy validation split, ERM is not yet fitting the
+# noise and Mixup - ERM is not resolved; trained its full 100 epochs and reported at the end, as
+# Zhang et al. report, ERM fits the wrong labels (docs/results.md, "Where Mixup itself helps").
+_NOISY_DIGITS = {
+  "digits_noise40_early_stopped": _noisy(CONVERGED.datasets["digits"], 0.4),
+  "digits_noise40": dataclasses.replace(
+    _noisy(CONVERGED.datasets["digits"], 0.4),
+    overrides={
+      **_noisy(CONVERGED.datasets["digits"], 0.4).overrides,
+      "early_stopping_patience": 0,
+    },
+  ),
+}
 LABEL_NOISE = Suite(
   name="label_noise",
-  datasets={"digits_noise40": _noisy(CONVERGED.datasets["digits"], 0.4)},
+  datasets={"digits_noise40": _NOISY_DIGITS["digits_noise40"]},
   methods={
     name: CONVERGED_METHODS[name]
     for name in (
@@ -485,7 +498,7 @@ LABEL_NOISE = Suite(
       "mixupe_fast",
     )
   },
-  seeds=(0, 1, 2, 3, 4),
+  seeds=tuple(range(10)),  # A run costs under half a minute: 10 seeds, the issue asks 5 or more.
   alpha_grid=ALPHA_GRID,
   comparisons=(
     ("mixup", "erm"),
@@ -505,6 +518,7 @@ LABEL_NOISE = Suite(
 LABEL_NOISE_SIZING = dataclasses.replace(
   LABEL_NOISE,
   name="label_noise_sizing",
+  datasets=_NOISY_DIGITS,
   methods={name: LABEL_NOISE.methods[name] for name in ("erm", "mixup")},
   comparisons=(("mixup", "erm"),),
   runs_of="label_noise",
