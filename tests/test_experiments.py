@@ -553,6 +553,10 @@ def test_the_fair_alpha_and_label_noise_suites():
     assert runner.search_runs(fair, dataset) == runner.search_runs(power, dataset)
     assert runner.final_runs(fair, dataset) == runner.final_runs(power, dataset)
   noisy, sizing = suites.LABEL_NOISE, suites.LABEL_NOISE_SIZING
+  # Every method at the suite's 10 seeds (not the 5 of the converged digits entry it builds on).
+  assert len(runner.final_runs(noisy, "digits_noise40")) == 6 * 10
+  assert {d: len(runner.final_runs(sizing, d)) for d in sizing.datasets} == {
+      "digits_noise40_early_stopped": 20, "digits_noise40": 20}
   config = _config_of(noisy, runner.Run("final", "digits_noise40", "mixup", 3, alpha=0.5))
   assert (config["label_noise"], config["label_noise_seed"], config["alpha"]) == (0.4, 0, 0.5)
   assert (config["early_stopping_patience"], config["eval_splits"]) == (0, ("test",))
@@ -722,6 +726,9 @@ def test_every_committed_record_reads_as_a_run_result_and_writes_back_unchanged(
     assert list(result.to_record().items()) == list(record.items()), path
     kinds.add((result.cpu_seconds is None, result.best_step is None,
                result.imported_from is None))
-  assert len(kinds) == 3  # Three generations of records.
+  # Three generations of records (before CPU times; imported; with early stopping's fields) and
+  # runs without early stopping (the label-noise regime).
+  assert kinds == {(True, True, True), (True, True, False), (False, False, True),
+                   (False, True, True)}
   with pytest.raises(ValueError, match=r"unknown fields \['colour'\]"):
     RunResult.from_record({**record, "colour": "red"})

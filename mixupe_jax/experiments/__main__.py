@@ -74,7 +74,7 @@ def main(argv):
   with open(markdown_path) as file:
     print(file.read())
   print(f"Wrote {json_path} and {markdown_path}; runs are in {workdir}.")
-  if len(results["results"]) > 1:  # Contrasts pooled over the datasets (`pooled`).
+  if suite.pool and len(results["results"]) > 1:  # Contrasts pooled over the datasets.
     print(f"Wrote {', '.join(pooled.write(results, suite, results_dir))}.")
 
 
