@@ -62,6 +62,7 @@ def compiled_mixupe_exact_step(target: str, per_chip: int = 8):
 
 
 @pytest.mark.parametrize("target", ["tpu:v4:2x2x2", "cuda:h100:1x1x8"])
+@pytest.mark.slow
 def test_the_accelerator_compilers_all_reduce_the_gradient_once(target):
   """On 8 TPU v4 chips and on 8 H100s the step all-reduces the float32 gradient's bytes once:
   what it all-reduces beyond them is BatchNorm's statistics (mean and mean of squares per

@@ -53,6 +53,7 @@ VERSIONS = [dict(variant="v1", threshold=0.0), dict(variant="v2"), dict(variant=
 
 
 @pytest.mark.parametrize("options", VERSIONS, ids=lambda o: o["variant"])
+@pytest.mark.slow
 def test_the_subset_estimate_averages_to_the_full_term_over_every_subset(per_example_problem,
                                                                           options):
   """E_S[(1/k) sum_{i in S} w_i s_i] = (1/B) sum_i w_i s_i for S uniform of size k: enumerated
@@ -166,6 +167,7 @@ def batch_norm_problem():
 
 
 @pytest.mark.parametrize("split", ["official", "joint"])
+@pytest.mark.slow
 def test_a_rematerialized_clean_pass_has_the_same_loss_and_gradient(split, batch_norm_problem):
   """On the BatchNorm MLP, v1 with a threshold that selects about half the batch."""
   inputs, labels, apply_fn, params, state, mixed = batch_norm_problem

@@ -158,6 +158,7 @@ def test_first_layer_weight_decay_and_row_normalization():
   np.testing.assert_allclose(row_normalized(features), [[0.25, 0.75], [0, 0], [0.5, 0.5]])
 
 
+@pytest.mark.slow
 def test_an_mlp_with_dropout_trains_with_its_key_in_the_state(tmp_path):
   config = load_config_file(os.path.join(ROOT, "configs"), "digits_mlp.py")
   config.model.dropout_rate, config.num_train_steps, config.progress_bar = 0.3, 40, False

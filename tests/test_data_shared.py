@@ -32,6 +32,7 @@ def test_idx_datasets(folder):
   np.testing.assert_array_equal(np.bincount(dataset.labels("test")) > 0, True)
 
 
+@pytest.mark.slow
 def test_cifar10_from_the_jpeg_zip():
   dataset = data.load(f"imagefolder:{need('cifar10/cifar10_jpeg.zip')}")
   assert dataset.inputs("train").shape == (50000, 32, 32, 3)

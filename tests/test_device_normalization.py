@@ -67,6 +67,7 @@ def test_streams_hold_uint8_and_the_steps_normalize_them(tmp_path):
   )
 
 
+@pytest.mark.slow
 def test_the_compiled_train_step_receives_uint8(tmp_path):
   """The step `train_and_evaluate` compiles takes the batch as u8 (a quarter of float32's bytes
   to the device) and its loss sees float32."""

@@ -26,6 +26,7 @@ CASES = [("mlp", True), ("cnn", True), ("cnn", False)]
 
 
 @pytest.mark.parametrize("kind,train", CASES, ids=["mlp", "cnn-bn-train", "cnn-bn-eval"])
+@pytest.mark.slow
 def test_joint_jvp_term_equals_reverse_mode_per_example(kind, train, key, make, apply_of):
   inputs, labels, x_bar = _batch(kind, key)
   module, params, state = make(kind, key, inputs, NUM_CLASSES)
@@ -45,6 +46,7 @@ def test_joint_jvp_term_equals_reverse_mode_per_example(kind, train, key, make, 
 
 
 @pytest.mark.parametrize("kind,train", CASES, ids=["mlp", "cnn-bn-train", "cnn-bn-eval"])
+@pytest.mark.slow
 def test_jvp_equals_central_finite_differences(kind, train, key, make, apply_of):
   """The float32 jvp against float64 central differences (step 1e-5, so ReLU and max-pool kinks
   are almost never crossed); the float64 jvp matches them to ~1e-8."""

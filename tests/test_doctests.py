@@ -46,6 +46,7 @@ def documentation_gaps(module) -> list[str]:
 
 
 @pytest.mark.parametrize("module_name", CORE_MODULES)
+@pytest.mark.slow
 def test_the_examples_in_the_docstrings_run(module_name):
   module = importlib.import_module(module_name)
   result = doctest.testmod(module, optionflags=OPTIONS, verbose=False)

@@ -62,6 +62,7 @@ def empty_step_folder(step_dir):
 
 @pytest.mark.parametrize("corrupt", [truncate_data_files, empty_metadata, empty_step_folder],
                          ids=["truncated data file", "empty _METADATA", "empty step folder"])
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(corrupt, finished_run,
                                                                     tmp_path):
   source, uninterrupted = finished_run
@@ -187,6 +188,7 @@ def test_a_second_run_on_a_workdir_in_use_fails_at_once(tmp_path):
 ], ids=["a bad value", "a misspelled field", "a missing config file", "missing data",
         "a batch larger than the data", "an unknown split", "standardized images",
         "a subset larger than the data"])
+@pytest.mark.slow
 def test_config_and_data_mistakes_print_one_line_not_a_traceback(arguments, message, tmp_path):
   images = tmp_path / "images.npz"  # uint8 images, for the cases that need them.
   pixels = np.zeros((16, 4, 4, 3), np.uint8)

@@ -32,6 +32,7 @@ ALL_METHODS = [("erm", {}), ("mixup", {}), ("manifold_mixup", {}),
 
 @pytest.mark.parametrize("method,options", ALL_METHODS,
                          ids=[f"{m}-{o.get('variant', '')}" for m, o in ALL_METHODS])
+@pytest.mark.slow
 def test_every_method_composes_with_jit_and_vmap(method, options, cnn_problem):
   """Each method's gradient under vmap over keys equals the one-key gradient; values and
   gradients are pinned against hand computations in the tests below and in test_regularizers /
@@ -192,6 +193,7 @@ def _value_and_gradient(fn, params):
   return np.concatenate([np.ravel(loss)] + [np.ravel(g) for g in jax.tree.leaves(grad)]), aux
 
 
+@pytest.mark.slow
 def test_make_loss_fn_defaults_are_the_documented_options(cnn_problem):
   """Each default equals its documented value given explicitly, and differs from another value
   (so the default reaches the loss); without eta, MixupE is Mixup (eta = 0). Compared by the
@@ -307,6 +309,7 @@ def assert_gradient_along_a_random_direction(gradient, value_fn, params, *, seed
 
 
 @pytest.mark.parametrize("kind,variant,tau", [("mlp", "v2", None), ("mlp_bn", "v1", 0.0)])
+@pytest.mark.slow
 def test_hidden_layer_term_gradient_equals_finite_differences_with_the_direction_held(
     kind, variant, tau):
   """The Manifold MixupE term's parameter gradient treats d_i = h_bar - h_i as a constant:

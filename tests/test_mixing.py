@@ -61,6 +61,7 @@ def test_pair_granularity_needs_an_involutive_pairing(key):
 @pytest.mark.parametrize("granularity", ["batch", "example", "pair"])
 @pytest.mark.parametrize("shape,axes", [((16, 12, 10, 3), (1, 2)), ((16, 40), (1,)),
                                         ((16, 20, 8, 1), (1,))])
+@pytest.mark.slow
 def test_cutmix_lambda_equals_the_kept_area(granularity, shape, axes, key):
   # Distinct values everywhere, so a pixel shows which image it came from.
   x = jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape)
@@ -293,6 +294,7 @@ def test_no_mixing_is_the_identity_with_one_hot_labels():
     assert mixed.lam.dtype == jnp.float32 and mixed.partner.dtype == jnp.int32
 
 
+@pytest.mark.slow
 def test_mixup_or_cutmix_defaults_and_options():
   """Defaults: CutMix half of the time, with the kept-area lambda. switch_prob 0 and 1 are
   allowed (always Mixup / always CutMix); label smoothing and the shard index reach both ops."""
@@ -445,6 +447,7 @@ def test_soft_labels_are_checked_against_num_classes_on_the_class_axis():
     mixing.to_soft_labels(soft, num_classes=2)
 
 
+@pytest.mark.slow
 def test_the_documented_dtypes_hold_under_x64(key):
   """lambda and the labels are float32, partners int32, integer inputs mix in float32, whatever
   JAX's default dtypes are (x64 makes them float64 and int64). Mutants that fail it (checked by

@@ -143,6 +143,7 @@ def trained_params(devices, method, steps=3, **options):
     ("mixupe", dict(eta=0.1, variant="v3")),
     ("regmixup", dict(eta=1.0)),
 ])
+@pytest.mark.slow
 def test_groups_train_the_same_parameters_on_1_2_4_and_8_devices(method, options):
   """Under train-mode BatchNorm (statistics over the global batch) the parameters after 3 steps
   agree on 1, 2, 4 and 8 devices to float32 tolerance; the device scope, whose pairs depend on
@@ -191,6 +192,7 @@ def compiled_step_text(scope):
   return train_step.lower(state, *batch).compile().as_text()
 
 
+@pytest.mark.slow
 def test_the_group_scope_step_gathers_neither_inputs_nor_labels():
   """On 8 devices (4 examples each, one group of 4 per device) the compiled MixupE step with a
   term subset has no all-gather or all-to-all of a batch-sized array; the global scope's has."""

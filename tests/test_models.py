@@ -17,6 +17,7 @@ from mixupe_jax.models.apply import DROPOUT_RNG, output_dtype
     (WideResNet(5, depth=10, widen_factor=1), 3),
     (ResNet(5, stage_sizes=(1, 1, 1, 1), width=4), 4),
 ])
+@pytest.mark.slow
 def test_image_models_shapes_hidden_layers_and_bfloat16(module, layers):
   x = jnp.ones((2, 32, 32, 3))
   params, state = init_model(module, jax.random.key(0), x)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from mixupe_jax import losses, mixing, parallel
@@ -68,6 +69,7 @@ def assert_same(nnx_tree, linen_tree, names, rtol):
                                rtol=rtol, atol=1e-6, err_msg=str(path))
 
 
+@pytest.mark.slow
 def test_nnx_mixupe_loss_gradient_and_state_equal_the_linen_twin(key):
   (linen_apply, linen_params, linen_state), (nnx_apply, nnx_params, nnx_state) = twins(key)
   inputs = jax.random.normal(jax.random.fold_in(key, 2), (8, 8, 8, 1))
@@ -105,6 +107,7 @@ def test_nnx_eval_mode_uses_the_running_statistics_and_keeps_them():
   assert not apply_fn.couples_examples(state)
 
 
+@pytest.mark.slow
 def test_nnx_model_trains_under_jit_on_eight_devices(key):
   """A jitted optax step of the NNX model, batch sharded over the 8 simulated devices, equals the
   same step on one device, and training lowers the loss."""

@@ -108,6 +108,7 @@ def taus_selecting_part(r):
 
 
 @pytest.mark.parametrize("kind", ["mlp_bn", "cnn"])
+@pytest.mark.slow
 def test_official_values_equal_finite_differences_moving_one_example(kind):
   apply_fn, params, state, inputs, _, soft, x_bar, _ = problem(kind)
   logits, values, _, _ = directional.official_weighted_term(
@@ -161,6 +162,7 @@ def _library_loss(variant, tau, term_split, rescale, layer=0):
 
 
 @pytest.mark.parametrize("kind", ["mlp_bn", "cnn"])
+@pytest.mark.slow
 def test_v1_and_v2_loss_and_gradient_equal_the_official_double_backward(kind):
   apply_fn, params, state, inputs, labels, soft, x_bar, mixed = problem(kind)
   shift = input_shift_by_hand(apply_fn, inputs, x_bar)

@@ -31,6 +31,7 @@ def test_a_batch_is_split_in_order_over_all_eight_devices():
 
 
 @pytest.mark.parametrize("variant", ["v1", "v3"])
+@pytest.mark.slow
 def test_sharded_mixupe_loss_and_gradient_equal_single_device(variant, make):
   key = jax.random.key(0)
   inputs = jax.random.normal(key, (16, 8, 8, 1))

@@ -116,6 +116,7 @@ def assert_same_run(run, expected, rtol=2e-5, atol=2e-6):
 
 @pytest.mark.parametrize("devices", [1, 2, 4, 8])
 @pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.slow
 def test_the_per_shard_step_trains_what_the_global_step_trains(case, devices):
   """Parameters, BatchNorm's running statistics and every metric after 3 steps equal the global
   form's on one device (float32 rounding), for every method. The official split's r_i must be
@@ -128,6 +129,7 @@ def test_the_per_shard_step_trains_what_the_global_step_trains(case, devices):
     assert 0.2 < run[1][0]["active_fraction"] < 0.8
 
 
+@pytest.mark.slow
 def test_dropout_masks_are_the_global_batch_s_on_any_number_of_devices():
   """An MLP with dropout trains the same on 8 devices per shard as on 1 device in the global
   form: each shard's mask is its rows of the global batch's mask (`models.mlp.Dropout`), which on
@@ -218,6 +220,7 @@ def all_reduce_bytes(per_shard, method, options):
   ("mixupe", {"eta": 0.5, "variant": "v3"}),
   ("regmixup", {}),
 ])
+@pytest.mark.slow
 def test_every_method_all_reduces_the_gradient_once(method, options):
   """On 8 devices (XLA:CPU) the per-shard step all-reduces the gradient's bytes once, plus
   BatchNorm's statistics and the scalar metrics (under 1 KB here), and gathers nothing; the
@@ -251,6 +254,7 @@ def test_the_training_system_steps_per_shard_exactly_where_the_batch_is_split():
   assert [parallel.step_axis(one, s) for s in ("group", "device", "global")] == [None] * 3
 
 
+@pytest.mark.slow
 def test_a_per_shard_loss_mixes_and_subsamples_each_shard_by_default():
   """`make_loss_fn(axis_name=...)` without a mixer or subset pairs and subsamples within each
   device with the device's index folded into the key (the "device" scope), not the same draw on

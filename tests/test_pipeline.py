@@ -56,6 +56,7 @@ def test_tfds_imagenet_train_and_eval_at_reduced_size():
   assert evaluation[0][0].shape == (3, 64, 64, 3) and evaluation[0][0].dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_tfds_imagenet_encoded_reaches_the_crop_as_bytes():
   """`encoded=True` hands the stored JPEG bytes on; the crop and the eval resize decode them."""
   with tfds.testing.mock_data(num_examples=8):
@@ -233,6 +234,7 @@ def test_global_batches_do_not_depend_on_the_process_count(augment):
       np.testing.assert_array_equal(labels, single[step][1])
 
 
+@pytest.mark.slow
 def test_worker_processes_read_the_same_batches_in_the_same_order():
   """2 grain worker processes (`num_workers`) give the threads' batches, augmentation included,
   across an epoch boundary, from the start and resumed at step 3 (an odd step: each worker's

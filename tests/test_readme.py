@@ -6,6 +6,7 @@ import re
 
 import jax
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,6 +22,7 @@ def test_the_readme_shows_the_usage_pages_loop():
   assert readme_loop == snippets("docs/usage.md")[0]
 
 
+@pytest.mark.slow
 def test_the_optax_loop_evaluation_and_nnx_snippets_run():
   from mixupe_jax.data.registry import load_sklearn
   digits = load_sklearn("digits")

@@ -25,6 +25,7 @@ def cross_entropy_and_gradient(x, soft, w, b):
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.slow
 def test_regmixup_value_and_gradient_equal_the_hand_computation(eta):
   """A linear model: the loss is CE on the clean batch + eta CE on the mixed batch, and its
   gradient x^T (p - y) / B + eta x~^T (p~ - y~) / B (and the bias's), in float64 by hand."""

@@ -62,6 +62,7 @@ def mixed():
 
 @pytest.mark.parametrize("variant,tau", [("v1", -1.0), ("v1", 0.05), ("v2", None), ("v3", 1.0),
                                          ("v3", -0.2), ("v4", None)])
+@pytest.mark.slow
 def test_each_version_matches_hand_computed_reference(variant, tau, mixed):
   expected_mix, expected_total = hand_reference(variant, np.asarray(mixed.inputs),
                                                 np.asarray(mixed.labels), tau)

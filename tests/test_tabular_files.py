@@ -128,6 +128,7 @@ def test_array_mistakes_are_clear_errors(arrays_, message, tmp_path):
     arrays.load_arrays(str(tmp_path / "a.npz"))
 
 
+@pytest.mark.slow
 def test_a_csv_trains_end_to_end(tmp_path):
   rng = np.random.default_rng(1)
   lines = ["a,b,colour,label"] + [

@@ -178,6 +178,7 @@ def _sharded_step(devices, inputs, labels, preprocess=None):
   return state, metrics, global_inputs
 
 
+@pytest.mark.slow
 def test_mixupe_train_step_on_8_devices_equals_1_device():
   assert jax.device_count() == 8, "conftest sets 8 simulated CPU devices"
   rng = np.random.default_rng(0)
@@ -202,6 +203,7 @@ def test_mixupe_train_step_on_8_devices_equals_1_device():
                              rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_train_step_maps_its_inputs_with_preprocess_before_the_loss():
   """`preprocess` (the on-device normalization) maps the inputs as they arrive: two steps on 2 x
   with preprocess x / 2 train exactly what two plain steps on x train. Mutants that fail it
@@ -382,6 +384,7 @@ def test_eval_step_splits_the_batch_and_returns_replicated_sums():
     np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_train_step_shards_the_batch_donates_the_state_and_reports_the_gradient_norm():
   """Lowered with host arrays, the compiled step takes the batch split over the 8 devices and
   returns the state and metrics replicated; a step donates the old state's buffers (the memory a

@@ -201,6 +201,7 @@ def run_image_steps(images, *, devices, scope, steps, mixer="cutmix", **options)
   return records
 
 
+@pytest.mark.slow
 def test_the_cutmix_box_is_fresh_every_step_one_per_batch_and_the_same_on_every_device():
   """With batch granularity every example of a step cuts the same box (where its partner is not
   itself), the box moves from step to step, and on 8 devices with per-device pairing each step's
