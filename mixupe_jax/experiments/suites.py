@@ -482,14 +482,11 @@ def _noisy(entry: DatasetEntry, fraction: float) -> DatasetEntry:
 # (label_noise_sizing): stopped early on the noisy validation split, ERM is not yet fitting the
 # noise and Mixup - ERM is not resolved; trained its full 100 epochs and reported at the end, as
 # Zhang et al. report, ERM fits the wrong labels (docs/results.md, "Where Mixup itself helps").
+_EARLY_STOPPED = _noisy(CONVERGED.datasets["digits"], 0.4)
 _NOISY_DIGITS = {
-  "digits_noise40_early_stopped": _noisy(CONVERGED.datasets["digits"], 0.4),
+  "digits_noise40_early_stopped": _EARLY_STOPPED,
   "digits_noise40": dataclasses.replace(
-    _noisy(CONVERGED.datasets["digits"], 0.4),
-    overrides={
-      **_noisy(CONVERGED.datasets["digits"], 0.4).overrides,
-      "early_stopping_patience": 0,
-    },
+    _EARLY_STOPPED, overrides={**_EARLY_STOPPED.overrides, "early_stopping_patience": 0}
   ),
 }
 LABEL_NOISE = Suite(
