@@ -339,7 +339,8 @@ def test_tiny_suite_killed_midway_completes_on_rerun_without_repeating_runs(tmp_
   assert (workdir / "results.md").read_text() == table
 
 
-@pytest.mark.parametrize("suite", [suites.CONVERGED, suites.CORA_DROPOUT], ids=lambda s: s.name)
+@pytest.mark.parametrize("suite", [suites.CONVERGED, suites.CORA_DROPOUT, suites.LABEL_NOISE,
+                                   suites.LABEL_NOISE_SIZING], ids=lambda s: s.name)
 def test_the_committed_store_holds_every_run_and_gives_the_committed_table(suite, tmp_path,
                                                                           monkeypatch):
   """A fresh checkout, without data or a workdir, finds every run of the finished suite in the
