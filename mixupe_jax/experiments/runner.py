@@ -409,10 +409,12 @@ def run_suite(
     for dataset in datasets:
       search[dataset] = {}
       alpha = None
-      if alpha_runs(suite, dataset):
-        found = [result for run in alpha_runs(suite, dataset) if (result := perform(run))]
-        search[dataset][suite.alpha_method] = [_search_entry(result) for result in found]
-        if len(found) < len(suite.alpha_grid):
+      alpha_search = alpha_runs(suite, dataset)
+      if alpha_search:
+        found = [result for run in alpha_search if (result := perform(run))]
+        if found:
+          search[dataset][suite.alpha_method] = [_search_entry(result) for result in found]
+        if len(found) < len(alpha_search):
           # MixupE's eta search and the finals wait for the chosen alpha.
           later = search_runs(suite, dataset) + final_runs(suite, dataset)
           missing.extend(f"{run.relative_dir} (after the alpha search)" for run in later)
@@ -438,9 +440,12 @@ def run_suite(
         method: choose(searched[method]) for method in searched if method in complete
       }
       search[dataset].update(
-        {method: [_search_entry(result) for result in found] for method, found in searched.items()}
+        {
+          method: [_search_entry(result) for result in found]
+          for method, found in searched.items()
+          if found
+        }
       )
-      search[dataset] = {method: found for method, found in search[dataset].items() if found}
       for run in final_runs(suite, dataset, chosen[dataset], alpha):
         result = perform(run)
         if result is not None:
