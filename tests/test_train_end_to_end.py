@@ -1,7 +1,7 @@
-"""train.py end to end in subprocesses (8 simulated devices, inherited from conftest): every offline
-config trains and writes metrics and checkpoints; the default reaches its stated accuracy; a run
-killed by SIGTERM or SIGKILL resumes to exactly the parameters of an uninterrupted run; ImageNet's
-config runs a step on mock data."""
+"""train.py end to end in subprocesses (8 simulated devices, inherited from conftest): the default
+reaches its stated accuracy; a run killed by SIGTERM or SIGKILL resumes to exactly the parameters
+of an uninterrupted run; ImageNet's config runs a step on mock data. Every offline config trains
+a few steps in this process and writes metrics and checkpoints."""
 
 import json
 import os
@@ -15,7 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mixupe_jax.train.loop import PREEMPTED_EXIT_STATUS
+from mixupe_jax.experiments.runner import load_config_file
+from mixupe_jax.train.loop import PREEMPTED_EXIT_STATUS, train_and_evaluate
 
 # train.py in subprocesses, kill and resume, whole trainings. Deselected by -m 'not slow' (docs/development.md).
 pytestmark = pytest.mark.slow
@@ -70,29 +71,29 @@ def test_default_config_reaches_its_accuracy_on_digits(tmp_path):
 
 
 OFFLINE_CONFIGS = [
-    ("configs/fashion_mnist_cnn.py", "fashion_mnist", ()),
-    ("configs/fsdd_cnn.py", "fsdd", ()),
-    ("configs/cora_gcn.py", "planetoid", ()),
+    ("fashion_mnist_cnn.py", "fashion_mnist", {}),
+    ("fsdd_cnn.py", "fsdd", {}),
+    ("cora_gcn.py", "planetoid", {}),
 ] + [  # Batch 16 holds one mixing group: on 8 devices, as its docstring says, pair per device.
-    (f"configs/uci_mlp.py:{name}", "uci", ("--config.mixing_scope=device",)) for name in UCI_SETS]
+    (f"uci_mlp.py:{name}", "uci", {"mixing_scope": "device"}) for name in UCI_SETS]
 
 
-@pytest.mark.parametrize("config,folder,extra", OFFLINE_CONFIGS,
-                         ids=[c[0].split("/")[-1] for c in OFFLINE_CONFIGS])
-def test_offline_config_trains_a_few_steps(tmp_path, config, folder, extra):
+@pytest.mark.parametrize("config_name,folder,extra", OFFLINE_CONFIGS,
+                         ids=[c[0] for c in OFFLINE_CONFIGS])
+def test_offline_config_trains_a_few_steps(tmp_path, config_name, folder, extra):
+  """In this process (train.py's command line is the other tests'): 3 steps, a checkpoint at
+  step 2 and at the end, the summary the last evaluation's."""
   require_shared(folder)
   workdir = str(tmp_path / "run")
-  dataset_override = []
-  if folder != "uci":  # Point the config at the data wherever it is.
-    spec = {"fashion_mnist": f"idx:{SHARED}/fashion_mnist",
-            "fsdd": f"fsdd:{SHARED}/fsdd/fsdd_recordings.zip",
-            "planetoid": f"planetoid:cora:{SHARED}/planetoid"}[folder]
-    dataset_override = [f"--config.dataset={spec}"]
-  else:
-    name = config.split(":")[1]
-    dataset_override = [f"--config.dataset=uci:{name}:{SHARED}/uci"]
-  run(config, workdir, "--config.num_train_steps=3", "--config.checkpoint_every_steps=2",
-      "--config.log_every_steps=1", *dataset_override, *extra)
+  config = load_config_file(os.path.join(ROOT, "configs"), config_name)
+  # Point the config at the data wherever it is.
+  config.dataset = {"fashion_mnist": f"idx:{SHARED}/fashion_mnist",
+                    "fsdd": f"fsdd:{SHARED}/fsdd/fsdd_recordings.zip",
+                    "planetoid": f"planetoid:cora:{SHARED}/planetoid",
+                    "uci": f"uci:{config_name.split(':')[-1]}:{SHARED}/uci"}[folder]
+  config.update(num_train_steps=3, checkpoint_every_steps=2, log_every_steps=1,
+                progress_bar=False, **extra)
+  train_and_evaluate(config, workdir)
   records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
   evaluated = [r for r in records if r["split"] != "train"]
@@ -119,38 +120,41 @@ def _wait_for_checkpoint(workdir, process, timeout=300):
   raise TimeoutError("no checkpoint appeared")
 
 
-RESUME = ("--config.num_train_steps=600", "--config.checkpoint_every_steps=100",
+RESUME = ("--config.num_train_steps=300", "--config.checkpoint_every_steps=50",
           "--config.eval_every_epochs=100")
 
 
-@pytest.mark.parametrize("kill_signal", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path, kill_signal):
+def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path):
+  """Stopped by SIGTERM (a preemption: it saves and exits with PREEMPTED_EXIT_STATUS) or by
+  SIGKILL (nothing saved after the last checkpoint) after its first checkpoint, then rerun: the
+  same parameters as one uninterrupted run, bit for bit, and a log without repeated steps."""
   reference = str(tmp_path / "reference")
   run("configs/digits_mlp.py", reference, *RESUME)
-  interrupted = str(tmp_path / "interrupted")
-  process = subprocess.Popen(command("configs/digits_mlp.py", interrupted, *RESUME), cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  _wait_for_checkpoint(interrupted, process)
-  process.send_signal(kill_signal)
-  _, stderr = process.communicate(timeout=300)
-  if process.returncode == 0:
-    pytest.fail("the run finished before the signal landed; lengthen it")
-  if kill_signal == signal.SIGTERM:
-    assert process.returncode == PREEMPTED_EXIT_STATUS, stderr[-3000:]
-    assert "Preempted: saved a checkpoint at step" in stderr
-  else:
-    assert process.returncode == -signal.SIGKILL
-  stopped_at, _ = final_params(interrupted)
-  assert 0 < stopped_at < 600
-  run("configs/digits_mlp.py", interrupted, *RESUME)
-  step, params = final_params(interrupted)
   reference_step, reference_params = final_params(reference)
-  assert step == reference_step == 600
-  for leaf, reference_leaf in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
-    np.testing.assert_array_equal(leaf, reference_leaf)
-  steps = [r["step"] for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
-           if r["split"] == "train"]
-  assert steps == sorted(set(steps)), "the resumed log repeats steps"
+  for kill_signal in (signal.SIGTERM, signal.SIGKILL):
+    interrupted = str(tmp_path / kill_signal.name)
+    process = subprocess.Popen(command("configs/digits_mlp.py", interrupted, *RESUME), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(interrupted, process)
+    process.send_signal(kill_signal)
+    _, stderr = process.communicate(timeout=300)
+    if process.returncode == 0:
+      pytest.fail("the run finished before the signal landed; lengthen it")
+    if kill_signal == signal.SIGTERM:
+      assert process.returncode == PREEMPTED_EXIT_STATUS, stderr[-3000:]
+      assert "Preempted: saved a checkpoint at step" in stderr
+    else:
+      assert process.returncode == -signal.SIGKILL
+    stopped_at, _ = final_params(interrupted)
+    assert 0 < stopped_at < 300, kill_signal.name
+    run("configs/digits_mlp.py", interrupted, *RESUME)
+    step, params = final_params(interrupted)
+    assert step == reference_step == 300
+    for leaf, reference_leaf in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+      np.testing.assert_array_equal(leaf, reference_leaf, err_msg=kill_signal.name)
+    steps = [r["step"] for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
+             if r["split"] == "train"]
+    assert steps == sorted(set(steps)), f"the resumed log repeats steps ({kill_signal.name})"
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
