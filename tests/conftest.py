@@ -3,7 +3,9 @@
 XLA reads the flag when jax initializes its backends, so it is set before anything imports jax.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -13,12 +15,21 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # optimizations that pay on long runs (as flax's example tests do). Inherited by the train.py
 # subprocesses; set JAX_DISABLE_MOST_OPTIMIZATIONS=false to test the optimized programs.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
+# Many tests, and the train.py runs of one test (a reference, a killed run, its resumption),
+# compile the same programs: JAX's compilation cache keeps each one (keyed by the program, the
+# compile options, XLA_FLAGS and the devices) in a throw-away folder per test process, inherited
+# by its subprocesses. A cached program is the executable XLA compiled, so no numerics change.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="mixupe_jax_test_xla_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 from mixupe_jax import xla_cpu  # noqa: E402  (imports jax, creates no backend)
 
 xla_cpu.configure()  # What train.py runs; tests/test_xla_cpu.py compares both.
 # Cached x_bar files go to a throw-away folder (inherited by train.py subprocesses), never next to
 # the offline data the tests read.
 os.environ["MIXUPE_JAX_CACHE"] = tempfile.mkdtemp(prefix="mixupe_jax_test_cache_")
+atexit.register(shutil.rmtree, os.environ["MIXUPE_JAX_CACHE"], ignore_errors=True)
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402  (after the flag on purpose)

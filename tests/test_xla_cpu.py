@@ -65,8 +65,9 @@ STEP = textwrap.dedent(r"""
     loss_fn = losses.make_loss_fn("mixupe", apply_fn=flax_apply_fn(module), num_classes=10,
                                   eta=1.0, threshold=0.0, x_bar=inputs.mean(0))
     step = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, state, inputs, labels, key)[0]))
-    text = step.lower(params).compile().as_text()
-    loss, grads = step(params)
+    compiled = step.lower(params).compile()  # Compiled once: its text, then its run.
+    text = compiled.as_text()
+    loss, grads = compiled(params)
     # Convolutions that run inside a YNNPACK fusion: the fusion's called computation holds one.
     blocks = {block.split(" ", 1)[0].lstrip("%"): block for block in text.split("\n\n")}
     called = re.findall(r"calls=%([\w.-]+), backend_config=[^\n]*__ynn_fusion", text)
