@@ -113,7 +113,7 @@ def cifar10_subset(tmp_path_factory):
 
 
 def _short_cifar10(dataset, setting, method="mixupe"):
-  """32 steps of 64 on 2,000 local CIFAR-10 images (PreActResNet-18 of width 16), the Mixup loss
+  """32 steps of 64 on 2,000 local CIFAR-10 images (PreActResNet-18 of width 8), the Mixup loss
   logged every 8 steps, evaluated on the training subset only."""
   config = load_config_file(os.path.join(ROOT, "configs"),
                             f"cifar10_preactresnet18.py:{setting}")
@@ -122,7 +122,7 @@ def _short_cifar10(dataset, setting, method="mixupe"):
   config.train_subset, config.train_subset_seed = SUBSET, SUBSET_SEED
   config.batch_size, config.num_train_steps = 64, 32
   config.mixing_group_size = 8  # 8 per device on the tests' 8 simulated devices.
-  config.model.width = 16
+  config.model.width = 8
   config.log_every_steps, config.eval_splits = 8, ("train_eval",)
   config.input_workers, config.progress_bar = 0, False
   return config
@@ -137,7 +137,7 @@ def _mixup_losses(workdir):
 @pytest.mark.slow
 def test_the_shipped_image_setting_trains_near_mixup(tmp_path, cifar10_subset):
   """The README's recipe (the configs' default) logs Mixup losses within 10% of Mixup's own run
-  at every flush. It fails for the official code's default, which climbed to 1.8 times Mixup's
+  at every flush. It fails for the official code's default, which climbed to 6.3 times Mixup's
   largest logged loss in the same 32 steps (measured once; docs/training.md)."""
   losses = {}
   for name, method in (("mixup", "mixup"), ("shipped", "mixupe")):
