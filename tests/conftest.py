@@ -92,3 +92,10 @@ def make():
 @pytest.fixture
 def apply_of():
   return flax_apply_fn
+
+
+def pytest_collection_modifyitems(config, items):
+  """The tests marked slow run first, each group in its collected order: in two workers the long
+  tests then start early and the short ones fill the end, rather than one worker finishing a
+  minute-long test alone while the other idles."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -120,7 +120,7 @@ def _wait_for_checkpoint(workdir, process, timeout=300):
   raise TimeoutError("no checkpoint appeared")
 
 
-RESUME = ("--config.num_train_steps=300", "--config.checkpoint_every_steps=50",
+RESUME = ("--config.num_train_steps=200", "--config.checkpoint_every_steps=40",
           "--config.eval_every_epochs=100")
 
 
@@ -146,10 +146,10 @@ def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path):
     else:
       assert process.returncode == -signal.SIGKILL
     stopped_at, _ = final_params(interrupted)
-    assert 0 < stopped_at < 300, kill_signal.name
+    assert 0 < stopped_at < 200, kill_signal.name
     run("configs/digits_mlp.py", interrupted, *RESUME)
     step, params = final_params(interrupted)
-    assert step == reference_step == 300
+    assert step == reference_step == 200
     for leaf, reference_leaf in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
       np.testing.assert_array_equal(leaf, reference_leaf, err_msg=kill_signal.name)
     steps = [r["step"] for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl")))
