@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_train_end_to_end import require_shared
 
+from mixupe_jax.data.images import members_by_split
 from mixupe_jax.data.tabular import stratified_subset
 from mixupe_jax.experiments.runner import load_config_file
 from mixupe_jax.train import defaults, runaway
@@ -96,11 +97,7 @@ def cifar10_subset(tmp_path_factory):
   rows is every row, in order), without decoding 60,000 images per run."""
   source = os.path.join(require_shared("cifar10"), "cifar10_jpeg.zip")
   with zipfile.ZipFile(source) as archive:
-    names = sorted(n for n in archive.namelist() if n.endswith(".jpg"))
-    by_split: dict[str, dict[str, list[str]]] = {}
-    for name in names:  # <split>/<class>/<image>, as `data.images.load_image_folder` reads it.
-      split, label, _ = name.split("/")
-      by_split.setdefault(split, {}).setdefault(label, []).append(name)
+    by_split = members_by_split(archive.namelist())  # In the loader's order.
     classes = sorted(by_split["train"])
     train = [n for c in classes for n in by_split["train"][c]]
     labels = np.repeat(np.arange(len(classes)), [len(by_split["train"][c]) for c in classes])

@@ -36,6 +36,19 @@ def _decode(data: bytes, where: str) -> np.ndarray:
     raise DataError(f"{where} is not a readable image ({error}).") from error
 
 
+def members_by_split(names: list[str]) -> dict[str, dict[str, list[str]]]:
+  """{split: {class: image files}} of `<split>/<class>/<image>` names (a leading folder allowed),
+  each class's files sorted: the order `load_image_folder` reads them in, class by class in sorted
+  class order. Names that are not images at that depth are left out."""
+  by_split: dict[str, dict[str, list[str]]] = {}
+  for member in sorted(names):
+    parts = member.split("/")
+    if len(parts) < 3 or not member.lower().endswith(IMAGE_SUFFIXES):
+      continue
+    by_split.setdefault(parts[-3], {}).setdefault(parts[-2], []).append(member)
+  return by_split
+
+
 def load_image_folder(
   path: str, name: str = "imagefolder", splits: tuple[str, ...] = ("train", "test")
 ) -> ArrayDataset:
@@ -45,13 +58,7 @@ def load_image_folder(
   """
   require_file(path, "image folder or zip")
   names, read = list_members(path, "<split>/<class>/<image>")
-  by_split: dict[str, dict[str, list[str]]] = {}
-  for member in sorted(names):
-    parts = member.split("/")
-    if len(parts) < 3 or not member.lower().endswith(IMAGE_SUFFIXES):
-      continue
-    split, label = parts[-3], parts[-2]
-    by_split.setdefault(split, {}).setdefault(label, []).append(member)
+  by_split = members_by_split(names)
   missing = [s for s in splits if s not in by_split]
   if missing:
     raise DataError(
