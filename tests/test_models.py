@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse
 
 from mixupe_jax.models import (GCN, ResNet, WideResNet, flax_apply_fn, init_model, node_apply_fn,
-                               normalized_edges)
+                               normalized_edges, registry)
 from mixupe_jax.models.apply import DROPOUT_RNG, output_dtype
 
 
@@ -124,3 +124,36 @@ def test_a_model_with_batch_norm_and_dropout_initializes_in_eval_mode_and_trains
   eval_logits, eval_state = eval_apply(params, second_state, inputs)
   np.testing.assert_array_equal(eval_apply(params, second_state, inputs)[0], eval_logits)
   jax.tree.map(np.testing.assert_array_equal, eval_state, second_state)
+
+
+# Each registered model's own kind of layers, at a size that initializes eagerly in a second.
+SMALL_MODELS = {
+  "mlp": ((2, 10), dict(hidden_sizes=(8, 8), dropout_rate=0.5)),
+  "small_cnn": ((2, 12, 12, 1), dict(channels=(4, 8))),
+  "preact_resnet18": ((2, 16, 16, 3), dict(stage_sizes=(1, 1), width=4)),
+  "preact_resnet50": ((2, 16, 16, 3), dict(stage_sizes=(1, 1), width=4)),
+  "wide_resnet": ((2, 16, 16, 3), dict(depth=10, widen_factor=1)),
+  "resnet50": ((2, 32, 32, 3), dict(stage_sizes=(1, 1), width=4)),
+}
+
+
+@pytest.mark.parametrize("name", [*SMALL_MODELS, "gcn"])
+def test_init_model_gives_the_bits_of_flax_s_eager_init(name):
+  """`init_model` compiles the initialization as one program; its parameters and state are the
+  eager `module.init`'s bit for bit, so runs stored before it was compiled re-run the same."""
+  if name == "gcn":
+    adjacency = scipy.sparse.random(12, 12, density=0.3, random_state=0)
+    shape, options = (12, 5), dict(edges=normalized_edges(adjacency + adjacency.T),
+                                   dropout_rate=0.5)
+  else:
+    shape, options = SMALL_MODELS[name]
+  module = registry.build_model(name, num_classes=3, **options)
+  x = jax.random.normal(jax.random.key(1), shape)
+  params, state = init_model(module, jax.random.key(2), x)
+  eager = dict(module.init(jax.random.key(2), x, train=False))
+  eager_params = eager.pop("params")
+  assert jax.tree.structure((params, state)) == jax.tree.structure((eager_params, eager))
+  for got, wanted in zip(jax.tree.leaves((params, state)), jax.tree.leaves((eager_params, eager)),
+                         strict=True):
+    assert got.dtype == wanted.dtype
+    np.testing.assert_array_equal(got, wanted)

@@ -1,7 +1,7 @@
 """The per-shard train step (`make_train_step(..., axis_name=...)`): each device computes the loss
 of its shard, every reduction over the batch is explicit over the mesh axis, and the gradient is
 all-reduced once. It trains what the global form (XLA partitioning the loss of the global batch,
-the step before it) trains, on 1, 2, 4 and 8 devices."""
+the step before it) trains, on 1, 2 and 8 devices."""
 
 import functools
 
@@ -114,7 +114,9 @@ def assert_same_run(run, expected, rtol=2e-5, atol=2e-6):
       np.testing.assert_allclose(metrics[key], wanted[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
-@pytest.mark.parametrize("devices", [1, 2, 4, 8])
+# With groups of 4 in a batch of 32: one shard of 8 groups, shards of several groups (2 devices;
+# 4 devices would be the same case again), and shards of one group each (8 devices).
+@pytest.mark.parametrize("devices", [1, 2, 8])
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.slow
 def test_the_per_shard_step_trains_what_the_global_step_trains(case, devices):

@@ -60,7 +60,7 @@ STEP = textwrap.dedent(r"""
     from mixupe_jax.models import PreActResNet18, flax_apply_fn, init_model
     key = jax.random.key(0)
     inputs = jax.random.normal(key, (8, 16, 16, 3)); labels = jnp.arange(8) % 10
-    module = PreActResNet18(num_classes=10, width=8)
+    module = PreActResNet18(num_classes=10, width=8, stage_sizes=(1, 1, 1, 1))
     params, state = init_model(module, key, inputs)
     loss_fn = losses.make_loss_fn("mixupe", apply_fn=flax_apply_fn(module), num_classes=10,
                                   eta=1.0, threshold=0.0, x_bar=inputs.mean(0))

@@ -295,7 +295,10 @@ def init_model(
   >>> jax.tree.map(jnp.shape, params)["Dense_0"], state
   ({'bias': (8,), 'kernel': (4, 8)}, {})
   """
-  variables = dict(module.init(key, sample_inputs, train=False))
+  # One compiled program, as the flax examples initialize: run eagerly, init compiles and
+  # dispatches each of its operations on its own (hundreds for a ResNet). The values are the same
+  # bits either way (tests/test_models.py).
+  variables = dict(jax.jit(functools.partial(module.init, train=False))(key, sample_inputs))
   params = variables.pop("params")
   if dropout_key is not None:
     variables[DROPOUT_RNG] = jax.random.key_data(dropout_key)
