@@ -113,7 +113,7 @@ def test_aggregate_pairs_three_seeds_by_seed_and_gives_the_hand_computed_p(tmp_p
 
 
 TOY_MARKDOWN = """\
-**test accuracy (%)**, mean ± std over seeds [0, 1, 2, 3]
+**test accuracy (%)**, mean ± std over seeds [0, 1, 2, 3], or over the seeds a row names (n seeds: 0 to n - 1)
 
 | dataset | mixup | mixupe |
 |---|---|---|
@@ -127,7 +127,7 @@ TOY_MARKDOWN = """\
 | toy | +2.00 [-0.48, +4.48] (p=0.07) | — |
 | one | +10.00 (p=n/a) | — |
 
-**test NLL**, mean ± std over seeds [0, 1, 2, 3]
+**test NLL**, mean ± std over seeds [0, 1, 2, 3], or over the seeds a row names (n seeds: 0 to n - 1)
 
 | dataset | mixup | mixupe |
 |---|---|---|
@@ -141,7 +141,7 @@ TOY_MARKDOWN = """\
 | toy | -0.020 [-0.045, +0.005] (p=0.07) | — |
 | one | -0.100 (p=n/a) | — |
 
-**test ECE (15 bins)**, mean ± std over seeds [0, 1, 2, 3]
+**test ECE (15 bins)**, mean ± std over seeds [0, 1, 2, 3], or over the seeds a row names (n seeds: 0 to n - 1)
 
 | dataset | mixup | mixupe |
 |---|---|---|
@@ -181,6 +181,19 @@ def test_markdown_table_written_out():
   binary, hence 0.247); every run took 2 s."""
   suite, outcome = toy_suite_and_outcome()
   assert report.markdown(report.aggregate(suite, outcome), suite) == TOY_MARKDOWN
+
+
+def test_a_row_with_other_seeds_than_the_suite_s_names_them():
+  """A row's label gives its seeds where they are not the suite's: their count for seeds 0 to
+  n - 1 (the header says so), else the list; a row with the suite's seeds has none."""
+  suite, outcome = toy_suite_and_outcome()
+  table = report.markdown(report.aggregate(suite, outcome), suite)
+  assert "| toy |" in table and "| one (1 seed) |" in table
+  # Seed 0 of dataset "one" moved to seed 2: no longer seeds 0 to n - 1.
+  moved = {**outcome, "runs": [dict(run, seed=2) if run["dataset"] == "one" else run
+                               for run in outcome["runs"]]}
+  table = report.markdown(report.aggregate(suite, moved), suite)
+  assert "| one (seeds 2) |" in table
 
 
 def test_a_suite_without_searched_methods_has_no_table_of_choices():

@@ -220,6 +220,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
   )
 
 
+def _seeds_label(seeds: list[int], suite_seeds: list[int]) -> str:
+  """A row's seeds after its dataset's name when they are not the suite's: " (n seeds)" for
+  seeds 0 to n - 1, else the list."""
+  if list(seeds) == list(suite_seeds):
+    return ""
+  if list(seeds) == list(range(len(seeds))):
+    return f" ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
+  return f" (seeds {', '.join(map(str, seeds))})"
+
+
 def markdown(results: dict[str, Any], suite) -> str:
   """Per metric, a table of datasets x methods and one of the paired differences (mean, 95% CI,
   p); then the per-run statistics the suite has, the time per run, and the chosen eta and sign.
@@ -227,11 +237,11 @@ def markdown(results: dict[str, Any], suite) -> str:
   methods = list(suite.methods)
   comparisons = [f"{m} - {b}" for m, b in suite.comparisons]
   entries = results["results"]
-  seeds = {d: max(len(e[m]["seeds"]) for m in methods) for d, e in entries.items()}
-  label = {
-    d: d if n == len(results["seeds"]) else f"{d} ({n} seed{'s' if n != 1 else ''})"
-    for d, n in seeds.items()
-  }
+  seeds = {d: max((e[m]["seeds"] for m in methods), key=len) for d, e in entries.items()}
+  label = {d: d + _seeds_label(s, results["seeds"]) for d, s in seeds.items()}
+  over = f"over seeds {results['seeds']}"
+  if any(s != list(results["seeds"]) for s in seeds.values()):
+    over += ", or over the seeds a row names (n seeds: 0 to n - 1)"
   lines = []
   if results.get("missing_runs"):
     finished = len(results["curves"]) + sum(
@@ -244,7 +254,7 @@ def markdown(results: dict[str, Any], suite) -> str:
       "",
     ]
   for name, title, scale, digits in METRICS:
-    lines += [f"**{title}**, mean ± std over seeds {results['seeds']}", ""]
+    lines += [f"**{title}**, mean ± std {over}", ""]
     lines += _table(
       ["dataset"] + methods,
       [
