@@ -55,9 +55,12 @@ def test_an_early_stopped_run_resumes_to_the_same_result(tmp_path):
   uninterrupted = train_and_evaluate(early_stopping_config(), str(tmp_path / "a"))
   assert uninterrupted["stopped_early"] and uninterrupted["final_step"] < 60 * 18
   assert uninterrupted["best_step"] < uninterrupted["final_step"]
-  # Stopped part way (a budget of 5 epochs), then resumed with the full budget.
+  # Stopped part way (a budget of 5 epochs), then resumed with the full budget. The stopped run's
+  # folder is copied for the two cases below, which resume it after changing it.
   resumed_dir = str(tmp_path / "b")
   train_and_evaluate(early_stopping_config(steps=5 * 18), resumed_dir)
+  for name in ("no_log", "old_checkpoint"):
+    shutil.copytree(resumed_dir, tmp_path / name)
   resumed = train_and_evaluate(early_stopping_config(), resumed_dir)
   assert resumed == uninterrupted
   # A finished early-stopped run is not trained again.
@@ -68,7 +71,6 @@ def test_an_early_stopped_run_resumes_to_the_same_result(tmp_path):
   # "loop" item removed) rebuilds it from the log, once.
   for name, remove in (("no_log", "metrics.jsonl"), ("old_checkpoint", "loop")):
     workdir = tmp_path / name
-    train_and_evaluate(early_stopping_config(steps=5 * 18), str(workdir))
     checkpoints = workdir / "checkpoints"
     if remove == "metrics.jsonl":
       os.remove(workdir / remove)
