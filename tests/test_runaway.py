@@ -111,7 +111,7 @@ def cifar10_subset(tmp_path_factory):
 
 def _short_cifar10(dataset, setting, method="mixupe"):
   """32 steps of 64 on 2,000 local CIFAR-10 images (PreActResNet-18 of width 8), the Mixup loss
-  logged every 8 steps, evaluated on the training subset only."""
+  logged every 8 steps, evaluated once, after the last step, on the training subset only."""
   config = load_config_file(os.path.join(ROOT, "configs"),
                             f"cifar10_preactresnet18.py:{setting}")
   config.dataset = "imagefolder:" + dataset
@@ -121,6 +121,7 @@ def _short_cifar10(dataset, setting, method="mixupe"):
   config.mixing_group_size = 8  # 8 per device on the tests' 8 simulated devices.
   config.model.width = 8
   config.log_every_steps, config.eval_splits = 8, ("train_eval",)
+  config.eval_every_epochs = 2  # Not at the end of the first epoch (step 31) as well.
   config.input_workers, config.progress_bar = 0, False
   return config
 
