@@ -193,7 +193,7 @@ def test_a_row_with_other_seeds_than_the_suite_s_names_them():
   moved = {**outcome, "runs": [dict(run, seed=2) if run["dataset"] == "one" else run
                                for run in outcome["runs"]]}
   table = report.markdown(report.aggregate(suite, moved), suite)
-  assert "| one (seeds 2) |" in table
+  assert "| one (seed 2) |" in table
 
 
 def test_a_suite_without_searched_methods_has_no_table_of_choices():

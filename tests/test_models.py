@@ -126,7 +126,7 @@ def test_a_model_with_batch_norm_and_dropout_initializes_in_eval_mode_and_trains
   jax.tree.map(np.testing.assert_array_equal, eval_state, second_state)
 
 
-# Each registered model's own kind of layers, at a size that initializes eagerly in a second.
+# Each registered model's own kind of layers, small enough that the eager init is quick.
 SMALL_MODELS = {
   "mlp": ((2, 10), dict(hidden_sizes=(8, 8), dropout_rate=0.5)),
   "small_cnn": ((2, 12, 12, 1), dict(channels=(4, 8))),

@@ -227,7 +227,7 @@ def _seeds_label(seeds: list[int], suite_seeds: list[int]) -> str:
     return ""
   if list(seeds) == list(range(len(seeds))):
     return f" ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
-  return f" (seeds {', '.join(map(str, seeds))})"
+  return f" (seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))})"
 
 
 def markdown(results: dict[str, Any], suite) -> str:
