@@ -342,7 +342,10 @@ def _alpha_search(results: dict[str, Any], method: str) -> list[str]:
       + [_percent(accuracy.get(alpha)) for alpha in grid]
       + [f"{results['alphas'][dataset]:g}" if dataset in results["alphas"] else "—"]
     )
-  title = f"**{method}'s alpha, searched on the validation split** (validation accuracy, %)"
+  title = (
+    f"**{method}'s alpha, searched on the validation split** (validation accuracy, %; "
+    "equal accuracies: the lower validation NLL is chosen)"
+  )
   return [title, ""] + _table(["dataset"] + [f"alpha={a:g}" for a in grid] + ["chosen"], rows)
 
 
