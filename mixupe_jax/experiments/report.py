@@ -240,7 +240,7 @@ def markdown(results: dict[str, Any], suite) -> str:
   seeds = {d: max((e[m]["seeds"] for m in methods), key=len) for d, e in entries.items()}
   label = {d: d + _seeds_label(s, results["seeds"]) for d, s in seeds.items()}
   over = f"over seeds {results['seeds']}"
-  if any(s != list(results["seeds"]) for s in seeds.values()):
+  if any(label[d] != d for d in label):
     over += ", or over the seeds a row names (n seeds: 0 to n - 1)"
   lines = []
   if results.get("missing_runs"):
